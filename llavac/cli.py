@@ -1,0 +1,75 @@
+"""The ``llavac`` command line: parses arguments and calls the library, nothing more.
+
+Every subcommand is a thin shell over one library function, so the library is used from
+Python exactly as from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from llavac.data.check import check_path
+
+    report = check_path(args.path)
+    print(report.to_json() if args.json else report.format_text())
+    return report.exit_code
+
+
+def _data_export(args: argparse.Namespace) -> int:
+    from llavac.data.export import export_split
+
+    export_split(
+        args.path,
+        procedure=args.procedure,
+        fold=args.fold,
+        seed=args.seed,
+        splits_dir=args.splits,
+        out=args.out,
+        strict=args.strict,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llavac", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="inspect and split MVSA releases or own data")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+
+    check = data_commands.add_parser("check", help="read everything, report what is wrong")
+    check.add_argument("path", type=Path, help="MVSA release folder or own-data JSONL / CSV")
+    check.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    check.set_defaults(run=_data_check)
+
+    export = data_commands.add_parser("export", help="write train / validation / test JSONL")
+    export.add_argument("path", type=Path, help="MVSA release folder or own-data JSONL / CSV")
+    export.add_argument("--procedure", required=True,
+                        help="cheema10 | random811 | clmlf | qmf | none (own data as one test set)")
+    export.add_argument("--fold", type=int, default=None, help="cheema10 fold, 1..10")
+    export.add_argument("--seed", type=int, default=0, help="random811 split seed")
+    export.add_argument("--splits", type=Path, default=None,
+                        help="read the original published split files from DIR")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--strict", action="store_true", help="a bad record is fatal")
+    export.set_defaults(run=_data_export)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as error:
+        # Bad input is the user's to fix: one clear line, no traceback.
+        print(f"llavac: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

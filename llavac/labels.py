@@ -1,0 +1,35 @@
+"""The sentiment label set, its order, and the Xu & Mao (2017) multimodal label rule.
+
+Every module imports labels from here: the order of ``LABELS`` is the order of every
+probability vector, confusion matrix and metric table the project writes.
+"""
+
+from __future__ import annotations
+
+LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+
+
+def normalize_label(word: str) -> str:
+    """Return the canonical label for ``word`` (case and surrounding space ignored).
+
+    Raises ``ValueError`` naming the word when it is not one of ``LABELS``.
+    """
+    label = word.strip().lower()
+    if label not in LABELS:
+        raise ValueError(f"unknown label word {word!r} (expected one of {', '.join(LABELS)})")
+    return label
+
+
+def xu_mao_rule(text_label: str, image_label: str) -> str | None:
+    """Multimodal label from the two unimodal ones (Xu & Mao 2017, MultiSentiNet).
+
+    Equal labels -> that label; one neutral and one polar -> the polar one;
+    positive with negative -> ``None`` (the pair is dropped as a conflict).
+    """
+    if text_label == image_label:
+        return text_label
+    if text_label == "neutral":
+        return image_label
+    if image_label == "neutral":
+        return text_label
+    return None
