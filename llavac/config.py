@@ -1,0 +1,104 @@
+"""Nested dataclass configs from YAML presets plus ``key=value`` overrides.
+
+A recipe's arguments are a dataclass of dataclasses (``model``, ``data``, ``train``, ...).
+A YAML preset fills some of them, ``section.key=value`` overrides on the command line win
+over the preset, and the resolved config is saved next to every checkpoint and result so
+that a run can be repeated from its output folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def from_dict(cls: type[C], values: dict, where: str = "") -> C:
+    """Build ``cls`` from a nested dict; an unknown key is an error that names it."""
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in types_:
+            known = ", ".join(types_)
+            raise ValueError(f"unknown config key {where + key!r} (known here: {known})")
+        tp = types_[key]
+        if _is_dataclass_type(tp):
+            value = from_dict(tp, value or {}, where=f"{where}{key}.")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _coerce(text: str, tp) -> Any:
+    """Parse an override value as YAML (so ``1e-4``, ``true``, ``null``, ``[a, b]`` work),
+    keeping it a string where the field is a string (a model named ``7`` stays ``"7"``)."""
+    value = yaml.safe_load(text)
+    if value is None:
+        return None
+    allowed = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    if str in allowed:
+        return text
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def apply_overrides(config: C, overrides: list[str]) -> C:
+    """Return a copy of ``config`` with ``section.key=value`` overrides applied."""
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} is not of the form section.key=value")
+        dotted, text = override.split("=", 1)
+        *sections, key = dotted.split(".")
+        config = _replace_path(config, sections, key, text, dotted)
+    return config
+
+
+def _replace_path(node, sections: list[str], key: str, text: str, dotted: str):
+    types_ = _field_types(type(node))
+    name = sections[0] if sections else key
+    if name not in types_:
+        raise ValueError(f"unknown config key {dotted!r} (known here: {', '.join(types_)})")
+    if sections:
+        child = _replace_path(getattr(node, name), sections[1:], key, text, dotted)
+        return dataclasses.replace(node, **{name: child})
+    return dataclasses.replace(node, **{name: _coerce(text, types_[name])})
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = ()) -> C:
+    """Defaults of ``cls``, then the YAML preset at ``path``, then ``overrides``."""
+    values = {}
+    if path is not None:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config file must hold a mapping of sections")
+    return apply_overrides(from_dict(cls, values), list(overrides))
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config, path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def config_hash(config) -> str:
+    """A short, stable hash of a config, to name and match experiment runs."""
+    blob = json.dumps(to_dict(config), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

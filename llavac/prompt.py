@@ -1,0 +1,126 @@
+"""The LLaVAC prompt: the only module that knows the question, the answer format and the parser.
+
+The paper asks one structured question for all three labels and trains the model to answer
+``text, image, multimodal`` (e.g. ``positive, neutral, positive``); training on the unimodal
+labels too is the paper's point. The collator, the label scorer and the parser all ask this
+module, so a prompt variant changes every stage at once.
+
+Variants (one option, ``prompt=``):
+- ``full`` (default): ask and answer ``text, image, multimodal``.
+- ``multimodal-only``: the paper's ablation, ask and answer only the multimodal label.
+- any other order of the three slots, e.g. ``multimodal,text,image``.
+
+The question is rendered through each model's own chat template, so the image placeholder
+and the turn markers are that model's (``USER: <image> ... ASSISTANT:`` for LLaVA-1.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llavac.labels import LABELS
+
+SLOTS: tuple[str, ...] = ("text", "image", "multimodal")
+_SLOT_NAMES = {"text": "Text", "image": "Image", "multimodal": "Multimodal"}
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """Which labels the prompt asks for, in the order the answer gives them."""
+
+    slots: tuple[str, ...] = SLOTS
+
+    @classmethod
+    def from_name(cls, name: str) -> PromptFormat:
+        if name == "full":
+            return cls(SLOTS)
+        if name == "multimodal-only":
+            return cls(("multimodal",))
+        slots = tuple(part.strip() for part in name.split(","))
+        if sorted(slots) != sorted(SLOTS):
+            raise ValueError(
+                f"unknown prompt variant {name!r}: use 'full', 'multimodal-only' or an order "
+                f"of the three slots such as 'multimodal,text,image'"
+            )
+        return cls(slots)
+
+    @property
+    def name(self) -> str:
+        if self.slots == SLOTS:
+            return "full"
+        if self.slots == ("multimodal",):
+            return "multimodal-only"
+        return ",".join(self.slots)
+
+    # -- the question ---------------------------------------------------------------------
+
+    def question_parts(self, text: str) -> tuple[str, str]:
+        """The user turn's text before and after the image placeholder."""
+        before = "Consider the following Image and Text.\nImage: "
+        choices = ", ".join(LABELS)
+        if self.slots == ("multimodal",):
+            task = (
+                f"Jointly analyze the Image and Text and classify their multimodal sentiment "
+                f"label ({choices}).\nProvide a short answer with 1 label for the Multimodal label."
+            )
+        else:
+            names = [_SLOT_NAMES[slot] for slot in self.slots]
+            task = (
+                f"Classify the sentiment labels ({choices}) for the Image and Text labels, "
+                "separately.\nFinally, jointly analyze and classify the multimodal label for "
+                "both Image and Text.\nProvide a short answer with 3 labels for "
+                f"{names[0]}, {names[1]}, and {names[2]} labels, respectively."
+            )
+        return before, f"\nText: {text}\n{task}"
+
+    def conversation(self, text: str, answer: str | None = None) -> list[dict]:
+        """The chat messages (Hugging Face format) for one example, with the answer if given."""
+        before, after = self.question_parts(text)
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": before},
+                    {"type": "image"},
+                    {"type": "text", "text": after},
+                ],
+            }
+        ]
+        if answer is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return messages
+
+    # -- the answer -----------------------------------------------------------------------
+
+    def answer(self, labels: dict[str, str]) -> str:
+        """``{"text": .., "image": .., "multimodal": ..}`` -> ``"positive, neutral, positive"``."""
+        return ", ".join(labels[slot] for slot in self.slots)
+
+    def parse(self, answer: str) -> dict[str, str] | None:
+        """The labels of a generated answer, or ``None`` when it is not exactly one label per slot.
+
+        Strict on purpose: an answer outside the label set is unparseable and must be counted
+        as such, never mapped to the nearest label. Case, surrounding space and one final
+        period are tolerated.
+        """
+        words = [word.strip().lower() for word in answer.strip().rstrip(".").split(",")]
+        if len(words) != len(self.slots) or any(word not in LABELS for word in words):
+            return None
+        return dict(zip(self.slots, words))
+
+
+def record_labels(record) -> dict[str, str | None]:
+    """A record's labels by slot name."""
+    return {"text": record.text_label, "image": record.image_label, "multimodal": record.label}
+
+
+def render(processor, fmt: PromptFormat, text: str, answer: str | None = None) -> str:
+    """The model's input string for one example, through the processor's own chat template.
+
+    Without an answer, the generation prompt is added (the text the model continues from);
+    with one, the assistant turn holds it. The first is a string prefix of the second for
+    every template the project ships and for LLaVA-1.5's; the collator checks it.
+    """
+    return processor.apply_chat_template(
+        fmt.conversation(text, answer), add_generation_prompt=answer is None, tokenize=False
+    )
