@@ -1,0 +1,34 @@
+"""The model factory: the only place that knows vision-language model families.
+
+``load_model(name_or_path)`` returns ``(model, processor)`` for a hub id, a local folder or
+a built-in ``tiny-*`` name; the helpers tell training and prediction what they need about a
+model's layout (LoRA targets, projector, prefix-LM masking) without naming families.
+"""
+
+from llavac.models.factory import four_bit_config, load_model, resolve_dtype
+from llavac.models.introspect import (
+    PROJECTOR_NAMES,
+    is_prefix_lm,
+    language_model_linear_names,
+    model_family,
+    model_info,
+    projector_module_names,
+)
+from llavac.models.tiny import build_tiny, is_tiny_name, tiny_names
+from llavac.models.tiny_parts import TinySizes
+
+__all__ = [
+    "PROJECTOR_NAMES",
+    "TinySizes",
+    "build_tiny",
+    "four_bit_config",
+    "is_prefix_lm",
+    "is_tiny_name",
+    "language_model_linear_names",
+    "load_model",
+    "model_family",
+    "model_info",
+    "projector_module_names",
+    "resolve_dtype",
+    "tiny_names",
+]

@@ -1,0 +1,112 @@
+"""What the training and prediction code needs to know about a loaded model's layout.
+
+These helpers answer from the module tree and the config, not from a table of hub ids, so
+they hold for any checkpoint of a supported architecture (and for the tiny models, which are
+those architectures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+# Module names of the vision-to-text connector in transformers 5 architectures:
+# LLaVA / LLaVA-NeXT / PaliGemma / Gemma3 use ``multi_modal_projector``, Idefics3 ``connector``.
+PROJECTOR_NAMES: tuple[str, ...] = ("multi_modal_projector", "connector")
+
+# Architectures whose text prompt (token_type_ids == 0) attends bidirectionally. Measured on
+# the tiny models (tests/test_models.py): PaliGemma's prompt is a bidirectional prefix;
+# Gemma3's mask is bidirectional only *within each image*, its text is causal like LLaVA's.
+_PREFIX_LM_TYPES = {"paligemma"}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (peft names modules relative to it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def is_prefix_lm(model_or_processor) -> bool:
+    """True when the prompt attends bidirectionally (PaliGemma).
+
+    For such models the answer must be passed as the processor's ``suffix=`` (token type 1),
+    never appended to the prompt text: inside the bidirectional prefix the answer tokens
+    would be visible to the positions that predict them, and training would learn nothing.
+    Accepts a model (reads ``config.model_type``) or a processor (reads its class name).
+    """
+    config = getattr(_unwrap(model_or_processor), "config", None)
+    if config is not None:
+        return getattr(config, "model_type", None) in _PREFIX_LM_TYPES
+    name = type(model_or_processor).__name__.lower()
+    return any(name.startswith(t) for t in _PREFIX_LM_TYPES)
+
+
+def _module_name(root: nn.Module, target: nn.Module) -> str:
+    for name, module in root.named_modules():
+        if module is target:
+            return name
+    raise ValueError(f"{type(target).__name__} is not a submodule of {type(root).__name__}")
+
+
+def language_model_linear_names(
+    model: nn.Module, suffixes: Iterable[str] | None = None
+) -> list[str]:
+    """Full names of the ``nn.Linear`` modules inside the language model, for peft.
+
+    Vision tower, projector and ``lm_head`` are excluded: the language model is found with
+    ``get_decoder()`` and only its subtree is listed. Full names (``model.language_model.
+    layers.0.self_attn.q_proj``) match exactly one module each in peft's ``target_modules``,
+    whereas bare ``q_proj`` would also hit same-named layers of the vision tower (SigLIP
+    and Idefics3 vision encoders use ``q_proj`` too). ``suffixes`` keeps only names ending
+    in one of them, e.g. ``("q_proj", "v_proj")`` for the classic attention-only LoRA.
+    Quantised ``Linear4bit`` layers subclass ``nn.Linear`` and are listed as well.
+    """
+    base = _unwrap(model)
+    decoder = base.get_decoder()
+    prefix = _module_name(base, decoder)
+    wanted = tuple(suffixes) if suffixes is not None else None
+    names = []
+    for name, module in decoder.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if wanted is not None and name.rsplit(".", 1)[-1] not in wanted:
+            continue
+        names.append(f"{prefix}.{name}" if prefix else name)
+    if not names:
+        raise ValueError(f"no linear layers found in the language model of {type(base).__name__}")
+    return names
+
+
+def projector_module_names(model: nn.Module) -> list[str]:
+    """Full names of the vision-to-text projector module(s), for peft ``modules_to_save``."""
+    base = _unwrap(model)
+    names = [name for name, _ in base.named_modules() if name.rsplit(".", 1)[-1] in PROJECTOR_NAMES]
+    if not names:
+        raise ValueError(f"no projector ({' / '.join(PROJECTOR_NAMES)}) in {type(base).__name__}")
+    return names
+
+
+def model_family(model: nn.Module) -> str:
+    """The architecture's ``model_type`` (``llava``, ``llava_next``, ``paligemma``...)."""
+    return _unwrap(model).config.model_type
+
+
+def model_info(model: nn.Module) -> dict:
+    """Manifest facts about ``model``: family, parameter counts, origin, dtype.
+
+    ``trainable_parameters`` reflects peft wrapping or freezing at the time of the call.
+    """
+    params = list(model.parameters())
+    base = _unwrap(model)
+    first = params[0] if params else torch.empty(0)
+    return {
+        "family": model_family(base),
+        "architecture": type(base).__name__,
+        "name_or_path": getattr(base.config, "name_or_path", "") or "",
+        "parameters": sum(p.numel() for p in params),
+        "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "device": str(first.device),
+    }

@@ -1,0 +1,164 @@
+"""The model factory: tiny families build offline, are seeded, round-trip, and expose the
+layout facts (chat-template prefix property, LoRA targets, prefix-LM masking) that training
+and prediction rely on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from llavac.labels import LABELS
+from llavac.models import (
+    build_tiny,
+    language_model_linear_names,
+    load_model,
+    model_info,
+    projector_module_names,
+    tiny_names,
+)
+
+FAMILIES = tiny_names()
+# image tokens per 32x32 image at the default sizes
+IMAGE_TOKENS = {"tiny-llava": 16, "tiny-llava-next": 36}
+
+
+def _image(color=(200, 30, 30)) -> Image.Image:
+    return Image.new("RGB", (32, 32), color)
+
+
+def _conversation(text: str, answer: str | None = None) -> list[dict]:
+    turns = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    if answer is not None:
+        turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return turns
+
+
+def _render(processor, text: str, answer: str | None = None) -> str:
+    return processor.apply_chat_template(
+        _conversation(text, answer), tokenize=False, add_generation_prompt=answer is None
+    )
+
+
+def _inputs(processor, text: str, image=None):
+    return processor(images=image or _image(), text=_render(processor, text), return_tensors="pt")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def tiny(request):
+    model, processor = load_model(request.param)
+    return request.param, model, processor
+
+
+def test_forward_gives_finite_logits(tiny):
+    name, model, processor = tiny
+    batch = _inputs(processor, "I love this sunny day!")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert logits.shape[:2] == batch["input_ids"].shape
+    assert torch.isfinite(logits).all()
+
+
+def test_prompt_holds_expected_image_tokens(tiny):
+    name, model, processor = tiny
+    ids = _inputs(processor, "a photo")["input_ids"][0]
+    image_token_id = model.config.image_token_id
+    assert int((ids == image_token_id).sum()) == IMAGE_TOKENS[name]
+
+
+@pytest.mark.parametrize("answer", LABELS)
+def test_prompt_is_token_prefix_of_prompt_plus_answer(tiny, answer):
+    name, model, processor = tiny
+    text = "What is the sentiment of this tweet? so happy today :)"
+    prompt = _render(processor, text)
+    full = _render(processor, text, answer)
+    assert full.startswith(prompt)
+    prompt_ids = processor(images=_image(), text=prompt)["input_ids"][0]
+    full_ids = processor(images=_image(), text=full)["input_ids"][0]
+    assert list(full_ids[: len(prompt_ids)]) == list(prompt_ids)
+    # the assistant turn ends with eos, so the model learns to stop
+    tokenizer = processor.tokenizer
+    assert tokenizer.eos_token_id in list(full_ids[len(prompt_ids) :])
+    # on the tiny tokenizer every label word is one token after the prompt
+    answer_ids = [i for i in full_ids[len(prompt_ids) :] if i not in tokenizer.all_special_ids]
+    assert tokenizer.decode(answer_ids).strip() == answer
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    a, _ = build_tiny("tiny-llava", seed=3)
+    b, _ = build_tiny("tiny-llava", seed=3)
+    c, _ = build_tiny("tiny-llava", seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
+
+
+def test_building_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_tiny("tiny-llava", seed=9)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_save_load_round_trip_gives_identical_logits(tiny, tmp_path):
+    name, model, processor = tiny
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, loaded_processor = load_model(str(tmp_path))
+    batch = _inputs(processor, "terrible news")
+    again = _inputs(loaded_processor, "terrible news")
+    assert torch.equal(batch["input_ids"], again["input_ids"])
+    assert loaded_processor.chat_template == processor.chat_template
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, loaded(**again).logits)
+
+
+def test_size_overrides_and_unknown_size():
+    model, processor = build_tiny("llava", text_hidden=32, text_layers=1, vocab_size=2000)
+    assert model.config.text_config.hidden_size == 32
+    assert model.get_input_embeddings().num_embeddings == 2000
+    with pytest.raises(TypeError):
+        build_tiny("llava", hidden=3)
+    with pytest.raises(ValueError, match="unknown tiny family"):
+        build_tiny("tiny-nope")
+
+
+def test_lora_wraps_exactly_the_language_model_linears(tiny):
+    from peft import LoraConfig, get_peft_model
+
+    name, model, processor = tiny
+    targets = language_model_linear_names(model)
+    projector = projector_module_names(model)
+    fresh, _ = load_model(name)
+    peft_model = get_peft_model(
+        fresh, LoraConfig(r=4, target_modules=targets, modules_to_save=projector)
+    )
+    wrapped = {
+        n.removeprefix("base_model.model.")
+        for n, m in peft_model.named_modules()
+        if hasattr(m, "lora_A") and not n.endswith(("lora_A", "lora_B"))
+    }
+    assert wrapped == set(targets)
+    assert not any("vision" in t or "lm_head" in t or "projector" in t for t in targets)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("modules_to_save" in n for n in trainable)
+    assert all("lora_" in n or "modules_to_save" in n for n in trainable)
+    attention_only = language_model_linear_names(model, ("q_proj", "v_proj"))
+    assert attention_only and all(t.endswith(("q_proj", "v_proj")) for t in attention_only)
+
+
+def test_model_info(tiny):
+    name, model, processor = tiny
+    info = model_info(model)
+    assert info["name_or_path"] == name
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    assert info["family"] == model.config.model_type
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_four_bit_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA"):
+        load_model("tiny-llava", load_in_4bit=True)
+    with pytest.raises(ValueError, match="CUDA"):
+        load_model("/nonexistent/checkpoint", load_in_4bit=True)
