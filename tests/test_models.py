@@ -11,6 +11,7 @@ from PIL import Image
 from llavac.labels import LABELS
 from llavac.models import (
     build_tiny,
+    is_prefix_lm,
     language_model_linear_names,
     load_model,
     model_info,
@@ -20,7 +21,17 @@ from llavac.models import (
 
 FAMILIES = tiny_names()
 # image tokens per 32x32 image at the default sizes
-IMAGE_TOKENS = {"tiny-llava": 16, "tiny-llava-next": 36}
+IMAGE_TOKENS = {
+    "tiny-llava": 16,
+    "tiny-llava-next": 36,
+    "tiny-paligemma": 16,
+    "tiny-gemma3": 16,
+    "tiny-idefics3": 4,
+}
+
+
+def test_all_families_are_built_in():
+    assert set(FAMILIES) == set(IMAGE_TOKENS)
 
 
 def _image(color=(200, 30, 30)) -> Image.Image:
@@ -74,7 +85,14 @@ def test_prompt_is_token_prefix_of_prompt_plus_answer(tiny, answer):
     full = _render(processor, text, answer)
     assert full.startswith(prompt)
     prompt_ids = processor(images=_image(), text=prompt)["input_ids"][0]
-    full_ids = processor(images=_image(), text=full)["input_ids"][0]
+    if is_prefix_lm(processor):
+        # the answer must enter as suffix (token type 1), outside the bidirectional prefix
+        encoded = processor(images=_image(), text=prompt, suffix=answer)
+        types = list(encoded["token_type_ids"][0])
+        assert types == [0] * len(prompt_ids) + [1] * (len(types) - len(prompt_ids))
+    else:
+        encoded = processor(images=_image(), text=full)
+    full_ids = encoded["input_ids"][0]
     assert list(full_ids[: len(prompt_ids)]) == list(prompt_ids)
     # the assistant turn ends with eos, so the model learns to stop
     tokenizer = processor.tokenizer
@@ -82,6 +100,22 @@ def test_prompt_is_token_prefix_of_prompt_plus_answer(tiny, answer):
     # on the tiny tokenizer every label word is one token after the prompt
     answer_ids = [i for i in full_ids[len(prompt_ids) :] if i not in tokenizer.all_special_ids]
     assert tokenizer.decode(answer_ids).strip() == answer
+
+
+def test_prefix_lm_flag_matches_the_attention_mask(tiny):
+    """Changing a late prompt token moves earlier logits only in a prefix LM."""
+    name, model, processor = tiny
+    batch = _inputs(processor, "good morning sad evening")
+    ids = batch["input_ids"]
+    late = ids.shape[1] - 3
+    changed = ids.clone()
+    changed[0, late] = processor.tokenizer.convert_tokens_to_ids("Ġhappy")
+    assert changed[0, late] != ids[0, late]
+    with torch.no_grad():
+        before = model(**batch).logits[0, : late - 1]
+        after = model(**{**batch, "input_ids": changed}).logits[0, : late - 1]
+    moved = not torch.allclose(before, after)
+    assert moved == is_prefix_lm(model) == is_prefix_lm(processor)
 
 
 def test_same_seed_same_weights_other_seed_differs():

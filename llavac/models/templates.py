@@ -113,16 +113,19 @@ def idefics3_layout(eos: str = "<end_of_utterance>") -> TurnLayout:
 
 
 def paligemma_layout(eos: str) -> TurnLayout:
-    """PaliGemma has no turns: the prompt is ``<image>{text}`` and the answer follows it.
+    """PaliGemma has no turns: the prompt is ``<image>{text}``, the answer follows a newline.
 
-    PaliGemma is a prefix LM: its processor appends ``\\n`` to the prompt and expects the
-    answer as ``suffix=`` (token type 1, causal). The full render exists so that the prefix
-    property holds, but training and scoring must pass the answer as ``suffix``.
+    PaliGemma is a prefix LM: its processor inserts bos after the images, appends ``\\n`` to
+    the prompt and takes the answer as ``suffix=`` (token type 1, causal, eos appended).
+    The full render puts the answer after that same newline so the token layout matches,
+    but training and scoring must still pass the answer as ``suffix``: rendered into the
+    text it would get token type 0 and sit inside the bidirectional prefix.
     """
     return TurnLayout(
         user_start="",
         user_end="",
         assistant_start="",
+        answer_sep="\n",
         assistant_end=eos,
         image="<image>",
     )

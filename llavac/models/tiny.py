@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
 
+from llavac.models.tiny_gemma import build_gemma3, build_paligemma
+from llavac.models.tiny_idefics3 import build_idefics3
 from llavac.models.tiny_llava import build_llava, build_llava_next
 from llavac.models.tiny_parts import TinySizes
 
@@ -24,6 +26,9 @@ TINY_PREFIX = "tiny-"
 _BUILDERS: dict[str, Callable[[TinySizes], tuple]] = {
     "llava": build_llava,
     "llava-next": build_llava_next,
+    "paligemma": build_paligemma,
+    "gemma3": build_gemma3,
+    "idefics3": build_idefics3,
 }
 
 

@@ -24,7 +24,8 @@ UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 # Words the tiny models should see as whole tokens. Kept short: a larger corpus only slows
 # the (already tiny) training and grows the embedding matrix.
 _CORPUS_WORDS = """
-USER ASSISTANT SYSTEM user assistant system model Question Answer Image Text Tweet Post
+USER ASSISTANT SYSTEM User Assistant System user assistant system model
+Question Answer Image Text Tweet Post
 Classify classify the sentiment of this image and text pair as one of negative neutral
 positive Negative Neutral Positive What is overall expressed by tweet post caption given
 an a in on at to for with from about by it its is are was were be been not no yes answer
@@ -54,6 +55,7 @@ def build_tokenizer(
     extra_tokens: list[str] | None = None,
     vocab_size: int = 4096,
     add_bos: bool = True,
+    eos: str = EOS,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer and wrap it as a ``PreTrainedTokenizerFast``.
 
@@ -61,11 +63,13 @@ def build_tokenizer(
     ``{"image_token": "<image>"}``); they are registered as ``extra_special_tokens`` so that
     processors can read ``tokenizer.image_token`` / ``tokenizer.image_token_id``.
     ``extra_tokens`` are further atomic strings (row/column markers, turn markers) that must
-    never be split. ``add_bos`` prepends ``<s>`` to every encoded text, as Llama does.
+    never be split. ``add_bos`` prepends ``<s>`` to every encoded text, as Llama does (off
+    for processors that place bos themselves). ``eos`` is the token that ends an assistant
+    turn in the family's chat format (``<end_of_turn>`` for Gemma, for instance).
     The result is deterministic: the same arguments give the same vocabulary.
     """
     special_tokens = dict(special_tokens or {})
-    atomic = [UNK, BOS, EOS, PAD]
+    atomic = [UNK, BOS, eos, PAD]
     for tok in [*special_tokens.values(), *(extra_tokens or [])]:
         if tok not in atomic:
             atomic.append(tok)
@@ -91,7 +95,7 @@ def build_tokenizer(
         tokenizer_object=bpe,
         unk_token=UNK,
         bos_token=BOS,
-        eos_token=EOS,
+        eos_token=eos,
         pad_token=PAD,
         extra_special_tokens=special_tokens,
         model_max_length=4096,
