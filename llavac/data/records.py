@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from llavac.labels import LABELS
 
 
 @dataclass
@@ -48,6 +51,12 @@ class Split:
         return {name: records for name, records in named.items() if records}
 
 
+def count_labels(records: list[Record], field_name: str = "label") -> dict[str, int]:
+    """Records per label of ``field_name`` in ``LABELS`` order, then ``unlabelled`` if any."""
+    counts = Counter(getattr(record, field_name) or "unlabelled" for record in records)
+    return {label: counts.pop(label, 0) for label in LABELS} | dict(counts)
+
+
 def count_by_reason(problems: list[Problem]) -> dict[str, int]:
     return dict(sorted(Counter(p.reason for p in problems).items()))
 
@@ -58,3 +67,57 @@ def write_jsonl(records: list[Record], path: Path) -> None:
     with path.open("w", encoding="utf-8") as f:
         for record in records:
             f.write(record.to_json() + "\n")
+
+
+# Reasons a reader drops a pair on purpose: the Xu & Mao rule and the MVSA-Multiple majority
+# vote. They are counted, but they are not errors in the data.
+RULE_DROPS = frozenset({"conflict", "no_majority"})
+# Reasons a split records without anything being wrong: a kept pair the published split does not
+# use, and a published label that differs from the release's (the published one is used).
+MISMATCHES = frozenset({"label_mismatch", "text_label_mismatch", "image_label_mismatch"})
+SPLIT_NOTES = frozenset({"not_in_split"}) | MISMATCHES
+
+
+def is_error(problem: Problem) -> bool:
+    """True for problems that mean bad input (a missing file, an unknown label word, ...)."""
+    return problem.reason not in RULE_DROPS | SPLIT_NOTES
+
+
+@dataclass
+class Source:
+    """What a reader got from one MVSA release folder or own-data file.
+
+    ``records`` are the usable pairs with the rule applied; every row that is not among them is
+    in ``problems`` with its reason. ``rule_dropped`` keeps the pairs the label rule dropped
+    (files attached) so ``data check`` can still open their images. ``files_checked`` is False
+    for a release folder without its ``data/`` folder: the records then carry labels only.
+    """
+
+    path: Path
+    kind: str  # "mvsa_single", "mvsa_multiple" or "own"
+    rows: int
+    records: list[Record]
+    problems: list[Problem] = field(default_factory=list)
+    encodings: dict[str, int] = field(default_factory=dict)
+    rule_dropped: list[Record] = field(default_factory=list)
+    files_checked: bool = True
+
+
+def collect(path: Path, kind: str, rows: Iterable[Record | Problem]) -> Source:
+    """Gather a reader's per-row results into a ``Source``.
+
+    Every reader yields one ``Record`` or one ``Problem`` per data row; this is the one place a
+    repeated id is caught (the first row with an id wins, later ones become ``duplicate_id``),
+    so ``rows == len(records) + len(problems)`` always holds.
+    """
+    source = Source(path=Path(path), kind=kind, rows=0, records=[])
+    seen: set[str] = set()
+    for row in rows:
+        source.rows += 1
+        if row.id is not None and row.id in seen:
+            detail = f"row {source.rows}: an earlier row has this id"
+            row = Problem(row.id, str(path), "duplicate_id", detail)
+        elif row.id is not None:
+            seen.add(row.id)
+        (source.records if isinstance(row, Record) else source.problems).append(row)
+    return source

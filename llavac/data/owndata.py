@@ -1,0 +1,89 @@
+"""Own data: a JSONL or CSV file of image + text pairs, with or without labels.
+
+Each row has ``image`` (a path relative to the file, or absolute) and ``text``, and any of
+``text_label``, ``image_label`` and ``label`` (the multimodal one). When only the two unimodal
+labels are given, the multimodal label comes from the Xu & Mao rule, exactly as for MVSA.
+``id`` is optional; without it a row is named by its line number in the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from llavac.data.records import Problem, Record, Source, collect
+from llavac.data.text import decode_bytes
+from llavac.labels import normalize_label, xu_mao_rule
+
+SUFFIXES = (".jsonl", ".csv")
+LABEL_FIELDS = ("text_label", "image_label", "label")
+
+
+def read_own(path: Path) -> Source:
+    """Records of an own-data file; image files are checked to exist, not decoded."""
+    path = Path(path).resolve()
+    if path.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"{path}: own data must be .jsonl or .csv")
+    text, encoding = decode_bytes(path.read_bytes())
+    rows = _jsonl_rows(text) if path.suffix.lower() == ".jsonl" else _csv_rows(text, path)
+    source = collect(path, "own", (_record(row, number, path) for number, row in rows))
+    source.encodings = {encoding: len(source.records)} if source.records else {}
+    return source
+
+
+def _jsonl_rows(text: str) -> Iterator[tuple[int, dict | str]]:
+    """(line number, fields) per non-blank line; a string instead of fields says what is wrong."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield number, f"not JSON: {error}"
+            continue
+        yield number, fields if isinstance(fields, dict) else "not a JSON object"
+
+
+def _csv_rows(text: str, path: Path) -> Iterator[tuple[int, dict | str]]:
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"image", "text"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{path}: the CSV header lacks {', '.join(sorted(missing))}")
+    for fields in reader:
+        if None in fields or None in fields.values():
+            yield reader.line_num, "the row has a different number of cells than the header"
+        else:
+            yield reader.line_num, fields
+
+
+def _record(fields: dict | str, number: int, path: Path) -> Record | Problem:
+    if isinstance(fields, str):
+        return Problem(None, str(path), "malformed_line", f"line {number}: {fields}")
+    row_id = str(fields["id"]) if fields.get("id") not in (None, "") else str(number)
+
+    def problem(reason: str, detail: str, file: Path = path) -> Problem:
+        return Problem(row_id, str(file), reason, f"line {number}: {detail}")
+
+    if fields.get("text") is None:
+        return problem("missing_text", "no text field")
+    if fields.get("image") in (None, ""):
+        return problem("missing_image", "no image field")
+    image = (path.parent / str(fields["image"])).resolve()  # an absolute path stays as it is
+    if not image.is_file():
+        return problem("missing_image", f"no file {fields['image']!r}", image)
+    try:
+        labels = {
+            name: normalize_label(str(fields[name])) if fields.get(name) not in (None, "") else None
+            for name in LABEL_FIELDS
+        }
+    except ValueError as error:
+        return problem("unknown_label", str(error))
+    if labels["label"] is None and labels["text_label"] and labels["image_label"]:
+        labels["label"] = xu_mao_rule(labels["text_label"], labels["image_label"])
+        if labels["label"] is None:
+            pair = f"text {labels['text_label']}, image {labels['image_label']}"
+            return problem("conflict", pair)
+    return Record(row_id, str(fields["text"]).strip(), str(image), **labels)
