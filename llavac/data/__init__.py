@@ -1,0 +1,33 @@
+"""The data layer: MVSA releases and own data in, records and splits out.
+
+    read_source(path)   -> Source   a release folder or own-data file, problems counted
+    load_split(path, procedure=..., fold=..., seed=..., splits_dir=..., strict=...) -> Split
+    open_rgb(path)      -> PIL image, the one place images are opened
+    to_hf_dataset(records) -> datasets.Dataset
+
+``llavac data check`` and ``llavac data export`` are ``check.check_path`` and
+``export.export_split``.
+"""
+
+from llavac.data.hf import to_hf_dataset
+from llavac.data.images import UnreadableImage, check_images, open_rgb
+from llavac.data.load import load_split, read_source
+from llavac.data.procedures import PROCEDURES
+from llavac.data.records import Problem, Record, Source, Split
+from llavac.data.text import decode_bytes, read_text
+
+__all__ = [
+    "PROCEDURES",
+    "Problem",
+    "Record",
+    "Source",
+    "Split",
+    "UnreadableImage",
+    "check_images",
+    "decode_bytes",
+    "load_split",
+    "open_rgb",
+    "read_source",
+    "read_text",
+    "to_hf_dataset",
+]
