@@ -10,6 +10,8 @@ from PIL import Image
 
 from llavac.labels import LABELS
 from llavac.models import (
+    LLAVA_7B_SIZES,
+    SMALL_SIZES,
     build_tiny,
     is_prefix_lm,
     language_model_linear_names,
@@ -158,6 +160,18 @@ def test_size_overrides_and_unknown_size():
         build_tiny("tiny-nope")
 
 
+@pytest.mark.parametrize(
+    ("sizes", "parameters", "image_tokens"),
+    [(LLAVA_7B_SIZES, 7_063_427_072, 576), (SMALL_SIZES, 13_793_600, 64)],
+)
+def test_benchmark_shapes_build_on_the_meta_device(sizes, parameters, image_tokens):
+    """The 7B shape is checked without allocating it: meta tensors have shapes only."""
+    model, processor = build_tiny("tiny-llava", device="meta", **sizes)
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    batch = processor(images=Image.new("RGB", (50, 40)), text=_render(processor, "hi"))
+    assert batch["input_ids"][0].count(model.config.image_token_id) == image_tokens
+
+
 def test_lora_wraps_exactly_the_language_model_linears(tiny):
     from peft import LoraConfig, get_peft_model
 
@@ -196,3 +210,30 @@ def test_four_bit_without_cuda_is_a_clear_error():
         load_model("tiny-llava", load_in_4bit=True)
     with pytest.raises(ValueError, match="CUDA"):
         load_model("/nonexistent/checkpoint", load_in_4bit=True)
+
+
+def test_dtype_and_attention_options_reach_the_tiny_model():
+    model, _ = load_model("tiny-llava", dtype="bf16", attn_implementation="eager", device_map="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.config._attn_implementation == "eager"
+    assert model_info(model)["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_model("tiny-llava", dtype="int3")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="4-bit loading needs CUDA")
+def test_four_bit_quantises_the_language_model_but_not_the_projector():
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    model, processor = load_model("tiny-llava", load_in_4bit=True)
+    modules = dict(model.named_modules())
+    assert all(
+        isinstance(modules[n], bnb.nn.Linear4bit) for n in language_model_linear_names(model)
+    )
+    for name in projector_module_names(model):
+        assert not any(isinstance(m, bnb.nn.Linear4bit) for m in modules[name].modules())
+    assert model_info(model)["name_or_path"] == "tiny-llava"
+    batch = _inputs(processor, "great day").to(model.device)
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()

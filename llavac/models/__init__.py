@@ -15,9 +15,11 @@ from llavac.models.introspect import (
     projector_module_names,
 )
 from llavac.models.tiny import build_tiny, is_tiny_name, tiny_names
-from llavac.models.tiny_parts import TinySizes
+from llavac.models.tiny_parts import LLAVA_7B_SIZES, SMALL_SIZES, TinySizes
 
 __all__ = [
+    "LLAVA_7B_SIZES",
+    "SMALL_SIZES",
     "PROJECTOR_NAMES",
     "TinySizes",
     "build_tiny",

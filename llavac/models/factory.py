@@ -129,13 +129,15 @@ def load_model(
         with tempfile.TemporaryDirectory() as folder:
             model.save_pretrained(folder)
             processor.save_pretrained(folder)
-            return load_model(
+            model, processor = load_model(
                 folder,
                 dtype=dtype,
                 device_map=device_map,
                 attn_implementation=attn_implementation,
                 load_in_4bit=True,
             )
+        model.config.name_or_path = name_or_path  # not the deleted temporary folder
+        return model, processor
 
     if quantization is not None and device_map is None:
         device_map = {"": torch.cuda.current_device()}

@@ -20,9 +20,7 @@ class TinySizes:
     ``text_kv_heads`` defaults to ``text_heads`` (no grouped-query attention), ``vocab_size``
     to the tokenizer's length; a larger ``vocab_size`` (e.g. LLaVA-1.5's 32064) only adds
     embedding rows the tokenizer never produces, which is what a speed benchmark wants.
-    The LLaVA-1.5-7B shape is ``vision_hidden=1024, vision_layers=24, vision_heads=16,
-    vision_intermediate=4096, image_size=336, patch_size=14, text_hidden=4096,
-    text_layers=32, text_heads=32, text_intermediate=11008, vocab_size=32064``.
+    :data:`LLAVA_7B_SIZES` and :data:`SMALL_SIZES` are ready-made overrides.
     """
 
     vision_hidden: int = 32
@@ -46,6 +44,39 @@ class TinySizes:
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
         return self.image_size // self.patch_size
+
+
+# CLIP ViT-L/14-336 + Llama-2-7B (Vicuna): LLaVA-1.5-7B's shape, 7.06e9 parameters and
+# 576 image tokens as ``tiny-llava``. Build it on a GPU (``device="cuda"``, bf16) or on the
+# meta device to inspect it; float32 on a CPU needs ~28 GB.
+LLAVA_7B_SIZES: dict[str, int] = {
+    "vision_hidden": 1024,
+    "vision_layers": 24,
+    "vision_heads": 16,
+    "vision_intermediate": 4096,
+    "image_size": 336,
+    "patch_size": 14,
+    "text_hidden": 4096,
+    "text_layers": 32,
+    "text_heads": 32,
+    "text_intermediate": 11008,
+    "vocab_size": 32064,
+}
+
+# A CPU-benchmark size: ~13.8e6 parameters and 64 image tokens as ``tiny-llava``.
+SMALL_SIZES: dict[str, int] = {
+    "vision_hidden": 192,
+    "vision_layers": 4,
+    "vision_heads": 3,
+    "vision_intermediate": 768,
+    "image_size": 64,
+    "patch_size": 8,
+    "text_hidden": 320,
+    "text_layers": 4,
+    "text_heads": 5,
+    "text_intermediate": 1280,
+    "vocab_size": 8192,
+}
 
 
 def vocab_for(sizes: TinySizes, tokenizer) -> int:
