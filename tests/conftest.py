@@ -1,0 +1,53 @@
+"""Shared fixtures: the real MVSA data (skipped where absent) and small files written on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` next to the repository (real MVSA data; CI provides it)."""
+    if not (SHARED_DATA / "mvsa_single" / "labelResultAll.txt").is_file():
+        pytest.skip(f"real MVSA data not found at {SHARED_DATA}: CI provides it")
+    return SHARED_DATA
+
+
+def write_image(path: Path, mode: str = "RGB", fmt: str = "JPEG", size=(8, 6)) -> Path:
+    """A tiny solid image in ``mode`` saved as ``fmt`` (whatever the file name says)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color = {"RGB": (200, 30, 30), "RGBA": (200, 30, 30, 255), "CMYK": (0, 200, 200, 0),
+             "L": 128, "P": 3, "LA": (128, 255)}[mode]
+    Image.new(mode, size, color).save(path, fmt)
+    return path
+
+
+@pytest.fixture
+def image_file():
+    """``image_file(path, mode="RGB", fmt="JPEG")`` writes a tiny image and returns its path."""
+    return write_image
+
+
+@pytest.fixture
+def make_release(tmp_path):
+    """``make_release(rows, header=..., newline="\\n", files=True)`` writes an MVSA release
+    folder: ``labelResultAll.txt`` from ``(id, cells)`` rows and, with ``files``, a JPEG and a
+    UTF-8 text ``tweet <id>`` for every row. Returns the folder."""
+
+    def make(rows, header="ID\ttext,image", newline="\n", files=True, name="release") -> Path:
+        folder = tmp_path / name
+        (folder / "data").mkdir(parents=True)
+        lines = [header] + [f"{row_id}\t{cells}" for row_id, cells in rows]
+        (folder / "labelResultAll.txt").write_bytes((newline.join(lines) + newline).encode())
+        if files:
+            for row_id, _ in rows:
+                write_image(folder / "data" / f"{row_id}.jpg")
+                (folder / "data" / f"{row_id}.txt").write_bytes(f"tweet {row_id}\n".encode())
+        return folder
+
+    return make
