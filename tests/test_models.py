@@ -72,6 +72,26 @@ def test_forward_gives_finite_logits(tiny):
     assert torch.isfinite(logits).all()
 
 
+def test_batched_generation_with_nested_images(tiny):
+    """One list of images per prompt (``[[img], [img]]``) is the layout every family takes."""
+    name, model, processor = tiny
+    prompts = [_render(processor, "ok"), _render(processor, "what a wonderful day it was")]
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = processor(
+            images=[[_image()], [_image((0, 0, 255))]],
+            text=prompts,
+            padding=True,
+            return_tensors="pt",
+        )
+    finally:
+        tokenizer.padding_side = side
+    batch.pop("labels", None)
+    out = model.generate(**batch, max_new_tokens=2, do_sample=False)
+    assert out.shape[0] == 2 and out.shape[1] <= batch["input_ids"].shape[1] + 2
+
+
 def test_prompt_holds_expected_image_tokens(tiny):
     name, model, processor = tiny
     ids = _inputs(processor, "a photo")["input_ids"][0]
