@@ -47,6 +47,12 @@ def test_transparency_is_laid_on_white(tmp_path):
     assert open_rgb(path).getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.new("I;16", (2, 2), 40000).save(path)
+    assert open_rgb(path).getpixel((0, 0)) == (156, 156, 156)  # 40000 / 256
+
+
 def test_png_bytes_under_a_jpg_name_open(tmp_path, image_file):
     path = image_file(tmp_path / "really_png.jpg", "RGBA", "PNG")
     assert open_rgb(path).getpixel((0, 0)) == (200, 30, 30)

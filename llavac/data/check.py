@@ -79,9 +79,12 @@ def check_path(path: str | Path) -> Report:
     records, problems = source.records, list(source.problems)
     if source.files_checked:
         records, unreadable = check_images(records)
-        # Pairs the rule drops are not used, but their images are part of the release too.
-        _, unreadable_dropped = check_images(source.rule_dropped, desc="opening dropped pairs")
         problems += unreadable
+        # The pairs the rule drops are not used, but their images are part of the release too.
+        extra = check_images(source.rule_dropped, desc="opening dropped pairs' images")[1]
+    else:
+        note = "no images or texts to check: statistics from the label file only"
+        extra = [Problem(None, str(Path(path) / "data"), "missing_data_folder", note)]
     report.kind, report.rows, report.kept = source.kind, source.rows, len(records)
     report.dropped = count_by_reason(problems)
     report.labels = {
@@ -89,12 +92,7 @@ def check_path(path: str | Path) -> Report:
         for modality, field_name in (("text", "text_label"), ("image", "image_label"),
                                      ("multimodal", "label"))
     }
-    report.problems = [p for p in problems if is_error(p)]
-    if source.files_checked:
-        report.problems += unreadable_dropped
-    else:
-        note = "no images or texts to check: statistics from the label file only"
-        report.problems.append(Problem(None, str(Path(path) / "data"), "missing_data_folder", note))
+    report.problems = [p for p in problems if is_error(p)] + extra
     report.encodings = source.encodings
     if not records:
         report.error = f"{source.path}: nothing usable ({source.rows} rows, none kept)"

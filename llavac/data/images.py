@@ -21,15 +21,17 @@ def open_rgb(path: str | Path) -> Image.Image:
     """Open ``path`` fully and return it as an RGB image.
 
     The format comes from the bytes, not the name (a PNG saved as ``.jpg`` opens). Every mode
-    Pillow reads (CMYK, L, P, RGBA, ...) becomes RGB; transparency is laid on white, as a
-    viewer shows it, rather than on the black that a plain ``convert`` leaves. EXIF rotation is
-    applied so a phone photo is seen upright. Raises ``UnreadableImage`` instead of Pillow's
-    assorted errors so callers can report the file and go on.
+    Pillow reads (CMYK, L, P, RGBA, 16-bit grey, ...) becomes RGB; transparency is laid on
+    white, as a viewer shows it, rather than on the black that a plain ``convert`` leaves. EXIF
+    rotation is applied so a phone photo is seen upright. Raises ``UnreadableImage`` instead of
+    Pillow's assorted errors so callers can report the file and go on.
     """
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not in a training step
             image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I"):  # 16-bit grey: scale to 8 bits, do not clip at 255
+                image = image.convert("I").point(lambda value: value / 256).convert("L")
             if image.mode == "P":
                 image = image.convert("RGBA")
             if image.mode in ("RGBA", "LA", "PA"):

@@ -43,7 +43,7 @@ def read_source(path: str | Path) -> Source:
     raise FileNotFoundError(f"{path}: no such file or folder")
 
 
-def is_exported(path: Path) -> bool:
+def _is_exported(path: Path) -> bool:
     return path.is_dir() and any((path / f"{name}.jsonl").is_file() for name in PART_NAMES)
 
 
@@ -59,10 +59,11 @@ def load_split(
 
     Skipped records are counted by reason in ``manifest["skipped"]``; with ``strict`` the first
     bad one (a missing or unreadable file, an unknown label, ...) raises ``ValueError`` naming
-    its id, file and reason instead. Pairs dropped by the label rule are never errors.
+    its id, file and reason instead. Pairs dropped by the label rule are never errors. An
+    exported split folder is read as it was written (``procedure``, if given, must match).
     """
     path = Path(path)
-    if is_exported(path):
+    if _is_exported(path):
         return read_exported(path, procedure)
     source = read_source(path)
     if not source.files_checked:
@@ -80,7 +81,7 @@ def load_split(
         first = errors[0]
         raise ValueError(f"{first.file}: {first.reason} (id {first.id}) {first.detail}".rstrip())
     manifest = {
-        "source": str(source.path.resolve()),
+        "source": str(source.path),
         "kind": source.kind,
         "procedure": procedure,
         "fold": fold,

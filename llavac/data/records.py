@@ -38,6 +38,20 @@ class Problem:
     detail: str = ""
 
 
+# Reasons a reader drops a pair on purpose: the Xu & Mao rule and the MVSA-Multiple majority
+# vote. They are counted, but they are not errors in the data.
+RULE_DROPS = frozenset({"conflict", "no_majority"})
+# Reasons a split records without anything being wrong: a kept pair the published split does not
+# use, and a published label that differs from the release's (the published one is used).
+MISMATCHES = frozenset({"label_mismatch", "text_label_mismatch", "image_label_mismatch"})
+SPLIT_NOTES = frozenset({"not_in_split"}) | MISMATCHES
+
+
+def is_error(problem: Problem) -> bool:
+    """True for problems that mean bad input (a missing file, an unknown label word, ...)."""
+    return problem.reason not in RULE_DROPS | SPLIT_NOTES
+
+
 @dataclass
 class Split:
     train: list[Record]
@@ -67,20 +81,6 @@ def write_jsonl(records: list[Record], path: Path) -> None:
     with path.open("w", encoding="utf-8") as f:
         for record in records:
             f.write(record.to_json() + "\n")
-
-
-# Reasons a reader drops a pair on purpose: the Xu & Mao rule and the MVSA-Multiple majority
-# vote. They are counted, but they are not errors in the data.
-RULE_DROPS = frozenset({"conflict", "no_majority"})
-# Reasons a split records without anything being wrong: a kept pair the published split does not
-# use, and a published label that differs from the release's (the published one is used).
-MISMATCHES = frozenset({"label_mismatch", "text_label_mismatch", "image_label_mismatch"})
-SPLIT_NOTES = frozenset({"not_in_split"}) | MISMATCHES
-
-
-def is_error(problem: Problem) -> bool:
-    """True for problems that mean bad input (a missing file, an unknown label word, ...)."""
-    return problem.reason not in RULE_DROPS | SPLIT_NOTES
 
 
 @dataclass
