@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps
 from tqdm import tqdm
@@ -17,8 +18,8 @@ class UnreadableImage(ValueError):
     """The file is missing, not an image, or truncated; the message names the file."""
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open ``path`` fully and return it as an RGB image.
+def open_rgb(path: str | Path | BinaryIO) -> Image.Image:
+    """Open ``path`` (or an open binary file, e.g. an upload) fully and return it as RGB.
 
     The format comes from the bytes, not the name (a PNG saved as ``.jpg`` opens). Every mode
     Pillow reads (CMYK, L, P, RGBA, 16-bit grey, ...) becomes RGB; transparency is laid on
