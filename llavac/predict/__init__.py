@@ -1,0 +1,20 @@
+"""Prediction: label scoring (default) or greedy generation + strict parsing, batched.
+
+    Classifier.from_pretrained(model, adapter=None, prompt=None, dtype=None, device=None)
+    Classifier.predict(records, method="score", batch_size=16) -> list[Prediction]
+    Classifier.classify([(image, text), ...], method="score") -> list[Prediction]
+    predict_command(...)  # ``llavac predict``
+
+``scoring`` explains why and how labels are scored, ``generation`` the paper's parse path,
+``batching`` the prompt batches both share.
+"""
+
+from llavac.predict.classifier import (
+    METHODS,
+    Classifier,
+    Prediction,
+    predict_command,
+    write_predictions,
+)
+
+__all__ = ["METHODS", "Classifier", "Prediction", "predict_command", "write_predictions"]

@@ -1,0 +1,84 @@
+"""Prompt batches for prediction: rendered, left-padded and moved to the model once.
+
+Label scoring and greedy generation both start from the same batch, so they see exactly the
+same tokens. Left padding puts every prompt's last token in the last column, where the next
+token is predicted for all rows at once; the position ids count real tokens only, so a
+padded row gets the positions it would have alone (predictions do not depend on the batch
+size or on the other prompts in the batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from llavac.prompt import PromptFormat, render
+
+
+@dataclass
+class PromptBatch:
+    """One batch of prompts, ready for ``model(**inputs)`` or ``model.generate(**inputs)``."""
+
+    prompts: list[str]  # the rendered prompt strings (chat template + generation prompt)
+    inputs: dict[str, torch.Tensor]  # processor output on the model's device, left-padded
+    position_ids: torch.Tensor  # (batch, length): real-token positions, 0 on padding
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self.inputs["attention_mask"]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Real (unpadded) prompt tokens per row, image tokens included."""
+        return self.attention_mask.sum(-1)
+
+
+def encode_prompts(processor, fmt: PromptFormat, images, texts: list[str], model) -> PromptBatch:
+    """Render the prompt for each (image, text) pair and tokenise the batch with left padding.
+
+    Floating-point inputs (pixel values) are cast to the model's dtype, so a bfloat16 model
+    gets bfloat16 pixels.
+    """
+    prompts = [render(processor, fmt, text) for text in texts]
+    processor.tokenizer.padding_side = "left"
+    encoded = processor(images=list(images), text=prompts, padding=True, return_tensors="pt")
+    device, dtype = model.device, model.dtype
+    inputs = {
+        key: value.to(device, dtype=dtype if value.is_floating_point() else None)
+        for key, value in encoded.items()
+    }
+    position_ids = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return PromptBatch(prompts, inputs, position_ids)
+
+
+def answer_lead(processor, fmt: PromptFormat) -> str:
+    """What a chat template puts between the generation prompt and the answer text.
+
+    ``" "`` for LLaVA-1.5 (``ASSISTANT: positive``), ``""`` for Gemma-style turns. Found by
+    rendering one example with and without an answer, so no template is hard-coded here.
+    """
+    probe = fmt.answer({slot: "neutral" for slot in fmt.slots})
+    prompt = render(processor, fmt, "probe")
+    full = render(processor, fmt, "probe", probe)
+    if not full.startswith(prompt) or probe not in full[len(prompt):]:
+        raise ValueError(
+            "the chat template's prompt is not a prefix of prompt + answer, so the answer "
+            "cannot be scored as a continuation of the prompt"
+        )
+    return full[len(prompt) : full.index(probe, len(prompt))]
+
+
+def prompt_tail(processor, fmt: PromptFormat) -> str:
+    """The ending every rendered prompt shares: the question after the pair's text and the
+    generation prompt (``... respectively. ASSISTANT:``).
+
+    Continuations are tokenised after this tail instead of after each whole prompt (see
+    :mod:`llavac.predict.scoring`); found by rendering two different texts, no template is
+    hard-coded here.
+    """
+    first, second = render(processor, fmt, "a"), render(processor, fmt, "b c")
+    n = 0
+    while n < min(len(first), len(second)) and first[-1 - n] == second[-1 - n]:
+        n += 1
+    return first[len(first) - n :]

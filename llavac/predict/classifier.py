@@ -1,0 +1,259 @@
+"""The classifier: a base model (+ a fine-tuned adapter) loaded once, predicting in batches.
+
+``Classifier.from_pretrained`` accepts what training writes: a run folder (``config.yaml`` +
+``adapter/`` or ``model/`` + ``processor/``) is enough on its own, because the run's config
+names the base model, the seed of a tiny base model (whose random weights the adapter was
+trained on) and the prompt variant. A bare peft adapter folder or a plain base model (zero-
+shot) works too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from llavac.models import is_prefix_lm, load_model, model_info, resolve_dtype
+from llavac.predict.batching import encode_prompts
+from llavac.predict.generation import answer_token_budget, generate_answers
+from llavac.predict.scoring import LabelScorer
+from llavac.prompt import PromptFormat
+
+METHODS = ("score", "generate")
+
+
+@dataclass
+class Prediction:
+    """One pair's predicted labels.
+
+    ``score`` fills ``probabilities`` (``{slot: {label: p}}``, each slot summing to 1) and
+    always gives a label for every slot the prompt asks. ``generate`` keeps the raw
+    ``answer``; when it does not parse, all labels are ``None``. Slots the prompt does not ask
+    (text and image for the multimodal-only prompt) are ``None`` as well.
+    """
+
+    id: str
+    text_label: str | None = None
+    image_label: str | None = None
+    multimodal_label: str | None = None
+    probabilities: dict[str, dict[str, float]] | None = None
+    answer: str | None = None
+
+    def label(self, slot: str) -> str | None:
+        return {"text": self.text_label, "image": self.image_label,
+                "multimodal": self.multimodal_label}[slot]
+
+    @property
+    def unparseable(self) -> bool:
+        """A generated answer that is not one label per slot (never true for ``score``)."""
+        return self.answer is not None and self.multimodal_label is None
+
+    @classmethod
+    def from_labels(cls, id: str, labels: dict[str, str] | None, **extra) -> Prediction:
+        labels = labels or {}
+        return cls(id, labels.get("text"), labels.get("image"), labels.get("multimodal"),
+                   **extra)
+
+    def to_json(self) -> str:
+        """The labels always; ``probabilities`` or ``answer``, whichever the method gave."""
+        fields = asdict(self)
+        for optional in ("probabilities", "answer"):
+            if fields[optional] is None:
+                del fields[optional]
+        return json.dumps(fields, ensure_ascii=False)
+
+
+def write_predictions(predictions: Iterable[Prediction], path: str | Path) -> Path:
+    """One JSON object per line, in the order given."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for prediction in predictions:
+            f.write(prediction.to_json() + "\n")
+    return path
+
+
+def _read_run(adapter: Path) -> tuple[Path, dict]:
+    """(weights folder, the run's config) for a run folder; (adapter, {}) for a bare adapter."""
+    config_file = adapter / "config.yaml"
+    if not config_file.exists():
+        if not (adapter / "adapter_config.json").exists():
+            raise FileNotFoundError(
+                f"{adapter}: neither a training run folder (config.yaml) nor a peft adapter "
+                "(adapter_config.json)"
+            )
+        return adapter, {}
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    for weights in (adapter / "adapter", adapter / "model"):
+        if weights.exists():
+            return weights, config
+    raise FileNotFoundError(f"{adapter}: run folder without adapter/ or model/ (not finished?)")
+
+
+class Classifier:
+    """A vision-language model that labels (image, text) pairs as LLaVAC does."""
+
+    def __init__(self, model, processor, prompt: str = "full", source: dict | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.fmt = PromptFormat.from_name(prompt)
+        self.scorer = LabelScorer(self.model, processor, self.fmt)
+        self.max_new_tokens = answer_token_budget(processor.tokenizer, self.fmt,
+                                                  self.scorer.lead)
+        self.source = {**(source or {}), "prompt": self.fmt.name, **model_info(model)}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | None = None,
+        adapter: str | Path | None = None,
+        prompt: str | None = None,
+        dtype: str | None = None,
+        device: str | None = None,
+    ) -> Classifier:
+        """Load a base model, optionally with a fine-tuned adapter or a fully fine-tuned model.
+
+        ``adapter``: a training run folder (its ``config.yaml`` supplies the base model name,
+        the tiny-model seed, the dtype and the prompt variant; explicit arguments win) or a
+        bare peft adapter folder (the base model then comes from ``model`` or the adapter's
+        ``base_model_name_or_path``). LoRA weights are merged into the base model: prediction
+        runs at the base model's speed. ``device`` defaults to CUDA when available.
+        """
+        run_config: dict = {}
+        weights = None
+        if adapter is not None:
+            weights, run_config = _read_run(Path(adapter))
+        run_model = run_config.get("model", {})
+        if model is None and weights is not None and not run_config:
+            peft_config = json.loads((weights / "adapter_config.json").read_text())
+            model = peft_config.get("base_model_name_or_path")
+        model = model or run_model.get("name")
+        if not model:
+            raise ValueError("name a base model (or an adapter run folder whose config names it)")
+        prompt = prompt or run_config.get("train", {}).get("prompt") or "full"
+        dtype = dtype or run_model.get("dtype")
+        seed = run_model.get("seed", 0)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+        if weights is not None and weights.name == "model":  # a full fine-tune
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            loaded = AutoModelForImageTextToText.from_pretrained(
+                weights, dtype=resolve_dtype(dtype), device_map=device
+            )
+            processor = AutoProcessor.from_pretrained(weights.parent / "processor")
+        else:
+            loaded, processor = load_model(model, dtype=dtype, device_map=device, seed=seed)
+            if weights is not None:
+                from peft import PeftModel
+
+                loaded = PeftModel.from_pretrained(loaded, weights).merge_and_unload()
+                run_processor = weights.parent / "processor"
+                if run_config and run_processor.exists():
+                    from transformers import AutoProcessor
+
+                    processor = AutoProcessor.from_pretrained(run_processor)
+        source = {"model": model, "adapter": str(adapter) if adapter else None, "seed": seed}
+        return cls(loaded, processor, prompt, source)
+
+    # -- prediction ----------------------------------------------------------------------
+
+    def predict(self, records: Sequence, method: str = "score", batch_size: int = 16,
+                progress: bool = True) -> list[Prediction]:
+        """Predict ``Record``-like objects (``id``, ``text``, ``image`` path), in order."""
+        from llavac.data import open_rgb
+
+        def load(chunk):
+            return [(record.id, open_rgb(record.image), record.text) for record in chunk]
+
+        return self._run(records, load, method, batch_size, progress)
+
+    def classify(self, items: Sequence[tuple], method: str = "score",
+                 batch_size: int = 16) -> list[Prediction]:
+        """Predict ``(PIL image, text)`` pairs (for serving); ids are the positions ``"0"``, ..."""
+        numbered = [(str(i), image, text) for i, (image, text) in enumerate(items)]
+        return self._run(numbered, list, method, batch_size, progress=False)
+
+    def _run(self, items: Sequence, load, method: str, batch_size: int,
+             progress: bool) -> list[Prediction]:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
+        if method == "score" and is_prefix_lm(self.model):
+            raise NotImplementedError(
+                "label scoring is not implemented for prefix-LM models (PaliGemma); "
+                "use method='generate'"
+            )
+        predictions = []
+        with tqdm(total=len(items), desc=f"predicting ({method})", unit="pair",
+                  disable=not progress) as bar:
+            for start in range(0, len(items), batch_size):
+                ids, images, texts = zip(*load(items[start : start + batch_size]), strict=True)
+                predictions += self._predict_batch(list(ids), images, list(texts), method)
+                bar.update(len(ids))
+        return predictions
+
+    def _predict_batch(self, ids, images, texts, method) -> list[Prediction]:
+        batch = encode_prompts(self.processor, self.fmt, images, texts, self.model)
+        if method == "score":
+            return [
+                Prediction.from_labels(
+                    id, {slot: max(p, key=p.get) for slot, p in probs.items()},
+                    probabilities=probs,
+                )
+                for id, probs in zip(ids, self.scorer.score(batch), strict=True)
+            ]
+        answers = generate_answers(self.model, self.processor.tokenizer, batch,
+                                   self.max_new_tokens)
+        return [Prediction.from_labels(id, self.fmt.parse(answer), answer=answer)
+                for id, answer in zip(ids, answers, strict=True)]
+
+
+def predict_command(
+    model: str | None,
+    adapter: str | None,
+    image: str | None,
+    text: str | None,
+    input: str | None,
+    method: str = "score",
+    batch_size: int = 16,
+    out: str | None = None,
+    prompt: str | None = None,
+) -> int:
+    """``llavac predict``: one pair (``image`` + ``text``) or every record of ``input``.
+
+    ``input`` is anything ``load_split`` reads without a procedure (an own-data JSONL / CSV
+    file or an exported split folder; every part is predicted). Predictions go to ``out`` as
+    JSONL, or to stdout; the number of unparseable generated answers goes to stderr.
+    Returns the exit status.
+    """
+    import sys
+
+    if (input is None) == (image is None or text is None):
+        raise ValueError("give either --image and --text, or --input FILE")
+    classifier = Classifier.from_pretrained(model, adapter, prompt)
+    if input is not None:
+        from llavac.data import load_split
+
+        split = load_split(input)
+        records = [record for part in split.parts().values() for record in part]
+        predictions = classifier.predict(records, method, batch_size)
+    else:
+        from llavac.data import open_rgb
+
+        predictions = classifier.classify([(open_rgb(image), text)], method)
+        predictions[0].id = Path(image).name
+    if out is not None:
+        write_predictions(predictions, out)
+        print(f"wrote {len(predictions)} predictions to {out}", file=sys.stderr)
+    else:
+        for prediction in predictions:
+            print(prediction.to_json())
+    unparseable = sum(prediction.unparseable for prediction in predictions)
+    if method == "generate":
+        print(f"unparseable answers: {unparseable} of {len(predictions)}", file=sys.stderr)
+    return 0
