@@ -34,6 +34,29 @@ def _data_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from llavac.config import load_config
+    from llavac.train import TrainConfig, train
+
+    shortcuts = {  # the common flags are spelled-out overrides; key=value overrides win
+        "model.name": args.model, "data.path": args.data, "data.procedure": args.procedure,
+        "data.fold": args.fold, "train.output": args.output, "train.max_steps": args.max_steps,
+        "train.save_steps": args.save_steps, "train.seed": args.seed,
+    }
+    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.overrides
+    config = load_config(TrainConfig, args.config, overrides)
+    output = train(config, resume=args.resume)
+    print(f"trained: {output}")
+    return 0
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="exported split folder, release folder, or own-data file")
+    parser.add_argument("--procedure",
+                        help="with a release folder: cheema10 | random811 | clmlf | qmf")
+    parser.add_argument("--fold", type=int, help="cheema10 fold, 1..10")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llavac", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--strict", action="store_true", help="a bad record is fatal")
     export.set_defaults(run=_data_export)
+
+    fit = commands.add_parser("train", help="LoRA fine-tuning (the paper's recipe by default)")
+    fit.add_argument("--config", type=Path, help="a YAML preset from configs/")
+    fit.add_argument("--model", help="hub id, local path or tiny-* name")
+    _add_data_flags(fit)
+    fit.add_argument("--output", help="output folder")
+    fit.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    fit.add_argument("--save-steps", type=int, help="checkpoint every N steps")
+    fit.add_argument("--seed", type=int, help="training seed")
+    fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    fit.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="config overrides, e.g. train.lr=1e-4 lora.r=64")
+    fit.set_defaults(run=_train)
 
     return parser
 

@@ -50,11 +50,12 @@ def _coerce(text: str, tp) -> Any:
     value = yaml.safe_load(text)
     if value is None:
         return None
-    allowed = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    is_union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(tp) if is_union else (tp,)
     if str in allowed:
         return text
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if float in allowed and isinstance(value, (int, str)) and not isinstance(value, bool):
+        return float(value)  # YAML reads "5e-4" (no dot) as a string
     return value
 
 

@@ -56,7 +56,7 @@ class PromptFormat:
 
     def question_parts(self, text: str) -> tuple[str, str]:
         """The user turn's text before and after the image placeholder."""
-        before = "Consider the following Image and Text.\nImage: "
+        before = "Consider the following Image and Text.\nImage:"
         choices = ", ".join(LABELS)
         if self.slots == ("multimodal",):
             task = (

@@ -51,3 +51,22 @@ def make_release(tmp_path):
         return folder
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_release(tmp_path_factory) -> Path:
+    """The demo's synthetic MVSA-layout release (600 pairs; the multimodal label needs both)."""
+    from llavac.synthetic import write_synthetic_release
+
+    return write_synthetic_release(tmp_path_factory.mktemp("synthetic"), n=600, seed=0)
+
+
+def tiny_train_config(data: Path, output: Path, *overrides: str):
+    """A fast training config for the tiny LLaVA on ``data`` (a release folder, random811)."""
+    from llavac.config import load_config
+    from llavac.train import TrainConfig
+
+    preset = Path(__file__).resolve().parents[1] / "configs" / "tiny_synthetic.yaml"
+    return load_config(TrainConfig, preset, [
+        f"data.path={data}", f"train.output={output}", "train.progress=false", *overrides,
+    ])

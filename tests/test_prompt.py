@@ -5,7 +5,7 @@ from llavac.prompt import PromptFormat
 
 def test_full_prompt_is_the_papers_wording():
     before, after = PromptFormat.from_name("full").question_parts("I love it")
-    assert before == "Consider the following Image and Text.\nImage: "
+    assert before == "Consider the following Image and Text.\nImage:"
     assert after == (
         "\nText: I love it\n"
         "Classify the sentiment labels (negative, neutral, positive) for the Image and Text "

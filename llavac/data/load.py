@@ -64,7 +64,7 @@ def load_split(
     """
     path = Path(path)
     if _is_exported(path):
-        return read_exported(path, procedure)
+        return _checked(read_exported(path, procedure), strict)
     source = read_source(path)
     if not source.files_checked:
         raise ValueError(f"{path}: no data/ folder, so no images and texts to split")
@@ -100,6 +100,24 @@ def load_split(
         "llavac_version": __version__,
     }
     return Split(*(parts.get(name, []) for name in PART_NAMES), manifest=manifest)
+
+
+def _checked(split: Split, strict: bool) -> Split:
+    """An exported split with the images that no longer open skipped (or, strict, fatal):
+    the files may have changed since the export."""
+    unreadable = []
+    for name in PART_NAMES:
+        kept, problems = check_images(getattr(split, name), desc=f"opening {name} images")
+        setattr(split, name, kept)
+        unreadable += problems
+    if strict and unreadable:
+        first = unreadable[0]
+        raise ValueError(f"{first.file}: {first.reason} (id {first.id}) {first.detail}".rstrip())
+    skipped = dict(split.manifest.get("skipped", {}))
+    for reason, count in count_by_reason(unreadable).items():
+        skipped[reason] = skipped.get(reason, 0) + count
+    split.manifest = {**split.manifest, "skipped": skipped}
+    return split
 
 
 def _split_files(procedure: str, splits_dir: str | Path | None) -> str | None:

@@ -1,0 +1,180 @@
+"""The LLaVAC fine-tuning recipe: setup -> fit -> save.
+
+    llavac train --config configs/llavac_p3_qmf.yaml
+    torchrun --nproc_per_node 8 -m llavac.cli train --config configs/llavac_p3_qmf.yaml
+
+Supports:
+- LoRA on every linear layer of the language model (the paper), projector trained in full
+  at its own learning rate; or full fine-tuning (``lora.method=full``); QLoRA with
+  ``model.load_in_4bit=true`` on CUDA.
+- Any model the factory loads: LLaVA-1.5 / NeXT checkpoints and the built-in tiny models.
+- The three prompt variants of ``llavac.prompt``.
+- Checkpoints every ``train.save_steps`` and ``--resume`` from the last one (optimizer,
+  scheduler, RNG and data position restored by the Trainer).
+- Data parallel under ``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU). DeepSpeed and
+  FSDP through the Trainer's own arguments (``configs/accelerate/``).
+
+The output folder holds ``adapter/`` (or ``model/``), ``processor/``, ``config.yaml``,
+``manifest.json`` (data, skipped records, model), ``versions.json``, ``log.jsonl`` and
+``loss.png``; ``checkpoints/`` holds the resumable states.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from llavac.data import load_split
+from llavac.models import (
+    is_prefix_lm,
+    language_model_linear_names,
+    load_model,
+    model_info,
+    projector_module_names,
+)
+from llavac.prompt import PromptFormat
+from llavac.runinfo import write_run_files
+from llavac.train.args import LoraArgs, TrainConfig
+from llavac.train.collator import TrainCollator
+from llavac.train.steplog import StepLog, plot_loss
+
+
+def make_trainable(model, lora: LoraArgs):
+    """LoRA adapters on the language model's linear layers (+ the projector in full), or,
+    with ``method=full``, the whole language model and projector; the vision tower stays
+    frozen either way, as in LLaVA."""
+    projector = projector_module_names(model)
+    if lora.method == "full":
+        vision = {name for name, _ in model.named_modules() if "vision" in name.split(".")[-1]}
+        for name, param in model.named_parameters():
+            param.requires_grad = not any(name.startswith(v + ".") for v in vision)
+        return model
+    if lora.method != "lora":
+        raise ValueError(f"lora.method must be 'lora' or 'full', not {lora.method!r}")
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=language_model_linear_names(model),
+        modules_to_save=projector if lora.train_projector else None,
+    )
+    return get_peft_model(model, config)
+
+
+def optimizer_groups(model, lr: float, projector_lr: float | None, weight_decay: float):
+    """Parameter groups: the projector at its own learning rate (LLaVA's mm_projector_lr)."""
+    projector = tuple(projector_module_names(model))
+    main, proj = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            in_projector = any(f"{p}." in name for p in projector)
+            (proj if in_projector and projector_lr is not None else main).append(param)
+    groups = [{"params": main, "lr": lr, "weight_decay": weight_decay}]
+    if proj:
+        groups.append({"params": proj, "lr": projector_lr, "weight_decay": weight_decay})
+    return groups
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    callbacks: list[TrainerCallback] | None = None,
+) -> Path:
+    """Fine-tune ``config.model`` on the train split of ``config.data``; return its output."""
+    args = config.train
+    output = Path(args.output)
+    set_seed(args.seed)
+
+    # -- setup ---------------------------------------------------------------------------
+    split = load_split(
+        config.data.path,
+        procedure=config.data.procedure,
+        fold=config.data.fold,
+        seed=config.data.split_seed,
+        splits_dir=config.data.splits_dir,
+        strict=config.data.strict,
+    )
+    # The paper trains on the train split only: no validation set, no early stopping.
+    # load_split has opened every image, so a bad file is already skipped and counted in
+    # the manifest (or fatal with data.strict) instead of crashing a data-loader worker.
+    records = split.train
+    if not records:
+        raise ValueError(f"no trainable records in {config.data.path} (train split empty)")
+
+    model, processor = load_model(
+        config.model.name,
+        dtype=config.model.dtype,
+        attn_implementation=config.model.attn_implementation,
+        load_in_4bit=config.model.load_in_4bit,
+        seed=config.model.seed,
+    )
+    prefix_lm = is_prefix_lm(model)
+    info = model_info(model)
+    model = make_trainable(model, config.lora)
+    collator = TrainCollator(processor, PromptFormat.from_name(args.prompt), prefix_lm,
+                             args.max_length)
+
+    # -- fit -----------------------------------------------------------------------------
+    on_cuda = torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    training_args = TrainingArguments(
+        output_dir=str(output / "checkpoints"),
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr,
+        lr_scheduler_type=args.scheduler,
+        warmup_steps=args.warmup_ratio,  # a value below 1 is a fraction of all steps
+        weight_decay=args.weight_decay,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        bf16=args.bf16,
+        activation_checkpointing=args.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        logging_steps=args.logging_steps,
+        seed=args.seed,
+        dataloader_num_workers=args.num_workers,
+        remove_unused_columns=False,  # the collator needs the whole record
+        disable_tqdm=not args.progress,
+        report_to="none",
+        use_cpu=not on_cuda,
+        # Under torchrun on CPU the processes talk through gloo (NCCL needs GPUs).
+        ddp_backend="gloo" if distributed and not on_cuda else None,
+    )
+    groups = optimizer_groups(model, args.lr, config.lora.projector_lr, args.weight_decay)
+    last = get_last_checkpoint(training_args.output_dir) if resume and output.exists() else None
+    resume_step = int(last.rsplit("-", 1)[1]) if last else 0
+    world = training_args.world_size
+    step_log = StepLog(output / "log.jsonl", args.batch_size * args.grad_accum * world,
+                       resume_step)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=records,
+        # "params" replaces the Trainer's own parameter groups (its documented GaLore hook).
+        optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": groups}),
+        callbacks=[step_log, *(callbacks or [])],
+    )
+    trainer.train(resume_from_checkpoint=last)
+
+    # -- save ----------------------------------------------------------------------------
+    if trainer.is_world_process_zero():
+        model.save_pretrained(output / ("model" if config.lora.method == "full" else "adapter"))
+        processor.save_pretrained(output / "processor")
+        manifest = {
+            "data": split.manifest,
+            "train_records": len(records),
+            "model": info,
+            "world_size": world,
+        }
+        write_run_files(output, config, manifest)
+        plot_loss(output / "log.jsonl", output / "loss.png")
+    return output

@@ -1,0 +1,35 @@
+import pytest
+
+from llavac.config import config_hash, load_config
+from llavac.train import TrainConfig
+
+
+def test_preset_then_overrides(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("model:\n  name: tiny-llava\ntrain:\n  lr: 1.0e-3\n  batch_size: 8\n")
+    config = load_config(TrainConfig, preset, ["train.lr=5e-4", "lora.r=8", "model.name=7",
+                                               "data.fold=3", "lora.projector_lr=null"])
+    assert config.model.name == "7"  # a string field stays a string
+    assert config.train.lr == 5e-4 and isinstance(config.train.lr, float)
+    assert config.train.batch_size == 8
+    assert config.lora.r == 8 and config.lora.alpha == 256  # untouched defaults remain
+    assert config.data.fold == 3
+    assert config.lora.projector_lr is None
+
+
+def test_unknown_keys_are_named(tmp_path):
+    with pytest.raises(ValueError, match="train.lrr"):
+        load_config(TrainConfig, None, ["train.lrr=1"])
+    preset = tmp_path / "p.yaml"
+    preset.write_text("lora:\n  rank: 8\n")
+    with pytest.raises(ValueError, match="lora.rank"):
+        load_config(TrainConfig, preset)
+
+
+def test_paper_defaults_and_hash_stability():
+    config = load_config(TrainConfig)
+    assert (config.lora.r, config.lora.alpha, config.lora.dropout) == (128, 256, 0.05)
+    rates = (config.train.lr, config.lora.projector_lr, config.train.warmup_ratio)
+    assert rates == (2e-4, 2e-5, 0.03)
+    assert config_hash(config) == config_hash(load_config(TrainConfig))
+    assert config_hash(config) != config_hash(load_config(TrainConfig, None, ["train.seed=1"]))
