@@ -42,7 +42,8 @@ def encode_prompts(processor, fmt: PromptFormat, images, texts: list[str], model
     """
     prompts = [render(processor, fmt, text) for text in texts]
     processor.tokenizer.padding_side = "left"
-    encoded = processor(images=list(images), text=prompts, padding=True, return_tensors="pt")
+    encoded = processor(images=[[image] for image in images], text=prompts, padding=True,
+                        return_tensors="pt")
     device, dtype = model.device, model.dtype
     inputs = {
         key: value.to(device, dtype=dtype if value.is_floating_point() else None)

@@ -134,7 +134,11 @@ class Classifier:
             model = peft_config.get("base_model_name_or_path")
         model = model or run_model.get("name")
         if not model:
-            raise ValueError("name a base model (or an adapter run folder whose config names it)")
+            raise ValueError(
+                "name the base model: the adapter is not a run folder and its "
+                "adapter_config.json names no base_model_name_or_path"
+                if weights is not None else "name a base model or an adapter run folder"
+            )
         prompt = prompt or run_config.get("train", {}).get("prompt") or "full"
         dtype = dtype or run_model.get("dtype")
         seed = run_model.get("seed", 0)

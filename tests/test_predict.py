@@ -1,0 +1,267 @@
+"""Prediction: the cached label scorer against plain full-sequence forwards, batch-size
+independence, the generate path's strict parsing, loading trained runs, and agreement of
+score and generate on a model trained on the synthetic task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_train_config
+from PIL import Image
+
+from llavac.config import save_config
+from llavac.data import load_split
+from llavac.labels import LABELS
+from llavac.models import is_prefix_lm, load_model, tiny_names
+from llavac.predict import Classifier, Prediction, predict_command, write_predictions
+from llavac.predict.batching import encode_prompts
+from llavac.prompt import PromptFormat
+from llavac.train import TrainConfig, train
+
+CAUSAL_FAMILIES = [name for name in tiny_names() if name != "tiny-paligemma"]
+TEXTS = [
+    "good day",
+    "this is a terrible awful long text with many words here and there",
+    "ok",
+    "exhilarated zyzzyva #blessed http://t.co/x1",
+    "",
+    "happy news today",
+]
+
+
+def _pairs(n: int) -> list[tuple[Image.Image, str]]:
+    """Different image sizes (LLaVA-NeXT picks a tile grid per aspect) and text lengths."""
+    return [
+        (Image.new("RGB", (32 + 8 * (i % 3), 32 + 4 * (i % 2)), (40 * i % 256, 100, 200 - 9 * i)),
+         TEXTS[i % len(TEXTS)] + " " * (i // len(TEXTS)))
+        for i in range(n)
+    ]
+
+
+def naive_loglik(model, processor, image, prompt: str, continuation: str) -> float:
+    """Log-likelihood of ``continuation`` after ``prompt`` from one uncached, unpadded
+    forward pass over the whole string (the definition the fast path must reproduce)."""
+    tokenizer = processor.tokenizer
+    n_new = len(tokenizer(prompt + continuation)["input_ids"]) - len(tokenizer(prompt)["input_ids"])
+    inputs = processor(images=[image], text=[prompt + continuation], return_tensors="pt")
+    with torch.no_grad():
+        logprobs = model(**inputs).logits[0].float().log_softmax(-1)
+    ids = inputs["input_ids"][0]
+    end = len(ids)
+    return float(sum(logprobs[end - n_new - 1 + j, ids[end - n_new + j]] for j in range(n_new)))
+
+
+@pytest.fixture(scope="module")
+def tiny_llava():
+    return Classifier.from_pretrained("tiny-llava", dtype="float32", device="cpu")
+
+
+@pytest.mark.parametrize("name", CAUSAL_FAMILIES)
+def test_cached_scoring_equals_full_forward_incl_multi_token_candidates(name):
+    classifier = Classifier.from_pretrained(name, dtype="float32", device="cpu")
+    scorer, tokenizer = classifier.scorer, classifier.processor.tokenizer
+    pairs = _pairs(4)
+    images, texts = zip(*pairs, strict=True)
+    lead = scorer.lead
+    # One single-token label, and candidates the tiny tokenizer splits into several tokens
+    # that share their first tokens (a trie with branches below the root).
+    candidates = [lead + "positive", lead + "neutral, exhilarating", lead + "neutral, exhaust"]
+    assert len(tokenizer(" exhilarating", add_special_tokens=False)["input_ids"]) > 1
+    batch = encode_prompts(classifier.processor, classifier.fmt, images, list(texts),
+                           classifier.model)
+    naive = torch.tensor([
+        [naive_loglik(classifier.model, classifier.processor, image, prompt, candidate)
+         for candidate in candidates]
+        for image, prompt in zip(images, batch.prompts, strict=True)
+    ])
+    prefilled = scorer.prefill(batch)
+    assert all(anchor == scorer.tail for anchor in prefilled.anchors)
+    fast = scorer.loglik(prefilled, [candidates] * len(pairs))
+    torch.testing.assert_close(fast, naive, atol=1e-4, rtol=0)
+    # The cache is back at the prompt: scoring again gives the same numbers.
+    torch.testing.assert_close(scorer.loglik(prefilled, [candidates] * len(pairs)), fast)
+
+    # A row whose prompt does not end in the shared tail's tokens is tokenised with its
+    # whole prompt; forcing that path for every row must not change anything.
+    scorer._tail_ids = [-1]
+    fallback = scorer.prefill(batch)
+    assert fallback.anchors == batch.prompts
+    torch.testing.assert_close(scorer.loglik(fallback, [candidates] * len(pairs)), naive,
+                               atol=1e-4, rtol=0)
+
+
+def test_label_probabilities_are_teacher_forced_slot_by_slot(tiny_llava):
+    """Slot k's probabilities are the softmax over the three labels of full-forward
+    likelihoods of ``lead + <chosen labels of earlier slots>, <candidate>``."""
+    pairs = _pairs(3)
+    predictions = tiny_llava.classify(pairs)
+    fmt, lead = tiny_llava.fmt, tiny_llava.scorer.lead
+    for (image, text), prediction in zip(pairs, predictions, strict=True):
+        prompt = encode_prompts(tiny_llava.processor, fmt, [image], [text],
+                                tiny_llava.model).prompts[0]
+        for k, slot in enumerate(fmt.slots):
+            partial = PromptFormat(fmt.slots[: k + 1])
+            earlier = {s: prediction.label(s) for s in fmt.slots[:k]}
+            loglik = torch.tensor([
+                naive_loglik(tiny_llava.model, tiny_llava.processor, image, prompt,
+                             lead + partial.answer({**earlier, slot: label}))
+                for label in LABELS
+            ])
+            expected = dict(zip(LABELS, loglik.softmax(-1).tolist(), strict=True))
+            got = prediction.probabilities[slot]
+            assert got == pytest.approx(expected, abs=1e-4)
+            assert prediction.label(slot) == max(got, key=got.get)
+            assert sum(got.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_multimodal_only_prompt_predicts_one_slot():
+    classifier = Classifier.from_pretrained("tiny-llava", prompt="multimodal-only",
+                                            dtype="float32", device="cpu")
+    for prediction in classifier.classify(_pairs(3)):
+        assert prediction.text_label is None and prediction.image_label is None
+        assert prediction.multimodal_label in LABELS
+        assert list(prediction.probabilities) == ["multimodal"]
+
+
+@pytest.mark.parametrize("method", ["score", "generate"])
+def test_batch_size_does_not_change_predictions(tiny_llava, method):
+    pairs = _pairs(20)
+    one = tiny_llava.classify(pairs, method, batch_size=1)
+    sixteen = tiny_llava.classify(pairs, method, batch_size=16)
+    for a, b in zip(one, sixteen, strict=True):
+        assert (a.text_label, a.image_label, a.multimodal_label) == \
+               (b.text_label, b.image_label, b.multimodal_label)
+        assert a.answer == b.answer
+        if method == "score":
+            for slot, probs in a.probabilities.items():
+                assert probs == pytest.approx(b.probabilities[slot], abs=1e-5)
+
+
+def test_untrained_generate_answers_are_kept_and_never_mapped(tiny_llava):
+    predictions = tiny_llava.classify(_pairs(6), method="generate")
+    assert any(p.unparseable for p in predictions)  # a random model writes arbitrary words
+    for prediction in predictions:
+        parsed = tiny_llava.fmt.parse(prediction.answer)
+        if parsed is None:
+            assert prediction.unparseable
+            assert (prediction.text_label, prediction.image_label,
+                    prediction.multimodal_label) == (None, None, None)
+        else:
+            assert prediction.multimodal_label == parsed["multimodal"]
+        assert prediction.probabilities is None
+
+
+def test_prefix_lm_scoring_is_refused_generation_works():
+    classifier = Classifier.from_pretrained("tiny-paligemma", dtype="float32", device="cpu")
+    assert is_prefix_lm(classifier.model)
+    with pytest.raises(NotImplementedError, match="prefix-LM"):
+        classifier.classify(_pairs(1))
+    (prediction,) = classifier.classify(_pairs(1), method="generate")
+    assert prediction.answer is not None
+
+
+def test_unknown_method_is_an_error(tiny_llava):
+    with pytest.raises(ValueError, match="unknown method"):
+        tiny_llava.classify(_pairs(1), method="beam")
+
+
+def test_jsonl_has_labels_and_what_the_method_gave(tmp_path):
+    scored = Prediction("a", "positive", "neutral", "positive",
+                        probabilities={"text": dict.fromkeys(LABELS, 1 / 3)})
+    generated = Prediction("b", answer="great stuff")
+    path = write_predictions([scored, generated], tmp_path / "out" / "p.jsonl")
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert first["multimodal_label"] == "positive" and "answer" not in first
+    assert second["multimodal_label"] is None and second["answer"] == "great stuff"
+    assert "probabilities" not in second
+    assert generated.unparseable and not scored.unparseable
+
+
+# -- trained runs ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_release, tmp_path_factory):
+    """tiny-llava fully fine-tuned on the synthetic task (300 steps, ~10-25 s on 2 CPUs)."""
+    output = tmp_path_factory.mktemp("trained") / "run"
+    config = tiny_train_config(synthetic_release, output, "train.max_steps=300",
+                               "lora.method=full", "train.save_steps=100000",
+                               "train.logging_steps=1000")
+    return train(config)
+
+
+@pytest.fixture(scope="module")
+def all_records(synthetic_release):
+    split = load_split(synthetic_release, procedure="random811")
+    return split.train + split.validation + split.test
+
+
+def test_score_and_generate_agree_wherever_generate_parses(trained_run, all_records):
+    classifier = Classifier.from_pretrained(adapter=trained_run)  # the run folder alone
+    assert classifier.source["model"] == "tiny-llava"
+    scored = classifier.predict(all_records, "score", progress=False)
+    generated = classifier.predict(all_records, "generate", progress=False)
+    parsed = [(s, g) for s, g in zip(scored, generated, strict=True) if not g.unparseable]
+    assert len(parsed) >= 0.9 * len(all_records)
+    for s, g in parsed:
+        for slot in classifier.fmt.slots:
+            assert s.label(slot) == g.label(slot), (s.id, s.probabilities, g.answer)
+    accuracy = sum(s.multimodal_label == r.label for s, r in zip(scored, all_records,
+                                                                  strict=True))
+    assert accuracy / len(all_records) > 0.9
+
+
+def test_lora_run_folder_restores_seed_and_prompt(tmp_path, all_records):
+    """A run folder with adapter/: the base tiny model must be rebuilt from the run's seed
+    (its random weights are what the adapter was trained on) with the run's prompt."""
+    from peft import LoraConfig, get_peft_model
+
+    from llavac.models import language_model_linear_names
+
+    model, processor = load_model("tiny-llava", seed=3, dtype="float32")
+    lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                      target_modules=language_model_linear_names(model))
+    peft_model = get_peft_model(model, lora).eval()
+    peft_model.save_pretrained(tmp_path / "adapter")
+    processor.save_pretrained(tmp_path / "processor")
+    config = TrainConfig()
+    config.model.name, config.model.seed, config.model.dtype = "tiny-llava", 3, "float32"
+    config.train.prompt = "multimodal-only"
+    save_config(config, tmp_path / "config.yaml")
+
+    records = all_records[:5]
+    expected = Classifier(peft_model, processor, "multimodal-only").predict(records,
+                                                                           progress=False)
+    loaded = Classifier.from_pretrained(adapter=tmp_path, device="cpu")
+    assert loaded.fmt.name == "multimodal-only"
+    for a, b in zip(loaded.predict(records, progress=False), expected, strict=True):
+        assert a.multimodal_label == b.multimodal_label
+        assert a.probabilities["multimodal"] == pytest.approx(b.probabilities["multimodal"],
+                                                              abs=1e-4)
+    # A bare adapter folder works with its base model named (tiny models do not record
+    # their name in the adapter's config); without a run config the prompt is the default.
+    with pytest.raises(ValueError, match="base model"):
+        Classifier.from_pretrained(adapter=tmp_path / "adapter")
+    bare = Classifier.from_pretrained("tiny-llava", adapter=tmp_path / "adapter", device="cpu")
+    assert bare.source["adapter"] == str(tmp_path / "adapter") and bare.fmt.name == "full"
+
+
+def test_predict_command_file_and_single_pair(trained_run, all_records, tmp_path, capsys):
+    records = all_records[:3]
+    lines = [json.dumps({"id": r.id, "image": r.image, "text": r.text}) for r in records]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "pred.jsonl"
+    assert predict_command(None, str(trained_run), None, None, str(tmp_path / "in.jsonl"),
+                           method="generate", batch_size=2, out=str(out)) == 0
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["id"] for p in written] == [r.id for r in records]
+    assert "unparseable answers:" in capsys.readouterr().err
+
+    assert predict_command(None, str(trained_run), records[0].image, records[0].text,
+                           None) == 0
+    (single,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert single["multimodal_label"] in LABELS and "probabilities" in single
+    with pytest.raises(ValueError, match="either"):
+        predict_command("tiny-llava", None, None, "text only", None)
