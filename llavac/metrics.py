@@ -1,0 +1,89 @@
+"""Metrics of predicted labels against gold labels, one table per answer slot.
+
+Everything is computed by scikit-learn with ``labels=LABELS``, so every vector and matrix is
+in the project's label order. Two rules decide what is counted:
+
+- A record without a gold label for a slot is left out of that slot's metrics and counted
+  (``no_gold``): own data may carry only the multimodal label.
+- An unparseable generated answer (label ``None``) counts as *wrong*, never dropped: dropping
+  it would score a model on the answers it happened to format well. It is a prediction of
+  the extra class ``unparseable``, which lowers accuracy and the recall of the gold class
+  but is not one of the classes averaged in the F1 scores; the confusion matrix gets an
+  ``unparseable`` column when there is one.
+
+Classes are always the three labels, also when one is absent from a small test set: an
+absent class scores 0 (``zero_division=0``) and counts in the macro average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from llavac.labels import LABELS
+
+UNPARSEABLE = "unparseable"
+
+
+def slot_metrics(gold: Sequence[str | None], predicted: Sequence[str | None]) -> dict:
+    """Accuracy, weighted / macro F1, per-class scores and the confusion matrix of one slot."""
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
+    pairs = [(g, UNPARSEABLE if p is None else p) for g, p in zip(gold, predicted, strict=True)
+             if g is not None]
+    y_true = [g for g, _ in pairs]
+    y_pred = [p for _, p in pairs]
+    unparseable = y_pred.count(UNPARSEABLE)
+    result = {"n": len(pairs), "no_gold": len(gold) - len(pairs), "unparseable": unparseable}
+    if not pairs:
+        return result
+    labels = list(LABELS)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    matrix_labels = labels + ([UNPARSEABLE] if unparseable else [])
+    matrix = confusion_matrix(y_true, y_pred, labels=matrix_labels)
+    return {
+        **result,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted",
+                                      zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                   zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f),
+                    "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        },
+        "confusion_matrix": {"labels": matrix_labels, "matrix": matrix.tolist()},
+    }
+
+
+def plot_confusion(metrics: dict, title: str, path: str | Path) -> Path:
+    """The slot's confusion matrix (rows gold, columns predicted) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display is needed or assumed
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    matrix = metrics["confusion_matrix"]
+    display = ConfusionMatrixDisplay(np.array(matrix["matrix"]),
+                                     display_labels=matrix["labels"])
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    display.plot(ax=ax, cmap="Blues", values_format="d", colorbar=False)
+    ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.3f}, "
+                 f"weighted F1 {metrics['weighted_f1']:.3f}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

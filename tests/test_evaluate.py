@@ -1,0 +1,104 @@
+"""Evaluation end to end: the output folder, the counting rules, the config as a preset, and
+the real QMF test split (519 pairs) through the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llavac.config import load_config
+from llavac.evaluate import EvalConfig, evaluate
+from llavac.labels import LABELS
+from llavac.predict import Classifier
+from llavac.train.args import DataArgs
+
+SLOTS = ("text", "image", "multimodal")
+
+
+@pytest.fixture(scope="module")
+def tiny_llava():
+    return Classifier.from_pretrained("tiny-llava", dtype="float32", device="cpu")
+
+
+def _config(tmp_path, data: DataArgs, **fields) -> EvalConfig:
+    return EvalConfig(model="tiny-llava", data=data, output=str(tmp_path / "eval"),
+                      dtype="float32", progress=False, **fields)
+
+
+def test_zero_shot_generate_counts_unparseable_answers_as_wrong(
+        synthetic_release, tiny_llava, tmp_path):
+    config = _config(tmp_path, DataArgs(path=str(synthetic_release), procedure="random811"),
+                     method="generate")
+    metrics = evaluate(config, tiny_llava)
+    n = metrics["records"]
+    assert metrics["unparseable"] > 0  # an untrained model does not answer in the format
+    for slot in SLOTS:
+        values = metrics["slots"][slot]
+        assert values["n"] == n and values["unparseable"] == metrics["unparseable"]
+        # Every unparseable answer is a miss of its gold class, not a dropped record.
+        matrix = values["confusion_matrix"]
+        assert sum(map(sum, matrix["matrix"])) == n
+        assert sum(row[-1] for row in matrix["matrix"]) == values["unparseable"]
+
+    output = tmp_path / "eval"
+    names = {path.name for path in output.iterdir()}
+    assert {"metrics.json", "predictions.jsonl", "summary.md", "config.yaml",
+            "manifest.json", "versions.json"} <= names
+    assert {f"confusion_{slot}.png" for slot in SLOTS} <= names
+    assert json.loads((output / "metrics.json").read_text()) == metrics
+    predictions = [json.loads(line) for line in
+                   (output / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == n and all("answer" in p for p in predictions)
+    assert "unparseable answers" in (output / "summary.md").read_text()
+    # The saved config is a preset that reproduces this evaluation.
+    assert load_config(EvalConfig, output / "config.yaml") == config
+
+
+def test_records_without_gold_are_excluded_from_that_slot(tmp_path, tiny_llava,
+                                                          synthetic_release):
+    """Own data with only the multimodal label: text and image metrics are not reported."""
+    from llavac.data import load_split
+
+    records = load_split(synthetic_release, procedure="random811").test[:5]
+    rows = [{"id": r.id, "image": r.image, "text": r.text, "label": r.label} for r in records]
+    rows.append({"id": "nolabel", "image": records[0].image, "text": "no label here"})
+    path = tmp_path / "own.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    metrics = evaluate(_config(tmp_path, DataArgs(path=str(path))), tiny_llava)
+    assert metrics["records"] == 6
+    assert list(metrics["slots"]) == ["multimodal"]
+    multimodal = metrics["slots"]["multimodal"]
+    assert (multimodal["n"], multimodal["no_gold"]) == (5, 1)
+    assert {p.name for p in (tmp_path / "eval").glob("*.png")} == {"confusion_multimodal.png"}
+
+
+def test_unknown_part_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="part"):
+        evaluate(_config(tmp_path, DataArgs(path="unused"), part="dev"))
+
+
+def test_yaml_preset(tmp_path):
+    preset = tmp_path / "eval.yaml"
+    preset.write_text("adapter: runs/x\ndata:\n  path: data/mvsa_single\n  procedure: qmf\n"
+                      "method: generate\n")
+    config = load_config(EvalConfig, preset, ["batch_size=4"])
+    assert (config.adapter, config.data.procedure, config.method, config.batch_size) == \
+           ("runs/x", "qmf", "generate", 4)
+    assert config.model is None  # taken from the adapter's run config at load time
+
+
+def test_real_qmf_test_split(shared_data, tiny_llava, tmp_path):
+    """The published QMF split of MVSA-Single: 519 test pairs, every slot labelled."""
+    config = _config(tmp_path, DataArgs(path=str(shared_data / "mvsa_single"),
+                                        procedure="qmf"), batch_size=32)
+    metrics = evaluate(config, tiny_llava)
+    assert metrics["records"] == 519 and metrics["unparseable"] == 0
+    for slot in SLOTS:
+        assert metrics["slots"][slot]["n"] == 519
+        assert (tmp_path / "eval" / f"confusion_{slot}.png").stat().st_size > 0
+    predictions = [json.loads(line) for line in
+                   (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 519
+    for prediction in predictions:
+        assert all(prediction[f"{slot}_label"] in LABELS for slot in SLOTS)
