@@ -50,6 +50,50 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from llavac.predict import predict_command
+
+    return predict_command(args.model, args.adapter, args.image, args.text, args.input,
+                           args.method, args.batch_size, args.out, args.prompt)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from llavac.config import load_config
+    from llavac.evaluate import EvalConfig, evaluate
+
+    shortcuts = {
+        "model": args.model, "adapter": args.adapter, "data.path": args.data,
+        "data.procedure": args.procedure, "data.fold": args.fold, "output": args.output,
+        "method": args.method, "batch_size": args.batch_size, "part": args.part,
+    }
+    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.overrides
+    config = load_config(EvalConfig, args.config, overrides)
+    evaluate(config)
+    print((Path(config.output) / "summary.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from llavac.config import load_config
+    from llavac.experiment import ExperimentConfig, run_experiment
+
+    run_experiment(load_config(ExperimentConfig, args.config, args.overrides))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from llavac.demo import run_demo
+
+    run_demo(args.output, args.data, args.model, args.procedure, args.overrides)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llavac.serve.__main__ import main as serve_main
+
+    return serve_main(args.args)
+
+
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="exported split folder, release folder, or own-data file")
     parser.add_argument("--procedure",
@@ -82,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_data_export)
 
     fit = commands.add_parser("train", help="LoRA fine-tuning (the paper's recipe by default)")
-    fit.add_argument("--config", type=Path, help="a YAML preset from configs/")
+    fit.add_argument("--config", help="a YAML file or a preset name from llavac/configs")
     fit.add_argument("--model", help="hub id, local path or tiny-* name")
     _add_data_flags(fit)
     fit.add_argument("--output", help="output folder")
@@ -93,6 +137,51 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("overrides", nargs="*", metavar="key=value",
                      help="config overrides, e.g. train.lr=1e-4 lora.r=64")
     fit.set_defaults(run=_train)
+
+    predict = commands.add_parser("predict", help="label image + text pairs")
+    predict.add_argument("--model", help="base model (optional with a training-run --adapter)")
+    predict.add_argument("--adapter", help="a training-run folder or a peft adapter")
+    predict.add_argument("--image", help="one image ...")
+    predict.add_argument("--text", help="... and its text")
+    predict.add_argument("--input", help="or an own-data JSONL / CSV file or exported split")
+    predict.add_argument("--method", default="score", choices=["score", "generate"],
+                         help="score the label candidates (default) or generate and parse")
+    predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--prompt", help="prompt variant (default: the run's, else full)")
+    predict.add_argument("--out", help="write JSONL here instead of stdout")
+    predict.set_defaults(run=_predict)
+
+    evaluation = commands.add_parser("evaluate", help="metrics, predictions and plots")
+    evaluation.add_argument("--config", help="a YAML file of llavac.evaluate.EvalConfig")
+    evaluation.add_argument("--model", help="base model; zero-shot without --adapter")
+    evaluation.add_argument("--adapter", help="a training-run folder or a peft adapter")
+    _add_data_flags(evaluation)
+    evaluation.add_argument("--part", help="train | validation | test (default test)")
+    evaluation.add_argument("--method", choices=["score", "generate"])
+    evaluation.add_argument("--batch-size", type=int)
+    evaluation.add_argument("--output", help="output folder")
+    evaluation.add_argument("overrides", nargs="*", metavar="key=value")
+    evaluation.set_defaults(run=_evaluate)
+
+    experiment = commands.add_parser("experiment", help="train + evaluate procedures x folds "
+                                     "x seeds; results.csv and the paper-shaped table")
+    experiment.add_argument("--config", required=True, help="a YAML file or preset name")
+    experiment.add_argument("overrides", nargs="*", metavar="key=value")
+    experiment.set_defaults(run=_experiment)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on a synthetic release")
+    demo.add_argument("--output", default="runs/demo")
+    demo.add_argument("--data", help="a real release folder instead of the synthetic one")
+    demo.add_argument("--model", default="tiny-llava")
+    demo.add_argument("--procedure", default="random811")
+    demo.add_argument("overrides", nargs="*", metavar="key=value",
+                      help="training config overrides")
+    demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser("serve", add_help=False,
+                                help="HTTP API and web page (llavac serve --help)")
+    serve.add_argument("args", nargs=argparse.REMAINDER)
+    serve.set_defaults(run=_serve)
 
     return parser
 

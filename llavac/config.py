@@ -81,11 +81,27 @@ def _replace_path(node, sections: list[str], key: str, text: str, dotted: str):
     return dataclasses.replace(node, **{name: _coerce(text, types_[name])})
 
 
+PRESETS = Path(__file__).parent / "configs"
+
+
+def preset_path(name: str | Path) -> Path:
+    """A YAML file, or the name of a preset shipped in ``llavac/configs`` (``tiny_synthetic``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = PRESETS / f"{path.name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+    raise FileNotFoundError(f"{name}: no such config file or preset (presets: {names})")
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = ()) -> C:
     """Defaults of ``cls``, then the YAML preset at ``path``, then ``overrides``."""
     values = {}
     if path is not None:
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        path = preset_path(path)
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config file must hold a mapping of sections")
     return apply_overrides(from_dict(cls, values), list(overrides))
@@ -99,7 +115,7 @@ def save_config(config, path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
 
 
-def config_hash(config) -> str:
-    """A short, stable hash of a config, to name and match experiment runs."""
-    blob = json.dumps(to_dict(config), sort_keys=True, default=str).encode()
+def config_hash(*configs) -> str:
+    """A short, stable hash of one or more configs, to name and match experiment runs."""
+    blob = json.dumps([to_dict(c) for c in configs], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

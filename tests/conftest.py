@@ -66,7 +66,7 @@ def tiny_train_config(data: Path, output: Path, *overrides: str):
     from llavac.config import load_config
     from llavac.train import TrainConfig
 
-    preset = Path(__file__).resolve().parents[1] / "configs" / "tiny_synthetic.yaml"
+    preset = "tiny_synthetic"
     return load_config(TrainConfig, preset, [
         f"data.path={data}", f"train.output={output}", "train.progress=false", *overrides,
     ])

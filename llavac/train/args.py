@@ -1,6 +1,6 @@
 """The arguments of every recipe, as dataclasses whose defaults are the paper's choices.
 
-A YAML preset in ``configs/`` fills these sections; ``section.key=value`` overrides win.
+A YAML preset (``llavac/configs/``) fills these sections; ``section.key=value`` overrides win.
 Defaults follow the LLaVA repository's task-LoRA recipe that LLaVAC fine-tunes with
 (``scripts/v1_5/finetune_task_lora.sh``), except where a comment says otherwise.
 """
@@ -69,6 +69,8 @@ class TrainArgs:
     seed: int = 0  # data order, dropout and LoRA initialisation
     num_workers: int = 0  # DataLoader workers; image decoding runs there on a GPU machine
     progress: bool = True  # a progress bar on stderr
+    deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. llavac/configs/zero3.json
+    fsdp: str | None = None  # the Trainer's FSDP option, e.g. "full_shard auto_wrap"
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The LLaVAC fine-tuning recipe: setup -> fit -> save.
 
-    llavac train --config configs/llavac_p3_qmf.yaml
-    torchrun --nproc_per_node 8 -m llavac.cli train --config configs/llavac_p3_qmf.yaml
+    llavac train --config tiny_synthetic
+    llavac train --model llava-hf/llava-1.5-7b-hf --data MVSA_Single --procedure qmf
+    torchrun --nproc_per_node 4 -m llavac.cli train --data MVSA_Single --procedure qmf \
+        train.batch_size=4
 
 Supports:
 - LoRA on every linear layer of the language model (the paper), projector trained in full
@@ -11,8 +13,9 @@ Supports:
 - The three prompt variants of ``llavac.prompt``.
 - Checkpoints every ``train.save_steps`` and ``--resume`` from the last one (optimizer,
   scheduler, RNG and data position restored by the Trainer).
-- Data parallel under ``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU). DeepSpeed and
-  FSDP through the Trainer's own arguments (``configs/accelerate/``).
+- Data parallel under ``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU). DeepSpeed
+  ZeRO-3 (``train.deepspeed=llavac/configs/zero3.json``) and FSDP (``train.fsdp=...``)
+  through the Trainer's own arguments, for GPU users.
 
 The output folder holds ``adapter/`` (or ``model/``), ``processor/``, ``config.yaml``,
 ``manifest.json`` (data, skipped records, model), ``versions.json``, ``log.jsonl`` and
@@ -29,6 +32,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from llavac.config import save_config
 from llavac.data import load_split
 from llavac.models import (
     is_prefix_lm,
@@ -89,6 +93,9 @@ def train(
     args = config.train
     output = Path(args.output)
     set_seed(args.seed)
+    if int(os.environ.get("RANK", "0")) == 0:  # an interrupted run's folder names its config
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / "config.yaml")
 
     # -- setup ---------------------------------------------------------------------------
     split = load_split(
@@ -144,12 +151,15 @@ def train(
         remove_unused_columns=False,  # the collator needs the whole record
         disable_tqdm=not args.progress,
         report_to="none",
+        deepspeed=args.deepspeed,
+        fsdp=args.fsdp or None,
         use_cpu=not on_cuda,
         # Under torchrun on CPU the processes talk through gloo (NCCL needs GPUs).
         ddp_backend="gloo" if distributed and not on_cuda else None,
     )
     groups = optimizer_groups(model, args.lr, config.lora.projector_lr, args.weight_decay)
-    last = get_last_checkpoint(training_args.output_dir) if resume and output.exists() else None
+    checkpoints = Path(training_args.output_dir)
+    last = get_last_checkpoint(checkpoints) if resume and checkpoints.is_dir() else None
     resume_step = int(last.rsplit("-", 1)[1]) if last else 0
     world = training_args.world_size
     step_log = StepLog(output / "log.jsonl", args.batch_size * args.grad_accum * world,

@@ -1,0 +1,181 @@
+"""Experiments: train + evaluate over procedures x folds x seeds, and the paper-shaped table.
+
+    llavac experiment --config llavac_p1_cheema10 data.path=/path/to/MVSA_Single
+
+Each run lives in ``<output>/runs/<procedure>[-fold<k>]-seed<s>/`` with its ``train/`` and
+``eval/`` folders. A run whose ``eval/metrics.json`` exists for the same config hash is
+skipped, and a run interrupted during training resumes from its last checkpoint, so the
+same command can be repeated until everything is done. ``results.csv`` (one row per run)
+and ``results.md`` (mean ± std per procedure beside the paper's numbers) are rebuilt from
+the run folders on every invocation.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from llavac.config import config_hash, save_config, to_dict
+from llavac.evaluate import EvalConfig, evaluate
+from llavac.train import train
+from llavac.train.args import DataArgs, LoraArgs, ModelArgs, TrainArgs, TrainConfig
+
+# LLaVAC (arXiv 2502.02938), MVSA-Single, multimodal label: accuracy / weighted F1 in %.
+PAPER = {
+    "cheema10": ("P1: Cheema et al. 10 folds", 76.24, 76.36),
+    "random811": ("P2: random 8:1:1 after the Xu & Mao rule", 77.05, 76.76),
+    "clmlf": ("P2: the public CLMLF 8:1:1 split", 77.05, 76.76),
+    "qmf": ("P3: the QMF split", 85.36, 85.06),
+}
+RESULT_COLUMNS = ("run", "model", "procedure", "fold", "seed", "config_hash", "accuracy",
+                  "weighted_f1", "macro_f1")
+
+
+@dataclass
+class ExperimentArgs:
+    """Which runs to make and how to evaluate them."""
+
+    output: str = "runs/experiment"
+    procedures: list[str] = field(default_factory=lambda: ["qmf"])
+    folds: list[int] = field(default_factory=lambda: list(range(1, 11)))  # cheema10 only
+    seeds: list[int] = field(default_factory=lambda: [0])  # training seed (+ random811 split)
+    method: str = "score"  # score | generate (the paper generates and parses)
+    batch_size: int = 16  # evaluation batch
+    part: str = "test"
+
+
+@dataclass
+class ExperimentConfig:
+    """An experiment preset: the runs, and the training config every run shares."""
+
+    experiment: ExperimentArgs = field(default_factory=ExperimentArgs)
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+
+
+@dataclass(frozen=True)
+class Run:
+    procedure: str
+    fold: int | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        fold = f"-fold{self.fold}" if self.fold is not None else ""
+        return f"{self.procedure}{fold}-seed{self.seed}"
+
+
+def planned_runs(args: ExperimentArgs) -> list[Run]:
+    return [
+        Run(procedure, fold, seed)
+        for procedure in args.procedures
+        for fold in (args.folds if procedure == "cheema10" else [None])
+        for seed in args.seeds
+    ]
+
+
+def run_configs(config: ExperimentConfig, run: Run, folder: Path) -> tuple[TrainConfig, EvalConfig]:
+    data = dataclasses.replace(
+        config.data, procedure=run.procedure, fold=run.fold,
+        split_seed=run.seed if run.procedure == "random811" else config.data.split_seed,
+    )
+    train_config = TrainConfig(
+        model=config.model, data=data, lora=config.lora,
+        train=dataclasses.replace(config.train, seed=run.seed, output=str(folder / "train")),
+    )
+    eval_config = EvalConfig(
+        adapter=str(folder / "train"), data=data, part=config.experiment.part,
+        output=str(folder / "eval"), method=config.experiment.method,
+        batch_size=config.experiment.batch_size, progress=config.train.progress,
+    )
+    return train_config, eval_config
+
+
+def run_experiment(config: ExperimentConfig) -> Path:
+    """Make every run not yet done, then write ``results.csv`` and ``results.md``."""
+    output = Path(config.experiment.output)
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / "config.yaml")
+    runs = planned_runs(config.experiment)
+    for index, run in enumerate(runs, start=1):
+        folder = output / "runs" / run.name
+        train_config, eval_config = run_configs(config, run, folder)
+        digest = config_hash(train_config, eval_config)
+        done = folder / "run.json"
+        if done.is_file() and json.loads(done.read_text())["config_hash"] == digest:
+            print(f"[{index}/{len(runs)}] {run.name}: done before (config {digest}), skipped")
+            continue
+        print(f"[{index}/{len(runs)}] {run.name}: training")
+        same_config = _saved_config(folder / "train") == to_dict(train_config)
+        finished = any((folder / "train" / name).is_dir() for name in ("adapter", "model"))
+        if not (same_config and finished):
+            # An interrupted run of this same config resumes from its last checkpoint;
+            # one left by another config is trained afresh.
+            train(train_config, resume=same_config)
+        print(f"[{index}/{len(runs)}] {run.name}: evaluating")
+        evaluate(eval_config)
+        done.write_text(json.dumps({**dataclasses.asdict(run), "name": run.name,
+                                    "model": config.model.name, "config_hash": digest}))
+    rows = collect_results(output)
+    write_results(rows, output)
+    print((output / "results.md").read_text(encoding="utf-8"))
+    return output
+
+
+def _saved_config(folder: Path) -> dict | None:
+    path = folder / "config.yaml"
+    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def collect_results(output: Path) -> list[dict]:
+    """One row per finished run folder, multimodal metrics on the evaluated part."""
+    rows = []
+    for done in sorted((output / "runs").glob("*/run.json")):
+        run = json.loads(done.read_text())
+        metrics = json.loads((done.parent / "eval" / "metrics.json").read_text())
+        multimodal = metrics["slots"]["multimodal"]
+        rows.append({
+            "run": run["name"], "model": run["model"], "procedure": run["procedure"],
+            "fold": run["fold"], "seed": run["seed"], "config_hash": run["config_hash"],
+            "accuracy": multimodal["accuracy"], "weighted_f1": multimodal["weighted_f1"],
+            "macro_f1": multimodal["macro_f1"],
+        })
+    return rows
+
+
+def _mean_std(values: list[float]) -> str:
+    percent = [100 * v for v in values]
+    std = statistics.stdev(percent) if len(percent) > 1 else 0.0
+    return f"{statistics.mean(percent):.2f} ± {std:.2f}"
+
+
+def write_results(rows: list[dict], output: Path) -> None:
+    with (output / "results.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "| procedure | model | runs | accuracy | weighted F1 | paper accuracy | paper weighted F1 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for procedure in dict.fromkeys(row["procedure"] for row in rows):
+        group = [row for row in rows if row["procedure"] == procedure]
+        title, paper_acc, paper_f1 = PAPER.get(procedure, (procedure, None, None))
+        paper = (f"{paper_acc:.2f} | {paper_f1:.2f}" if paper_acc is not None else "– | –")
+        models = ", ".join(sorted({row["model"] for row in group}))
+        lines.append(
+            f"| {title} | {models} | {len(group)} | "
+            f"{_mean_std([r['accuracy'] for r in group])} | "
+            f"{_mean_std([r['weighted_f1'] for r in group])} | {paper} |"
+        )
+    note = ("\nMultimodal label, mean ± std over folds / seeds, in %. Paper: LLaVAC with "
+            "LLaVA-1.5-7B (arXiv 2502.02938).\n")
+    (output / "results.md").write_text("\n".join(lines) + "\n" + note, encoding="utf-8")
