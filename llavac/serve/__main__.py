@@ -16,7 +16,8 @@ from llavac.serve.server import serve
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServeLimits()
     parser = argparse.ArgumentParser(prog="python -m llavac.serve", description=__doc__)
-    parser.add_argument("--model", required=True, help="hub id, local folder or tiny-llava")
+    parser.add_argument("--model", help="hub id, local folder or tiny-llava (may be left out "
+                        "when --adapter is a training run folder)")
     parser.add_argument("--adapter", help="peft adapter or training-run folder")
     parser.add_argument("--prompt", help="prompt variant: full | multimodal-only | slot order")
     parser.add_argument("--dtype", help="float32 | bf16 | fp16 | auto")
@@ -39,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.model and not args.adapter:
+        parser.error("give --model, or --adapter with a training run folder")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     limits = ServeLimits(
         max_body_bytes=int(args.max_body_mb * 2**20),

@@ -44,26 +44,32 @@ _PAGE_HEADERS = {
 
 
 def model_info(classifier, model_name: str | None = None, adapter: str | None = None) -> dict:
-    """What ``/v1/model`` reports: explicit names win over what the classifier carries."""
+    """What ``/v1/model`` reports, from the classifier's ``source`` manifest.
+
+    ``model_name`` / ``adapter`` override it (for a classifier built by hand without one).
+    """
+    source = getattr(classifier, "source", None) or {}
     fmt = getattr(classifier, "fmt", None)
     return {
-        "model": model_name or getattr(classifier, "model_name", None),
-        "adapter": adapter if adapter is not None else getattr(classifier, "adapter", None),
+        "model": model_name or source.get("model") or source.get("name_or_path"),
+        "adapter": adapter if adapter is not None else source.get("adapter"),
         "prompt": getattr(fmt, "name", None),
         "slots": list(getattr(fmt, "slots", ())),
         "labels": list(LABELS),
+        **{key: source.get(key) for key in ("family", "dtype", "device", "parameters")},
     }
 
 
 def prediction_json(prediction) -> dict:
-    """One prediction as JSON: the three labels (``None`` where the prompt has no such slot),
-    the class probabilities per slot, and the generated answer when ``method="generate"``."""
+    """One prediction as JSON: the three labels (``None`` where the prompt has no such slot or
+    a generated answer did not parse), the class probabilities per slot (``method="score"``)
+    and the generated answer (``method="generate"``)."""
     return {
         "text_label": prediction.text_label,
         "image_label": prediction.image_label,
         "multimodal_label": prediction.multimodal_label,
         "probabilities": prediction.probabilities or {},
-        "raw_answer": getattr(prediction, "raw_answer", None),
+        "answer": getattr(prediction, "answer", None),
     }
 
 

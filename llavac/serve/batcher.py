@@ -3,10 +3,14 @@
 The model is not safe to call from several threads at once and is much cheaper per example
 in a batch, so concurrent requests do not call it directly: each ``(image, text)`` pair joins
 one queue, and a single worker task takes whatever has queued (up to ``max_batch_size``),
-runs one ``classify`` call in a worker thread and hands every caller its own prediction.
+runs one ``classify`` call in the model thread and hands every caller its own prediction.
 Under light load a request runs alone after at most ``max_wait_ms``; under heavy load the
 requests that arrive while the model is busy form the next batch. Model calls are therefore
 serialised by construction, and the event loop stays free for ``/health`` and new uploads.
+
+The model always runs on one dedicated thread, not on a shared pool: torch keeps per-thread
+state (OpenMP teams, allocator arenas), and calling it from whichever pool thread is free
+made the server's memory creep up by megabytes per thousand requests.
 """
 
 from __future__ import annotations
@@ -14,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import anyio.to_thread
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class MicroBatcher:
         self._classify = classify
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llavac-model")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
@@ -143,7 +147,8 @@ class MicroBatcher:
     async def _call(self, items: list) -> list:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(items))
-        results = await anyio.to_thread.run_sync(self._classify, items)
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._executor, self._classify, items)
         if len(results) != len(items):
             raise RuntimeError(f"classify returned {len(results)} results for {len(items)} items")
         return list(results)

@@ -4,8 +4,13 @@ A limit checked only from ``Content-Length`` is bypassed by a chunked upload or 
 header, and one checked only after parsing lets a client make the server spool gigabytes
 first. This ASGI middleware does both: it refuses a declared length over the limit at once,
 and otherwise reads the body itself, counting the bytes that actually arrive, and stops with
-413 as soon as they pass the limit. The buffered body is then replayed to the app, which is
+413 once they pass the limit. The buffered body is then replayed to the app, which is
 cheap at the default 10 MB and lets the routes parse multipart and JSON as usual.
+
+Before answering 413 the rest of a moderately oversized body is read and discarded (up to
+``drain_factor`` times the limit). The server closes the connection after a refusal, and
+closing a socket with unread bytes makes the kernel send a reset, which the client sees as
+a broken connection instead of the 413. A declared length beyond that is refused at once.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ def _too_large(limit: int) -> bytes:
 class BodyLimitMiddleware:
     """Answers 413 ``{"error", "field": "body"}`` for bodies over ``max_body_bytes``."""
 
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int, drain_factor: int = 4):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.drain_bytes = drain_factor * max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
@@ -43,7 +49,7 @@ class BodyLimitMiddleware:
                 await self._reject(send, 400, b'{"error": "invalid Content-Length", '
                                               b'"field": "body"}')
                 return
-            if declared_length > self.max_body_bytes:
+            if declared_length > self.drain_bytes:
                 await self._reject(send, 413, _too_large(self.max_body_bytes))
                 return
 
@@ -54,11 +60,15 @@ class BodyLimitMiddleware:
                 return  # the client left; nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > self.max_body_bytes:
+                if more and size <= self.drain_bytes:
+                    chunks = []  # keep reading (and dropping) so the client sees the 413
+                    continue
                 await self._reject(send, 413, _too_large(self.max_body_bytes))
                 return
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 break
 
         body = b"".join(chunks)

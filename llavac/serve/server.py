@@ -21,7 +21,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(
-    model: str,
+    model: str | None,
     adapter: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -37,10 +37,14 @@ def serve(
 ) -> None:
     """Serve ``model`` (+ ``adapter``) over HTTP on ``host:port``; blocks until interrupted.
 
-    Binds to loopback by default: the API has no authentication, so exposing it on a
-    network address is a decision the caller makes explicitly with ``host=``.
+    ``model`` may be ``None`` when ``adapter`` is a training run folder that names its base
+    model. Binds to loopback by default: the API has no authentication, so exposing it on a
+    network address is a decision the caller makes explicitly with ``host=``. One example is
+    classified before the port opens, so a model that cannot serve ``method`` (e.g. label
+    scoring on a prefix-LM) fails at start-up rather than on every request.
     """
     import uvicorn
+    from PIL import Image
 
     from llavac.predict import Classifier
     from llavac.serve.app import create_app
@@ -51,8 +55,9 @@ def serve(
     classifier = Classifier.from_pretrained(
         model, adapter=adapter, prompt=prompt, dtype=dtype, device=device
     )
+    classifier.classify([(Image.new("RGB", (32, 32), "gray"), "warm-up")], method=method)
     app = create_app(
-        classifier, limits, model_name=model, adapter=adapter, method=method,
+        classifier, limits, method=method,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
     )
     # One process: the model lives in this process's memory and the batcher serialises it.
