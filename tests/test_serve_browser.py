@@ -1,0 +1,92 @@
+"""End to end in headless Chromium: the page on a real server, driven like a user would.
+
+Needs the Debian ``chromium`` package (``.ci/setup-browser.sh``) and playwright-python; it
+never downloads a browser. The screenshot is kept in ``test-artifacts/serve_page.png``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from llavac.labels import LABELS
+from llavac.serve.process import running_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SLOTS = ("text", "image", "multimodal")
+
+
+@pytest.fixture(scope="module")
+def sync_playwright():
+    if not CHROMIUM.exists() and not shutil.which("chromium"):
+        pytest.skip("no /usr/bin/chromium: run .ci/setup-browser.sh (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; no browser download)")
+    return sync_playwright
+
+
+def test_page_classifies_an_upload_like_the_api(sync_playwright, tmp_path):
+    image_path = tmp_path / "sunset.png"
+    noise = Image.effect_noise((96, 72), 30).convert("RGB")
+    Image.blend(noise, Image.new("RGB", (96, 72), (240, 140, 40)), 0.7).save(image_path)
+    text = "Best sunset of the summer, feeling grateful"
+
+    with running_server("tiny-llava") as server:
+        api = httpx.post(
+            server.url + "/v1/classify",
+            files={"image": ("sunset.png", image_path.read_bytes(), "image/png")},
+            data={"text": text},
+            timeout=60,
+        ).json()
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+                args=CHROMIUM_ARGS,
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1100, "height": 720})
+                requests, problems = [], []
+                page.on("request", lambda request: requests.append(request.url))
+                page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+                page.on("pageerror", lambda error: problems.append(str(error)))
+
+                page.goto(server.url + "/")
+                page.wait_for_function("document.getElementById('model-line')"
+                                       ".textContent.includes('tiny-llava')")
+                page.set_input_files("#image", str(image_path))
+                page.fill("#text", text)
+                page.click("#submit")
+                page.wait_for_selector("#result[data-state=done]", timeout=60_000)
+
+                shown = {slot: page.get_attribute(f"#label-{slot}", "data-label")
+                         for slot in SLOTS}
+                visible = {slot: page.inner_text(f"#label-{slot}") for slot in SLOTS}
+                error_box = page.inner_text("#error")
+                ARTIFACTS.mkdir(exist_ok=True)
+                screenshot = ARTIFACTS / "serve_page.png"
+                page.screenshot(path=str(screenshot), full_page=True)
+                print(f"screenshot: {screenshot}")
+            finally:
+                browser.close()
+
+    assert error_box == ""
+    assert problems == []
+    for slot in SLOTS:
+        assert shown[slot] == api[f"{slot}_label"] and shown[slot] in LABELS
+        assert visible[slot].strip() == shown[slot]
+    outside = [url for url in requests
+               if not url.startswith((server.url, "blob:", "data:"))]
+    assert outside == [], f"the page fetched from elsewhere: {outside}"
+    assert screenshot.stat().st_size > 5_000
