@@ -14,8 +14,14 @@ from llavac.serve.server import serve
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = ServeLimits()
     parser = argparse.ArgumentParser(prog="python -m llavac.serve", description=__doc__)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's options on ``parser`` (also used for the ``llavac serve`` subcommand)."""
+    defaults = ServeLimits()
     parser.add_argument("--model", help="hub id, local folder or tiny-llava (may be left out "
                         "when --adapter is a training run folder)")
     parser.add_argument("--adapter", help="peft adapter or training-run folder")
@@ -36,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-wait-ms", type=float, default=2.0,
                         help="how long the queue waits to fill a batch")
     parser.add_argument("--log-level", default="info")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.model and not args.adapter:
         parser.error("give --model, or --adapter with a training run folder")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve with parsed ``args`` (from :func:`add_arguments`); blocks until stopped."""
+    if not args.model and not args.adapter:
+        raise SystemExit("give --model, or --adapter with a training run folder")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     limits = ServeLimits(
         max_body_bytes=int(args.max_body_mb * 2**20),
