@@ -88,12 +88,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from llavac.serve.__main__ import main as serve_main
-
-    return serve_main(args.args)
-
-
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="exported split folder, release folder, or own-data file")
     parser.add_argument("--procedure",
@@ -102,7 +96,9 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llavac", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="llavac", description="LLaVAC: a vision-language model as a multimodal sentiment "
+        "classifier (text, image and multimodal labels).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="inspect and split MVSA releases or own data")
@@ -178,10 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training config overrides")
     demo.set_defaults(run=_demo)
 
-    serve = commands.add_parser("serve", add_help=False,
-                                help="HTTP API and web page (llavac serve --help)")
-    serve.add_argument("args", nargs=argparse.REMAINDER)
-    serve.set_defaults(run=_serve)
+    from llavac.serve.__main__ import add_arguments, run  # argparse only: no model code
+
+    serve = commands.add_parser("serve", help="HTTP API and web page around one model")
+    add_arguments(serve)
+    serve.set_defaults(run=run)
 
     return parser
 

@@ -27,7 +27,8 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
     output = Path(output)
     start = time.perf_counter()
 
-    release = Path(data) if data else write_synthetic_release(output / "release")
+    # 1,000 pairs: ~780 kept by the rule, ~78 held out for the test split.
+    release = Path(data) if data else write_synthetic_release(output / "release", n=1000)
     print(f"\n== data: {release} -> {procedure} split")
     export_split(release, procedure=procedure, out=output / "split")
 

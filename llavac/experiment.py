@@ -82,7 +82,8 @@ def planned_runs(args: ExperimentArgs) -> list[Run]:
     ]
 
 
-def run_configs(config: ExperimentConfig, run: Run, folder: Path) -> tuple[TrainConfig, EvalConfig]:
+def run_configs(config: ExperimentConfig, run: Run,
+                folder: Path) -> tuple[TrainConfig, EvalConfig]:
     data = dataclasses.replace(
         config.data, procedure=run.procedure, fold=run.fold,
         split_seed=run.seed if run.procedure == "random811" else config.data.split_seed,
