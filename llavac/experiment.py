@@ -164,7 +164,8 @@ def write_results(rows: list[dict], output: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| procedure | model | runs | accuracy | weighted F1 | paper accuracy | paper weighted F1 |",
+        "| procedure | model | runs | accuracy | weighted F1 "
+        "| paper accuracy | paper weighted F1 |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for procedure in dict.fromkeys(row["procedure"] for row in rows):

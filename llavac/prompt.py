@@ -106,7 +106,7 @@ class PromptFormat:
         words = [word.strip().lower() for word in answer.strip().rstrip(".").split(",")]
         if len(words) != len(self.slots) or any(word not in LABELS for word in words):
             return None
-        return dict(zip(self.slots, words))
+        return dict(zip(self.slots, words, strict=True))
 
 
 def record_labels(record) -> dict[str, str | None]:

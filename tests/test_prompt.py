@@ -41,8 +41,8 @@ def test_answer_follows_the_slot_order():
 )
 def test_parser_is_strict(answer, expected):
     parsed = PromptFormat.from_name("full").parse(answer)
-    assert parsed == (None if expected is None else dict(zip(("text", "image", "multimodal"),
-                                                              expected)))
+    slots = ("text", "image", "multimodal")
+    assert parsed == (None if expected is None else dict(zip(slots, expected, strict=True)))
 
 
 def test_unknown_variant_is_an_error():
