@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The tiny test models gain nothing from a second thread, and two threads per process
+# thrash when the test runner uses both cores for two workers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 from PIL import Image

@@ -88,7 +88,7 @@ def test_golden_losses_and_run_artifacts(synthetic_release, tmp_path):
     """The paper's recipe (LoRA + projector) on the tiny LLaVA: exact first losses for seed 0
     and every artifact a run must leave."""
     config = tiny_train_config(synthetic_release, tmp_path / "run", "lora.method=lora",
-                               "lora.projector_lr=2e-5", "train.max_steps=4",
+                               "lora.projector_lr=2e-5", "train.lr=2e-3", "train.max_steps=4",
                                "train.logging_steps=1", "train.batch_size=4")
     output = train(config)
     log = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
