@@ -34,16 +34,21 @@ def _data_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace, flags: dict) -> list[str]:
+    """The flags that were given, as ``key=value`` overrides; explicit overrides come last
+    and so win."""
+    return [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
+
+
 def _train(args: argparse.Namespace) -> int:
     from llavac.config import load_config
     from llavac.train import TrainConfig, train
 
-    shortcuts = {  # the common flags are spelled-out overrides; key=value overrides win
+    overrides = _overrides(args, {
         "model.name": args.model, "data.path": args.data, "data.procedure": args.procedure,
         "data.fold": args.fold, "train.output": args.output, "train.max_steps": args.max_steps,
         "train.save_steps": args.save_steps, "train.seed": args.seed,
-    }
-    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.overrides
+    })
     config = load_config(TrainConfig, args.config, overrides)
     output = train(config, resume=args.resume)
     print(f"trained: {output}")
@@ -61,12 +66,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from llavac.config import load_config
     from llavac.evaluate import EvalConfig, evaluate
 
-    shortcuts = {
+    overrides = _overrides(args, {
         "model": args.model, "adapter": args.adapter, "data.path": args.data,
         "data.procedure": args.procedure, "data.fold": args.fold, "output": args.output,
         "method": args.method, "batch_size": args.batch_size, "part": args.part,
-    }
-    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.overrides
+    })
     config = load_config(EvalConfig, args.config, overrides)
     evaluate(config)
     print((Path(config.output) / "summary.md").read_text(encoding="utf-8"))

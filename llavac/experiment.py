@@ -24,7 +24,7 @@ import yaml
 from llavac.config import config_hash, save_config, to_dict
 from llavac.evaluate import EvalConfig, evaluate
 from llavac.train import train
-from llavac.train.args import DataArgs, LoraArgs, ModelArgs, TrainArgs, TrainConfig
+from llavac.train.args import TrainConfig
 
 # LLaVAC (arXiv 2502.02938), MVSA-Single, multimodal label: accuracy / weighted F1 in %.
 PAPER = {
@@ -51,14 +51,10 @@ class ExperimentArgs:
 
 
 @dataclass
-class ExperimentConfig:
-    """An experiment preset: the runs, and the training config every run shares."""
+class ExperimentConfig(TrainConfig):
+    """An experiment preset: the training config every run shares, plus which runs to make."""
 
     experiment: ExperimentArgs = field(default_factory=ExperimentArgs)
-    model: ModelArgs = field(default_factory=ModelArgs)
-    data: DataArgs = field(default_factory=DataArgs)
-    lora: LoraArgs = field(default_factory=LoraArgs)
-    train: TrainArgs = field(default_factory=TrainArgs)
 
 
 @dataclass(frozen=True)
