@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 from llavac.data import load_split
 from llavac.models import is_prefix_lm, load_model, tiny_names
 from llavac.prompt import PromptFormat, record_labels
-from llavac.train import train
+from llavac.train import LoraArgs, train
 from llavac.train.collator import IGNORE_INDEX, TrainCollator
+from llavac.train.recipe import make_trainable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,6 +72,21 @@ def test_prefix_lm_answer_cannot_leak_into_the_prompt(records):
     # only the prompt.
     torch.testing.assert_close(logits_a[0, :first_answer], logits_b[0, :first_answer])
     assert not torch.allclose(logits_a[0, first_answer:], logits_b[0, first_answer:])
+
+
+@pytest.mark.parametrize("name", tiny_names())
+def test_what_is_trained(name):
+    """LoRA: adapters on the language model and the projector in full; full fine-tuning:
+    everything but the vision tower. The vision tower is frozen either way."""
+    lora = make_trainable(load_model(name)[0], LoraArgs(r=4, alpha=8))
+    trained = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n or "modules_to_save" in n for n in trained)
+    assert not any("vision" in n for n in trained)
+    assert any("modules_to_save" in n for n in trained)
+
+    full = make_trainable(load_model(name)[0], LoraArgs(method="full"))
+    frozen = {n for n, p in full.named_parameters() if not p.requires_grad}
+    assert frozen and all("vision" in n for n in frozen)
 
 
 def test_example_too_long_is_an_error_naming_its_id(records):

@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -60,6 +60,8 @@ def make_trainable(model, lora: LoraArgs):
         return model
     if lora.method != "lora":
         raise ValueError(f"lora.method must be 'lora' or 'full', not {lora.method!r}")
+    if getattr(model, "is_loaded_in_4bit", False):  # QLoRA: norms in fp32, input grads on
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
