@@ -1,6 +1,7 @@
-"""Prediction: the cached label scorer against plain full-sequence forwards, batch-size
-independence, the generate path's strict parsing, loading trained runs, and agreement of
-score and generate on a model trained on the synthetic task."""
+"""Prediction: the cached label scorer against plain full-sequence forwards (the prompt +
+answer string for causal models, the answer as the processor's ``suffix=`` for the prefix LM
+PaliGemma), batch-size independence, the generate path's strict parsing, loading trained
+runs, and agreement of score and generate on models trained on the synthetic task."""
 
 from __future__ import annotations
 
@@ -53,9 +54,34 @@ def naive_loglik(model, processor, image, prompt: str, continuation: str) -> flo
     return float(sum(logprobs[end - n_new - 1 + j, ids[end - n_new + j]] for j in range(n_new)))
 
 
+def naive_suffix_loglik(model, processor, image, prompt: str, continuation: str) -> float:
+    """A prefix LM's log-likelihood of ``continuation`` as the answer to ``prompt``: one
+    uncached, unpadded forward pass with the continuation as the processor's ``suffix=``
+    (token type 1, causal; the prompt is a bidirectional prefix), exactly as in training.
+    The end token the processor appends to a suffix is not scored."""
+    inputs = processor(text=[prompt], images=[[image]], suffix=[continuation],
+                       return_tensors="pt")
+    del inputs["labels"]
+    with torch.no_grad():
+        logprobs = model(**inputs).logits[0].float().log_softmax(-1)
+    ids = inputs["input_ids"][0]
+    answer = inputs["token_type_ids"][0].nonzero().flatten()[:-1].tolist()
+    return float(sum(logprobs[i - 1, ids[i]] for i in answer))
+
+
+def reference_loglik(classifier, image, prompt: str, continuation: str) -> float:
+    naive = naive_suffix_loglik if is_prefix_lm(classifier.model) else naive_loglik
+    return naive(classifier.model, classifier.processor, image, prompt, continuation)
+
+
 @pytest.fixture(scope="module")
 def tiny_llava():
     return Classifier.from_pretrained("tiny-llava", dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_paligemma():
+    return Classifier.from_pretrained("tiny-paligemma", dtype="float32", device="cpu")
 
 
 @pytest.mark.parametrize("name", CAUSAL_FAMILIES)
@@ -92,21 +118,48 @@ def test_cached_scoring_equals_full_forward_incl_multi_token_candidates(name):
                                atol=1e-4, rtol=0)
 
 
-def test_label_probabilities_are_teacher_forced_slot_by_slot(tiny_llava):
+def test_prefix_lm_cached_scoring_equals_suffix_forward(tiny_paligemma):
+    """PaliGemma: the prompt is prefilled as a bidirectional prefix and the candidates are
+    scored as the causal suffix, with the tokens the processor gives a suffix."""
+    scorer = tiny_paligemma.scorer
+    pairs = _pairs(4)
+    images, texts = zip(*pairs, strict=True)
+    assert scorer.lead == ""  # the processor ends the prompt with its own newline
+    candidates = ["positive", "neutral, exhilarating", "neutral, exhaust"]
+    tokenizer = tiny_paligemma.processor.tokenizer
+    assert len(tokenizer(" exhilarating", add_special_tokens=False)["input_ids"]) > 1
+    batch = encode_prompts(tiny_paligemma.processor, tiny_paligemma.fmt, images, list(texts),
+                           tiny_paligemma.model)
+    naive = torch.tensor([
+        [naive_suffix_loglik(tiny_paligemma.model, tiny_paligemma.processor, image, prompt,
+                             candidate) for candidate in candidates]
+        for image, prompt in zip(images, batch.prompts, strict=True)
+    ])
+    fast = scorer.loglik(scorer.prefill(batch), [candidates] * len(pairs))
+    torch.testing.assert_close(fast, naive, atol=1e-4, rtol=0)
+    # The reference tells the prefix masks apart: a causally prefilled prompt scores otherwise.
+    del batch.inputs["token_type_ids"]
+    causal = scorer.loglik(scorer.prefill(batch), [candidates] * len(pairs))
+    assert (causal - naive).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma"])
+def test_label_probabilities_are_teacher_forced_slot_by_slot(name, request):
     """Slot k's probabilities are the softmax over the three labels of full-forward
     likelihoods of ``lead + <chosen labels of earlier slots>, <candidate>``."""
+    classifier = request.getfixturevalue(name)
     pairs = _pairs(3)
-    predictions = tiny_llava.classify(pairs)
-    fmt, lead = tiny_llava.fmt, tiny_llava.scorer.lead
+    predictions = classifier.classify(pairs)
+    fmt, lead = classifier.fmt, classifier.scorer.lead
     for (image, text), prediction in zip(pairs, predictions, strict=True):
-        prompt = encode_prompts(tiny_llava.processor, fmt, [image], [text],
-                                tiny_llava.model).prompts[0]
+        prompt = encode_prompts(classifier.processor, fmt, [image], [text],
+                                classifier.model).prompts[0]
         for k, slot in enumerate(fmt.slots):
             partial = PromptFormat(fmt.slots[: k + 1])
             earlier = {s: prediction.label(s) for s in fmt.slots[:k]}
             loglik = torch.tensor([
-                naive_loglik(tiny_llava.model, tiny_llava.processor, image, prompt,
-                             lead + partial.answer({**earlier, slot: label}))
+                reference_loglik(classifier, image, prompt,
+                                 lead + partial.answer({**earlier, slot: label}))
                 for label in LABELS
             ])
             expected = dict(zip(LABELS, loglik.softmax(-1).tolist(), strict=True))
@@ -125,11 +178,13 @@ def test_multimodal_only_prompt_predicts_one_slot():
         assert list(prediction.probabilities) == ["multimodal"]
 
 
-@pytest.mark.parametrize("method", ["score", "generate"])
-def test_batch_size_does_not_change_predictions(tiny_llava, method):
+@pytest.mark.parametrize(("name", "method"), [("tiny_llava", "score"), ("tiny_llava", "generate"),
+                                            ("tiny_paligemma", "score")])
+def test_batch_size_does_not_change_predictions(name, method, request):
+    classifier = request.getfixturevalue(name)
     pairs = _pairs(20)
-    one = tiny_llava.classify(pairs, method, batch_size=1)
-    sixteen = tiny_llava.classify(pairs, method, batch_size=16)
+    one = classifier.classify(pairs, method, batch_size=1)
+    sixteen = classifier.classify(pairs, method, batch_size=16)
     for a, b in zip(one, sixteen, strict=True):
         assert (a.text_label, a.image_label, a.multimodal_label) == \
                (b.text_label, b.image_label, b.multimodal_label)
@@ -153,15 +208,6 @@ def test_untrained_generate_answers_are_kept_and_never_mapped(tiny_llava):
         assert prediction.probabilities is None
 
 
-def test_prefix_lm_scoring_is_refused_generation_works():
-    classifier = Classifier.from_pretrained("tiny-paligemma", dtype="float32", device="cpu")
-    assert is_prefix_lm(classifier.model)
-    with pytest.raises(NotImplementedError, match="prefix-LM"):
-        classifier.classify(_pairs(1))
-    (prediction,) = classifier.classify(_pairs(1), method="generate")
-    assert prediction.answer is not None
-
-
 def test_unknown_method_is_an_error(tiny_llava):
     with pytest.raises(ValueError, match="unknown method"):
         tiny_llava.classify(_pairs(1), method="beam")
@@ -182,14 +228,23 @@ def test_jsonl_has_labels_and_what_the_method_gave(tmp_path):
 # -- trained runs ------------------------------------------------------------------------
 
 
+def _train_full(synthetic_release, tmp_path_factory, name: str):
+    """``name`` fully fine-tuned on the synthetic task (300 steps, ~10-25 s on 2 CPUs)."""
+    output = tmp_path_factory.mktemp(name) / "run"
+    config = tiny_train_config(synthetic_release, output, f"model.name={name}",
+                               "train.max_steps=300", "lora.method=full",
+                               "train.save_steps=100000", "train.logging_steps=1000")
+    return train(config)
+
+
 @pytest.fixture(scope="module")
 def trained_run(synthetic_release, tmp_path_factory):
-    """tiny-llava fully fine-tuned on the synthetic task (300 steps, ~10-25 s on 2 CPUs)."""
-    output = tmp_path_factory.mktemp("trained") / "run"
-    config = tiny_train_config(synthetic_release, output, "train.max_steps=300",
-                               "lora.method=full", "train.save_steps=100000",
-                               "train.logging_steps=1000")
-    return train(config)
+    return _train_full(synthetic_release, tmp_path_factory, "tiny-llava")
+
+
+@pytest.fixture(scope="module")
+def trained_paligemma_run(synthetic_release, tmp_path_factory):
+    return _train_full(synthetic_release, tmp_path_factory, "tiny-paligemma")
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +253,15 @@ def all_records(synthetic_release):
     return split.train + split.validation + split.test
 
 
-def test_score_and_generate_agree_wherever_generate_parses(trained_run, all_records):
-    classifier = Classifier.from_pretrained(adapter=trained_run)  # the run folder alone
-    assert classifier.source["model"] == "tiny-llava"
+# PaliGemma learns the task more slowly: 300 steps give ~0.67 (the majority label ~0.44).
+@pytest.mark.parametrize(("run", "name", "min_accuracy"),
+                         [("trained_run", "tiny-llava", 0.9),
+                          ("trained_paligemma_run", "tiny-paligemma", 0.6)])
+def test_score_and_generate_agree_wherever_generate_parses(run, name, min_accuracy, request,
+                                                           all_records):
+    run_folder = request.getfixturevalue(run)
+    classifier = Classifier.from_pretrained(adapter=run_folder)  # the run folder alone
+    assert classifier.source["model"] == name
     scored = classifier.predict(all_records, "score", progress=False)
     generated = classifier.predict(all_records, "generate", progress=False)
     parsed = [(s, g) for s, g in zip(scored, generated, strict=True) if not g.unparseable]
@@ -210,7 +271,7 @@ def test_score_and_generate_agree_wherever_generate_parses(trained_run, all_reco
             assert s.label(slot) == g.label(slot), (s.id, s.probabilities, g.answer)
     accuracy = sum(s.multimodal_label == r.label for s, r in zip(scored, all_records,
                                                                   strict=True))
-    assert accuracy / len(all_records) > 0.9
+    assert accuracy / len(all_records) > min_accuracy
 
 
 def test_lora_run_folder_restores_seed_and_prompt(tmp_path, all_records):

@@ -44,6 +44,7 @@ def encode_prompts(processor, fmt: PromptFormat, images, texts: list[str], model
     processor.tokenizer.padding_side = "left"
     encoded = processor(images=[[image] for image in images], text=prompts, padding=True,
                         return_tensors="pt")
+    encoded.pop("labels", None)  # PaliGemma's processor adds them (all ignored without a suffix)
     device, dtype = model.device, model.dtype
     inputs = {
         key: value.to(device, dtype=dtype if value.is_floating_point() else None)

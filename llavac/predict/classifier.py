@@ -18,7 +18,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from llavac.models import is_prefix_lm, load_model, model_info, resolve_dtype
+from llavac.models import load_model, model_info, resolve_dtype
 from llavac.predict.batching import encode_prompts
 from llavac.predict.generation import answer_token_budget, generate_answers
 from llavac.predict.scoring import LabelScorer
@@ -187,11 +187,6 @@ class Classifier:
              progress: bool) -> list[Prediction]:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
-        if method == "score" and is_prefix_lm(self.model):
-            raise NotImplementedError(
-                "label scoring is not implemented for prefix-LM models (PaliGemma); "
-                "use method='generate'"
-            )
         predictions = []
         with tqdm(total=len(items), desc=f"predicting ({method})", unit="pair",
                   disable=not progress) as bar:

@@ -31,6 +31,14 @@ cache would cost gigabytes); after each slot it is cropped back to the prompt. T
 pass keeps only the last position's logits (``logits_to_keep=1``): projecting hundreds of
 prompt positions onto a 32k vocabulary is work nobody reads. Custom 4-D masks need the
 ``eager`` or ``sdpa`` attention implementation (the transformers default).
+
+Prefix LMs (PaliGemma): the image and the prompt attend bidirectionally (token type 0) and
+the answer is a separate, causal sequence (token type 1), passed as the processor's
+``suffix=`` exactly as in training (:mod:`llavac.train.collator`). The prompt pass gets
+the batch's ``token_type_ids`` (all 0), so the cache holds the bidirectional prefix; the
+candidates are tokenised on their own as the suffix is (no lead, no tail: the processor
+ends the prompt with its own newline), and the tree mask already makes them causal among
+themselves with full attention to the prefix. PaliGemma counts positions from 1.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from llavac.labels import LABELS
+from llavac.models import is_prefix_lm
 from llavac.predict.batching import PromptBatch, answer_lead, prompt_tail
 from llavac.prompt import PromptFormat
 
@@ -113,8 +122,13 @@ class LabelScorer:
     def __init__(self, model, processor, fmt: PromptFormat):
         self.model, self.processor, self.fmt = model, processor, fmt
         self.tokenizer = processor.tokenizer
-        self.lead = answer_lead(processor, fmt)
-        self.tail = prompt_tail(processor, fmt)
+        prefix_lm = is_prefix_lm(model)
+        if prefix_lm:  # the answer is its own sequence: tokenised alone, nothing before it
+            self.lead = self.tail = ""
+        else:
+            self.lead = answer_lead(processor, fmt)
+            self.tail = prompt_tail(processor, fmt)
+        self.first_position = int(prefix_lm)  # PaliGemma's positions start at 1
         self._tail_ids = self._ids(self.tail)
         self._after_tail: dict[str, tuple[int, ...]] = {}
 
@@ -125,7 +139,8 @@ class LabelScorer:
     def prefill(self, batch: PromptBatch) -> PrefilledPrompts:
         """Run the prompts once; keep their cache and next-token log-probabilities."""
         out = self.model(
-            **batch.inputs, position_ids=batch.position_ids, use_cache=True, logits_to_keep=1
+            **batch.inputs, position_ids=batch.position_ids + self.first_position,
+            use_cache=True, logits_to_keep=1,
         )
         next_logprobs = out.logits[:, -1].float().log_softmax(-1)
         n_tail = len(self._tail_ids)
@@ -180,7 +195,7 @@ class LabelScorer:
         out = self.model(
             input_ids=tree["tokens"],
             attention_mask=mask,
-            position_ids=batch.lengths[:, None] + tree["depths"],
+            position_ids=self.first_position + batch.lengths[:, None] + tree["depths"],
             cache=prefilled.cache,
             use_cache=True,
         )
