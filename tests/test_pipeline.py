@@ -42,18 +42,17 @@ def test_demo_trains_a_tiny_llava_that_needs_both_modalities(tmp_path, capsys):
 @pytest.mark.parametrize("name", [
     "tiny-llava-next", "tiny-gemma3", "tiny-idefics3",
     pytest.param("tiny-paligemma", marks=pytest.mark.xfail(
-        reason="the tiny PaliGemma learns the image label (100 %) but not the text label "
-               "(45 % after 8 epochs): not yet understood", strict=False)),
+        reason="the tiny PaliGemma always learns the image label, but its text label is "
+               "seed-dependent (45 % to 100 % after 8 epochs): not yet understood",
+        strict=False)),
 ])
 def test_other_tiny_families_learn_the_task(name, synthetic_release, tmp_path):
     run = train(tiny_train_config(synthetic_release, tmp_path / "run", f"model.name={name}",
                                   "train.epochs=8"))
-    # Prefix-LM scoring is not implemented: PaliGemma is judged by its generated answers.
-    method = "generate" if name == "tiny-paligemma" else "score"
     metrics = evaluate(EvalConfig(adapter=str(run), output=str(tmp_path / "eval"),
                                   data=DataArgs(path=str(synthetic_release),
                                                 procedure="random811"),
-                                  method=method, progress=False))
+                                  progress=False))
     assert metrics["slots"]["multimodal"]["accuracy"] >= 0.9, metrics["slots"]["multimodal"]
 
 

@@ -40,8 +40,8 @@ def serve(
     ``model`` may be ``None`` when ``adapter`` is a training run folder that names its base
     model. Binds to loopback by default: the API has no authentication, so exposing it on a
     network address is a decision the caller makes explicitly with ``host=``. One example is
-    classified before the port opens, so a model that cannot serve ``method`` (e.g. label
-    scoring on a prefix-LM) fails at start-up rather than on every request.
+    classified before the port opens, so a model that cannot serve ``method`` fails at
+    start-up rather than on every request.
     """
     import uvicorn
     from PIL import Image
