@@ -30,7 +30,11 @@ def _is_dataclass_type(tp) -> bool:
 
 
 def from_dict(cls: type[C], values: dict, where: str = "") -> C:
-    """Build ``cls`` from a nested dict; an unknown key is an error that names it."""
+    """Build ``cls`` from a nested dict, every value checked against its field's type; an
+    unknown key or a wrong type is an error that names the key."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config section {where.rstrip('.') or 'root'!r} must be a mapping, "
+                         f"not {values!r}")
     types_ = _field_types(cls)
     kwargs = {}
     for key, value in values.items():
@@ -39,24 +43,52 @@ def from_dict(cls: type[C], values: dict, where: str = "") -> C:
             raise ValueError(f"unknown config key {where + key!r} (known here: {known})")
         tp = types_[key]
         if _is_dataclass_type(tp):
-            value = from_dict(tp, value or {}, where=f"{where}{key}.")
-        kwargs[key] = value
+            kwargs[key] = from_dict(tp, value or {}, where=f"{where}{key}.")
+        else:
+            kwargs[key] = convert(value, tp, where + key)
     return cls(**kwargs)
 
 
-def _coerce(text: str, tp) -> Any:
-    """Parse an override value as YAML (so ``1e-4``, ``true``, ``null``, ``[a, b]`` work),
-    keeping it a string where the field is a string (a model named ``7`` stays ``"7"``)."""
+def convert(value: Any, tp, key: str) -> Any:
+    """``value`` as field type ``tp`` (``int``, ``float``, ``bool``, ``str``, ``list[...]``,
+    ``X | None``), or a ``ValueError`` naming ``key``. An int is a float where a float is
+    expected, a scalar a one-item list where a list is (``experiment.seeds=1``), and a
+    ``1e-4`` string a float (YAML 1.1 reads exponents without a dot as strings)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is not type(None):
+                try:
+                    return convert(value, option, key)
+                except ValueError:
+                    continue
+    elif typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        return [convert(v, item, key) for v in (value if isinstance(value, list) else [value])]
+    elif tp is bool and isinstance(value, bool):
+        return value
+    elif tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif tp is float and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)  # a model or folder named "7"
+    name = getattr(tp, "__name__", str(tp))
+    raise ValueError(f"config key {key!r} expects {name}, got {value!r}")
+
+
+def _parse(text: str, tp) -> Any:
+    """An override's text as YAML (``1e-4``, ``true``, ``null``, ``[0, 1]``), kept verbatim
+    where the field takes a string, so ``model.name=007`` stays ``"007"``."""
     value = yaml.safe_load(text)
-    if value is None:
-        return None
     is_union = typing.get_origin(tp) in (typing.Union, types.UnionType)
-    allowed = typing.get_args(tp) if is_union else (tp,)
-    if str in allowed:
-        return text
-    if float in allowed and isinstance(value, (int, str)) and not isinstance(value, bool):
-        return float(value)  # YAML reads "5e-4" (no dot) as a string
-    return value
+    options = typing.get_args(tp) if is_union else (tp,)
+    return text if str in options and value is not None else value
 
 
 def apply_overrides(config: C, overrides: list[str]) -> C:
@@ -78,7 +110,8 @@ def _replace_path(node, sections: list[str], key: str, text: str, dotted: str):
     if sections:
         child = _replace_path(getattr(node, name), sections[1:], key, text, dotted)
         return dataclasses.replace(node, **{name: child})
-    return dataclasses.replace(node, **{name: _coerce(text, types_[name])})
+    return dataclasses.replace(node, **{name: convert(_parse(text, types_[name]), types_[name],
+                                                      dotted)})
 
 
 PRESETS = Path(__file__).parent / "configs"

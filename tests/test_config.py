@@ -17,6 +17,38 @@ def test_preset_then_overrides(tmp_path):
     assert config.lora.projector_lr is None
 
 
+def test_values_are_converted_to_their_field_types(tmp_path):
+    from llavac.experiment import ExperimentConfig
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text("train:\n  lr: 1e-4\n  epochs: 2\nexperiment:\n  seeds: 3\n")
+    config = load_config(ExperimentConfig, preset, ["experiment.procedures=qmf",
+                                                    "experiment.folds=[1, 2]",
+                                                    "model.name=007"])
+    assert config.train.lr == 1e-4 and config.train.epochs == 2.0
+    assert config.experiment.seeds == [3]  # a scalar where a list is expected
+    assert config.experiment.procedures == ["qmf"]  # not ["q", "m", "f"]
+    assert config.experiment.folds == [1, 2]
+    assert config.model.name == "007"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.batch_size=abc", "train.batch_size' expects int"),
+    ("train.bf16=maybe", "train.bf16' expects bool"),
+    ("train.lr=fast", "train.lr' expects float"),
+])
+def test_wrong_types_are_errors_naming_the_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(TrainConfig, None, [override])
+
+
+def test_a_section_must_be_a_mapping(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("train: 3\n")
+    with pytest.raises(ValueError, match="'train' must be a mapping"):
+        load_config(TrainConfig, preset)
+
+
 def test_unknown_keys_are_named(tmp_path):
     with pytest.raises(ValueError, match="train.lrr"):
         load_config(TrainConfig, None, ["train.lrr=1"])

@@ -127,6 +127,15 @@ def test_golden_losses_and_run_artifacts(synthetic_release, tmp_path):
     assert manifest["data"]["skipped"] == {"conflict": manifest["data"]["skipped"]["conflict"]}
 
 
+def test_records_without_the_prompts_labels_are_an_error(synthetic_release, tmp_path):
+    own = tmp_path / "own.jsonl"
+    image = load_split(synthetic_release, procedure="random811").train[0].image
+    own.write_text(f'{{"id": "a", "image": "{image}", "text": "good", "label": "positive"}}\n')
+    with pytest.raises(ValueError, match=r"lack a label.*\['a'\].*multimodal-only"):
+        train(tiny_train_config(own, tmp_path / "run", "data.procedure=none",
+                                "train.max_steps=1"))
+
+
 def test_unreadable_image_is_skipped_and_counted(synthetic_release, tmp_path):
     release = Path(shutil.copytree(synthetic_release, tmp_path / "release"))
     victim = load_split(release, procedure="random811").train[0]
@@ -189,14 +198,14 @@ SAVE_RANK_WEIGHTS = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {tests!r})
     import torch
+    from peft import get_peft_model_state_dict
     from transformers import TrainerCallback
     from conftest import tiny_train_config
     from llavac.train import train
 
     class SaveRank(TrainerCallback):
         def on_train_end(self, args, state, control, model=None, **kwargs):
-            weights = {{n: p.detach().clone() for n, p in model.named_parameters()
-                        if p.requires_grad}}
+            weights = {{k: v.clone() for k, v in get_peft_model_state_dict(model).items()}}
             torch.save(weights, sys.argv[2] + f"/rank{{os.environ['RANK']}}.pt")
 
     train(tiny_train_config(sys.argv[1], sys.argv[2], "lora.method=lora",
@@ -219,7 +228,10 @@ def test_two_process_data_parallel_keeps_ranks_identical(synthetic_release, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(output / f"rank{r}.pt") for r in (0, 1))
     assert rank0.keys() == rank1.keys() and rank0
+    saved = _trainable_weights(output)
+    assert saved.keys() == rank0.keys()
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
+        assert torch.equal(saved[key], rank0[key]), key  # what was written is what trained
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["world_size"] == 2

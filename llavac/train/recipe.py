@@ -41,7 +41,7 @@ from llavac.models import (
     model_info,
     projector_module_names,
 )
-from llavac.prompt import PromptFormat
+from llavac.prompt import PromptFormat, record_labels
 from llavac.runinfo import write_run_files
 from llavac.train.args import LoraArgs, TrainConfig
 from llavac.train.collator import TrainCollator
@@ -72,6 +72,28 @@ def make_trainable(model, lora: LoraArgs):
     return get_peft_model(model, config)
 
 
+class ProjectorLrTrainer(Trainer):
+    """The Trainer with the projector at its own learning rate (LLaVA's ``mm_projector_lr``).
+
+    The groups are built when the Trainer asks for its optimizer, from the model it has
+    wrapped by then, so they hold the parameters FSDP or DeepSpeed actually train; the
+    optimizer class and its settings (``optim``, betas, eps, fused) stay the Trainer's.
+    """
+
+    def __init__(self, *args, projector_lr: float | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.projector_lr = projector_lr
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            groups = optimizer_groups(model, self.args.learning_rate, self.projector_lr,
+                                      self.args.weight_decay)
+            self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
+
+
 def optimizer_groups(model, lr: float, projector_lr: float | None, weight_decay: float):
     """Parameter groups: the projector at its own learning rate (LLaVA's mm_projector_lr)."""
     projector = tuple(projector_module_names(model))
@@ -84,6 +106,17 @@ def optimizer_groups(model, lr: float, projector_lr: float | None, weight_decay:
     if proj:
         groups.append({"params": proj, "lr": projector_lr, "weight_decay": weight_decay})
     return groups
+
+
+def require_labels(records, fmt: PromptFormat, source) -> None:
+    """Every training record needs the labels its prompt's answer names."""
+    missing = [r.id for r in records if any(record_labels(r)[slot] is None for slot in fmt.slots)]
+    if missing:
+        hint = " (or train.prompt=multimodal-only)" if fmt.slots != ("multimodal",) else ""
+        raise ValueError(
+            f"{source}: {len(missing)} training records lack a label the '{fmt.name}' prompt "
+            f"answers with, e.g. ids {missing[:5]}: label them{hint}"
+        )
 
 
 def train(
@@ -108,12 +141,15 @@ def train(
         splits_dir=config.data.splits_dir,
         strict=config.data.strict,
     )
-    # The paper trains on the train split only: no validation set, no early stopping.
+    # The paper trains on the train split only: no validation set, no early stopping. An
+    # own-data file without a procedure (procedure "none") is one set: all of it is trained on.
     # load_split has opened every image, so a bad file is already skipped and counted in
     # the manifest (or fatal with data.strict) instead of crashing a data-loader worker.
-    records = split.train
+    records = split.train or (split.test if split.manifest.get("procedure") == "none" else [])
     if not records:
         raise ValueError(f"no trainable records in {config.data.path} (train split empty)")
+    fmt = PromptFormat.from_name(args.prompt)
+    require_labels(records, fmt, config.data.path)
 
     model, processor = load_model(
         config.model.name,
@@ -123,10 +159,8 @@ def train(
         seed=config.model.seed,
     )
     prefix_lm = is_prefix_lm(model)
-    info = model_info(model)
     model = make_trainable(model, config.lora)
-    collator = TrainCollator(processor, PromptFormat.from_name(args.prompt), prefix_lm,
-                             args.max_length)
+    collator = TrainCollator(processor, fmt, prefix_lm, args.max_length)
 
     # -- fit -----------------------------------------------------------------------------
     on_cuda = torch.cuda.is_available()
@@ -159,34 +193,35 @@ def train(
         # Under torchrun on CPU the processes talk through gloo (NCCL needs GPUs).
         ddp_backend="gloo" if distributed and not on_cuda else None,
     )
-    groups = optimizer_groups(model, args.lr, config.lora.projector_lr, args.weight_decay)
     checkpoints = Path(training_args.output_dir)
     last = get_last_checkpoint(checkpoints) if resume and checkpoints.is_dir() else None
     resume_step = int(last.rsplit("-", 1)[1]) if last else 0
     world = training_args.world_size
     step_log = StepLog(output / "log.jsonl", args.batch_size * args.grad_accum * world,
                        resume_step)
-    trainer = Trainer(
+    trainer = ProjectorLrTrainer(
         model=model,
         args=training_args,
         data_collator=collator,
         train_dataset=records,
-        # "params" replaces the Trainer's own parameter groups (its documented GaLore hook).
-        optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": groups}),
         callbacks=[step_log, *(callbacks or [])],
+        projector_lr=config.lora.projector_lr,
     )
     trainer.train(resume_from_checkpoint=last)
 
     # -- save ----------------------------------------------------------------------------
+    # Every rank enters save_model: under DeepSpeed ZeRO-3 or FSDP the weights are gathered
+    # from all of them; only the main process writes.
+    trainer.save_model(str(output / ("model" if config.lora.method == "full" else "adapter")))
     if trainer.is_world_process_zero():
-        model.save_pretrained(output / ("model" if config.lora.method == "full" else "adapter"))
         processor.save_pretrained(output / "processor")
         manifest = {
             "data": split.manifest,
             "train_records": len(records),
-            "model": info,
+            "model": model_info(model),
             "world_size": world,
         }
         write_run_files(output, config, manifest)
         plot_loss(output / "log.jsonl", output / "loss.png")
+    trainer.accelerator.wait_for_everyone()  # no rank returns before the run is on disk
     return output
