@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llavac.data import load_split
+from llavac.data.load import PART_NAMES as PARTS
 from llavac.metrics import plot_confusion, slot_metrics
 from llavac.predict import Classifier, write_predictions
 from llavac.prompt import record_labels
 from llavac.runinfo import write_json, write_run_files
 from llavac.train.args import DataArgs
-
-PARTS = ("train", "validation", "test")
 
 
 @dataclass

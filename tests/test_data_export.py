@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,59 @@ def test_published_splits_need_an_mvsa_release(tmp_path, image_file, make_releas
                             header="ID\ttext,image\ttext,image\ttext,image")
     with pytest.raises(ValueError, match="no published qmf split of mvsa_multiple"):
         load_split(multiple, "qmf")
+
+
+def test_an_exported_folder_must_hold_the_fold_and_seed_asked_for(release, splits_dir, tmp_path):
+    fold1, seeded = tmp_path / "fold1", tmp_path / "seeded"
+    export_split(release, "cheema10", fold=1, splits_dir=splits_dir, out=fold1)
+    export_split(release, "random811", seed=3, out=seeded)
+    assert len(load_split(fold1, "cheema10", fold=1).test) == 5
+    assert len(load_split(fold1).test) == 5
+    with pytest.raises(ValueError, match=rf"{fold1.name} holds cheema10 fold 1, not fold 3"):
+        load_split(fold1, "cheema10", fold=3)
+    with pytest.raises(ValueError, match=rf"{seeded.name} holds random811 \(no fold\), not fold 2"):
+        load_split(seeded, fold=2)
+    with pytest.raises(ValueError, match=rf"{seeded.name} holds random811 seed 3, not seed 0"):
+        load_split(seeded, "random811", seed=0)
+    assert load_split(seeded, "random811", seed=3).manifest["seed"] == 3
+    # Without a procedure the folder is read as written: every caller passes some seed.
+    assert load_split(seeded, seed=0).manifest["seed"] == 3
+
+
+def test_exported_labels_are_normalised_or_an_error_naming_the_line(release, tmp_path):
+    out = tmp_path / "out"
+    export_split(release, "random811", out=out)
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    rows[0]["label"], rows[1]["text_label"], rows[2]["image_label"] = " Positive", None, "NEUTRAL"
+    (out / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    train = load_split(out).train
+    assert (train[0].label, train[1].text_label, train[2].image_label) == (
+        "positive", None, "neutral")
+    rows[1]["text_label"] = "happy"
+    (out / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(ValueError, match=r"train\.jsonl:2: text_label: .*'happy'"):
+        load_split(out)
+
+
+def test_no_data_path_is_an_error_naming_the_option():
+    with pytest.raises(ValueError, match="no data given: set --data"):
+        load_split(None)
+
+
+def test_an_exported_split_counts_the_images_that_no_longer_open(release, tmp_path):
+    out = tmp_path / "out"
+    export_split(release, "random811", out=out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    victim = json.loads((out / "test.jsonl").read_text().splitlines()[0])
+    Path(victim["image"]).write_bytes(b"\xff\xd8 broken")
+    split = load_split(out)
+    assert victim["id"] not in ids(split.test)
+    test_counts = split.manifest["counts"]["test"]
+    assert test_counts["total"] == manifest["counts"]["test"]["total"] - 1 == len(split.test)
+    assert test_counts[victim["label"]] == manifest["counts"]["test"][victim["label"]] - 1
+    assert split.manifest["counts"]["train"] == manifest["counts"]["train"]
+    assert split.manifest["skipped"] == {"conflict": 5, "unreadable_image": 1}
+    assert [(e["id"], e["reason"]) for e in split.manifest["errors"]] == [
+        (victim["id"], "unreadable_image")]
+    with pytest.raises(ValueError, match=rf"unreadable_image \(id {victim['id']}\)"):
+        load_split(out, strict=True)

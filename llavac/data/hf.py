@@ -12,7 +12,8 @@ def to_hf_dataset(records: list[Record], decode_images: bool = False):
     ``decode_images`` a ``datasets.Image`` feature that loads the file on access."""
     import datasets  # imported here: the rest of the data layer does not need it
 
-    columns = {f.name: [asdict(record)[f.name] for record in records] for f in fields(Record)}
+    rows = [asdict(record) for record in records]
+    columns = {f.name: [row[f.name] for row in rows] for f in fields(Record)}
     features = datasets.Features({name: datasets.Value("string") for name in columns})
     dataset = datasets.Dataset.from_dict(columns, features=features)
     return dataset.cast_column("image", datasets.Image()) if decode_images else dataset

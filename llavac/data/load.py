@@ -9,16 +9,18 @@ evaluation and export all go through it, so they skip and count the same records
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from llavac import __version__
 from llavac.data.images import check_images
 from llavac.data.mvsa import read_release
-from llavac.data.owndata import read_own
+from llavac.data.owndata import LABEL_FIELDS, read_own
 from llavac.data.procedures import PUBLISHED, apply_procedure, parts_of
 from llavac.data.records import (
     MISMATCHES,
+    Problem,
     Record,
     Source,
     Split,
@@ -26,6 +28,7 @@ from llavac.data.records import (
     count_labels,
     is_error,
 )
+from llavac.labels import normalize_label
 
 MANIFEST = "manifest.json"
 PART_NAMES = ("train", "validation", "test")
@@ -48,7 +51,7 @@ def _is_exported(path: Path) -> bool:
 
 
 def load_split(
-    path: str | Path,
+    path: str | Path | None,
     procedure: str | None = None,
     fold: int | None = None,
     seed: int = 0,
@@ -60,11 +63,16 @@ def load_split(
     Skipped records are counted by reason in ``manifest["skipped"]``; with ``strict`` the first
     bad one (a missing or unreadable file, an unknown label, ...) raises ``ValueError`` naming
     its id, file and reason instead. Pairs dropped by the label rule are never errors. An
-    exported split folder is read as it was written (``procedure``, if given, must match).
+    exported split folder is read as it was written: ``procedure`` and ``fold``, if given, must
+    match its manifest, and so must ``seed`` when ``procedure`` is ``random811`` (without a
+    procedure the seed is not compared, since every caller passes one).
     """
+    if path is None:
+        raise ValueError("no data given: set --data / data.path")
     path = Path(path)
     if _is_exported(path):
-        return _checked(read_exported(path, procedure), strict)
+        given_seed = seed if procedure is not None else None
+        return _checked(read_exported(path, procedure, fold, given_seed), strict)
     source = read_source(path)
     if not source.files_checked:
         raise ValueError(f"{path}: no data/ folder, so no images and texts to split")
@@ -73,13 +81,8 @@ def load_split(
     procedure = procedure or "none"
     parts, notes = apply_procedure(source, procedure, fold, seed, splits_dir)
     problems = source.problems + notes
-    for name in parts:
-        parts[name], unreadable = check_images(parts[name], desc=f"opening {name} images")
-        problems += unreadable
+    problems += _open_images(parts, strict, problems)
     errors = [problem for problem in problems if is_error(problem)]
-    if strict and errors:
-        first = errors[0]
-        raise ValueError(f"{first.file}: {first.reason} (id {first.id}) {first.detail}".rstrip())
     manifest = {
         "source": str(source.path),
         "kind": source.kind,
@@ -89,34 +92,65 @@ def load_split(
         "split_files": _split_files(procedure, splits_dir),
         "parts": list(parts_of(procedure)),
         "rows": source.rows,
-        "counts": {
-            name: {"total": len(parts.get(name, [])), **count_labels(parts.get(name, []))}
-            for name in parts_of(procedure)
-        },
+        "counts": _counts(parts, parts_of(procedure)),
         "skipped": count_by_reason([p for p in problems if p.reason not in MISMATCHES]),
         "label_mismatches": count_by_reason([p for p in notes if p.reason in MISMATCHES]),
         "encodings": source.encodings,
-        "errors": [asdict(problem) for problem in errors[:MAX_LISTED_PROBLEMS]],
+        "errors": _listed(errors),
         "llavac_version": __version__,
     }
     return Split(*(parts.get(name, []) for name in PART_NAMES), manifest=manifest)
 
 
-def _checked(split: Split, strict: bool) -> Split:
-    """An exported split with the images that no longer open skipped (or, strict, fatal):
-    the files may have changed since the export."""
+def _open_images(
+    parts: dict[str, list[Record]], strict: bool, earlier: Sequence[Problem] = ()
+) -> list[Problem]:
+    """Open every image of ``parts``, dropping (in place) the records whose image does not
+    open, and return one ``unreadable_image`` problem per dropped record. With ``strict`` the
+    first error among ``earlier`` problems and these raises ``ValueError`` naming its file,
+    reason and id."""
     unreadable = []
-    for name in PART_NAMES:
-        kept, problems = check_images(getattr(split, name), desc=f"opening {name} images")
-        setattr(split, name, kept)
+    for name in parts:
+        parts[name], problems = check_images(parts[name], desc=f"opening {name} images")
         unreadable += problems
-    if strict and unreadable:
-        first = unreadable[0]
+    errors = [problem for problem in [*earlier, *unreadable] if is_error(problem)]
+    if strict and errors:
+        first = errors[0]
         raise ValueError(f"{first.file}: {first.reason} (id {first.id}) {first.detail}".rstrip())
-    skipped = dict(split.manifest.get("skipped", {}))
+    return unreadable
+
+
+def _counts(parts: dict[str, list[Record]], names: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Records per part and label, for the manifest."""
+    return {
+        name: {"total": len(parts.get(name, [])), **count_labels(parts.get(name, []))}
+        for name in names
+    }
+
+
+def _listed(errors: list[Problem]) -> list[dict]:
+    return [asdict(problem) for problem in errors[:MAX_LISTED_PROBLEMS]]
+
+
+def _checked(split: Split, strict: bool) -> Split:
+    """An exported split with the images that no longer open skipped (or, strict, fatal): the
+    files may have changed since the export. The manifest's counts, skipped and errors then
+    describe the records returned."""
+    parts = {name: getattr(split, name) for name in PART_NAMES}
+    unreadable = _open_images(parts, strict)
+    for name in PART_NAMES:
+        setattr(split, name, parts[name])
+    manifest = split.manifest
+    skipped = dict(manifest.get("skipped", {}))
     for reason, count in count_by_reason(unreadable).items():
         skipped[reason] = skipped.get(reason, 0) + count
-    split.manifest = {**split.manifest, "skipped": skipped}
+    names = manifest.get("parts") or [name for name in PART_NAMES if parts[name]]
+    split.manifest = {
+        **manifest,
+        "counts": _counts(parts, names),
+        "skipped": skipped,
+        "errors": (manifest.get("errors", []) + _listed(unreadable))[:MAX_LISTED_PROBLEMS],
+    }
     return split
 
 
@@ -126,12 +160,21 @@ def _split_files(procedure: str, splits_dir: str | Path | None) -> str | None:
     return str(Path(splits_dir).resolve()) if splits_dir is not None else "shipped"
 
 
-def read_exported(folder: Path, procedure: str | None = None) -> Split:
-    """A split folder written by ``export_split``; its manifest comes along."""
+def read_exported(
+    folder: Path,
+    procedure: str | None = None,
+    fold: int | None = None,
+    seed: int | None = None,
+) -> Split:
+    """A split folder written by ``export_split``; its manifest comes along.
+
+    ``procedure``, ``fold`` and ``seed`` (a ``random811`` split's), where given, must match the
+    manifest. Label words are normalised as everywhere else; an unknown one is an error naming
+    the line, the field and the word.
+    """
     manifest_path = folder / MANIFEST
     manifest = json.loads(manifest_path.read_text("utf-8")) if manifest_path.is_file() else {}
-    if procedure is not None and manifest.get("procedure") not in (None, procedure):
-        raise ValueError(f"{folder} holds a {manifest['procedure']} split, not {procedure}")
+    _check_manifest(folder, manifest, procedure, fold, seed)
     names = {field.name for field in fields(Record)}
     parts = {}
     for name in PART_NAMES:
@@ -147,5 +190,29 @@ def read_exported(folder: Path, procedure: str | None = None) -> Split:
                     raise ValueError(f"needs {', '.join(REQUIRED)}")
             except (ValueError, AttributeError) as error:  # JSONDecodeError is a ValueError
                 raise ValueError(f"{part}:{number}: not a record ({error})") from error
-            parts[name].append(Record(**{key: row.get(key) for key in names}))
+            record = {key: row.get(key) for key in names}
+            for key in LABEL_FIELDS:
+                try:
+                    if record[key] is not None:
+                        record[key] = normalize_label(str(record[key]))
+                except ValueError as error:
+                    raise ValueError(f"{part}:{number}: {key}: {error}") from error
+            parts[name].append(Record(**record))
     return Split(parts["train"], parts["validation"], parts["test"], manifest=manifest)
+
+
+def _check_manifest(
+    folder: Path, manifest: dict, procedure: str | None, fold: int | None, seed: int | None
+) -> None:
+    """Raise when the split asked for is not the one ``folder`` holds (nothing to compare
+    without a manifest)."""
+    held = manifest.get("procedure")
+    if held is None:
+        return
+    if procedure is not None and procedure != held:
+        raise ValueError(f"{folder} holds a {held} split, not {procedure}")
+    if fold is not None and manifest.get("fold") != fold:
+        has = f"fold {manifest['fold']}" if manifest.get("fold") is not None else "(no fold)"
+        raise ValueError(f"{folder} holds {held} {has}, not fold {fold}")
+    if seed is not None and held == "random811" and manifest.get("seed") != seed:
+        raise ValueError(f"{folder} holds random811 seed {manifest.get('seed')}, not seed {seed}")
