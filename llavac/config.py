@@ -149,6 +149,7 @@ def save_config(config, path: Path) -> None:
 
 
 def config_hash(*configs) -> str:
-    """A short, stable hash of one or more configs, to name and match experiment runs."""
-    blob = json.dumps([to_dict(c) for c in configs], sort_keys=True, default=str).encode()
+    """A short, stable hash of configs (dataclasses or dicts), to match experiment runs."""
+    dicts = [c if isinstance(c, dict) else to_dict(c) for c in configs]
+    blob = json.dumps(dicts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -3,11 +3,12 @@
     llavac experiment --config llavac_p1_cheema10 data.path=/path/to/MVSA_Single
 
 Each run lives in ``<output>/runs/<procedure>[-fold<k>]-seed<s>/`` with its ``train/`` and
-``eval/`` folders. A run whose ``eval/metrics.json`` exists for the same config hash is
-skipped, and a run interrupted during training resumes from its last checkpoint, so the
-same command can be repeated until everything is done. ``results.csv`` (one row per run)
-and ``results.md`` (mean ± std per procedure beside the paper's numbers) are rebuilt from
-the run folders on every invocation.
+``eval/`` folders and, once evaluated, a ``run.json`` holding the hash of the settings that
+decide its results. A run whose ``run.json`` matches is skipped; a run interrupted during
+training resumes from its last checkpoint; a run folder left by other settings is trained
+afresh. So the same command can be repeated until everything is done. ``results.csv`` (one
+row per run) and ``results.md`` (mean ± std per procedure beside the paper's numbers) are
+rebuilt on every invocation from the planned runs that finished with the current settings.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from accelerate import PartialState
 
 from llavac.config import config_hash, save_config, to_dict
 from llavac.evaluate import EvalConfig, evaluate
@@ -96,35 +99,68 @@ def run_configs(config: ExperimentConfig, run: Run,
     return train_config, eval_config
 
 
+# What changes how a run goes but not its numbers: left out of the key that decides
+# whether a finished run is reused, so raising num_workers does not retrain a 7B model.
+_NOT_RESULTS = ("output", "progress", "num_workers", "logging_steps", "save_steps",
+                "save_total_limit")
+
+
+def results_key(train_config: dict) -> dict:
+    """The part of a (saved or planned) training config that decides its results."""
+    train_args = {k: v for k, v in train_config["train"].items() if k not in _NOT_RESULTS}
+    return {**train_config, "train": train_args}
+
+
 def run_experiment(config: ExperimentConfig) -> Path:
-    """Make every run not yet done, then write ``results.csv`` and ``results.md``."""
+    """Make every run not yet done, then write ``results.csv`` and ``results.md``.
+
+    Under ``torchrun`` every rank trains; evaluation and bookkeeping run on the main
+    process while the others wait.
+    """
+    state = PartialState()  # this process, or this rank of a distributed launch
     output = Path(config.experiment.output)
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")
+    if state.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / "config.yaml")
     runs = planned_runs(config.experiment)
+    digests = {}
     for index, run in enumerate(runs, start=1):
         folder = output / "runs" / run.name
         train_config, eval_config = run_configs(config, run, folder)
-        digest = config_hash(train_config, eval_config)
-        done = folder / "run.json"
-        if done.is_file() and json.loads(done.read_text())["config_hash"] == digest:
+        key = results_key(to_dict(train_config))
+        digest = digests[run.name] = config_hash(key, {"method": eval_config.method,
+                                                       "part": eval_config.part})
+        if _finished_run(folder) == digest:
             print(f"[{index}/{len(runs)}] {run.name}: done before (config {digest}), skipped")
             continue
-        print(f"[{index}/{len(runs)}] {run.name}: training")
-        same_config = _saved_config(folder / "train") == to_dict(train_config)
-        finished = any((folder / "train" / name).is_dir() for name in ("adapter", "model"))
-        if not (same_config and finished):
-            # An interrupted run of this same config resumes from its last checkpoint;
-            # one left by another config is trained afresh.
-            train(train_config, resume=same_config)
-        print(f"[{index}/{len(runs)}] {run.name}: evaluating")
-        evaluate(eval_config)
-        done.write_text(json.dumps({**dataclasses.asdict(run), "name": run.name,
-                                    "model": config.model.name, "config_hash": digest}))
-    rows = collect_results(output)
-    write_results(rows, output)
-    print((output / "results.md").read_text(encoding="utf-8"))
+        saved = _saved_config(folder / "train")
+        same_config = saved is not None and results_key(saved) == key
+        trained = any((folder / "train" / name).is_dir() for name in ("adapter", "model"))
+        if not (same_config and trained):
+            if not same_config and state.is_main_process:
+                # Left by another config: its adapter and checkpoints must not be reused.
+                shutil.rmtree(folder / "train", ignore_errors=True)
+            state.wait_for_everyone()
+            print(f"[{index}/{len(runs)}] {run.name}: training")
+            train(train_config, resume=same_config)  # an interrupted run resumes
+        if state.is_main_process:
+            print(f"[{index}/{len(runs)}] {run.name}: evaluating")
+            evaluate(eval_config)
+            (folder / "run.json").write_text(json.dumps({
+                **dataclasses.asdict(run), "name": run.name, "model": config.model.name,
+                "config_hash": digest,
+            }))
+        state.wait_for_everyone()
+    if state.is_main_process:
+        write_results(collect_results(output, digests), output)
+        print((output / "results.md").read_text(encoding="utf-8"))
     return output
+
+
+def _finished_run(folder: Path) -> str | None:
+    """The config hash of a run folder whose evaluation finished, else None."""
+    done = folder / "run.json"
+    return json.loads(done.read_text())["config_hash"] if done.is_file() else None
 
 
 def _saved_config(folder: Path) -> dict | None:
@@ -132,12 +168,15 @@ def _saved_config(folder: Path) -> dict | None:
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def collect_results(output: Path) -> list[dict]:
-    """One row per finished run folder, multimodal metrics on the evaluated part."""
+def collect_results(output: Path, digests: dict[str, str]) -> list[dict]:
+    """One row per planned run finished with its current config (runs of other configs
+    left in the folder are not mixed in), multimodal metrics on the evaluated part."""
     rows = []
-    for done in sorted((output / "runs").glob("*/run.json")):
-        run = json.loads(done.read_text())
-        metrics = json.loads((done.parent / "eval" / "metrics.json").read_text())
+    for name, digest in digests.items():
+        if _finished_run(output / "runs" / name) != digest:
+            continue
+        run = json.loads((output / "runs" / name / "run.json").read_text())
+        metrics = json.loads((output / "runs" / name / "eval" / "metrics.json").read_text())
         multimodal = metrics["slots"]["multimodal"]
         rows.append({
             "run": run["name"], "model": run["model"], "procedure": run["procedure"],

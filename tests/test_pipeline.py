@@ -90,3 +90,28 @@ def test_one_epoch_on_the_real_qmf_train_split(shared_data, tmp_path):
     assert manifest["train_records"] == 1555
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 195 or log[-1]["epoch"] >= 0.95
+
+
+def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp_path, capsys):
+    output = tmp_path / "exp"
+    base = [f"data.path={synthetic_release}", f"experiment.output={output}",
+            "experiment.procedures=random811", "train.max_steps=2", "train.logging_steps=1"]
+    run_experiment(load_config(ExperimentConfig, "tiny_experiment", base))
+    first = (output / "results.csv").read_text()
+
+    capsys.readouterr()  # settings that do not change results do not retrain
+    run_experiment(load_config(ExperimentConfig, "tiny_experiment",
+                               [*base, "train.num_workers=1", "train.progress=true"]))
+    assert "done before" in capsys.readouterr().out
+    assert (output / "results.csv").read_text() == first
+
+    # Another learning rate: the old run's adapter and checkpoints are not reused.
+    run_experiment(load_config(ExperimentConfig, "tiny_experiment", [*base, "train.lr=1e-3"]))
+    out = capsys.readouterr().out
+    assert "training" in out and "done before" not in out
+    train_folder = output / "runs" / "random811-seed0" / "train"
+    assert load_config(ExperimentConfig, train_folder / "config.yaml").train.lr == 1e-3
+    steps = [json.loads(line)["step"] for line in (train_folder / "log.jsonl").open()]
+    assert steps == [1, 2]
+    rows = list(csv.DictReader((output / "results.csv").open()))
+    assert len(rows) == 1 and rows[0]["config_hash"] not in first
