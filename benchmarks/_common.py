@@ -1,0 +1,144 @@
+"""Timing and memory helpers shared by the benchmark scripts (not part of the package).
+
+Ratios are measured side by side: every repeat runs each contender once, in an order that
+rotates from repeat to repeat, so a burst of load from another process hits all of them
+alike. A ratio is the median over repeats of the per-repeat ratio (paired), which is steadier
+on a noisy machine than a ratio of medians; both medians are printed too.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def quiet() -> None:
+    """No deprecation chatter or weight-loading progress bars between the figures."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def side_by_side(
+    contenders: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call of each contender, ``repeats`` times each, interleaved and rotated.
+
+    ``warmup`` untimed calls of every contender come first (allocator growth, lazy caches,
+    one-time kernel choices).
+    """
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        order = names[repeat % len(names):] + names[: repeat % len(names)]
+        for name in order:
+            gc.collect()
+            start = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over repeats of ``times[num][i] / times[den][i]``."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def spread(values) -> str:
+    """``median (min-max)`` in milliseconds, for printing."""
+    values = list(values)
+    return f"{1e3 * median(values):8.1f} ms ({1e3 * min(values):.1f}-{1e3 * max(values):.1f})"
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process since start or the last ``reset_peak_rss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), python {platform.python_version()}")
+
+
+def banner(title: str) -> None:
+    print(f"== {title} ==", flush=True)
+
+
+def result_line(**values) -> str:
+    """``RESULT name=value ...``: floats with 4 significant digits, the last line of a run."""
+    parts = []
+    for name, value in values.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        parts.append(f"{name}={value}")
+    return "RESULT " + " ".join(parts)
+
+
+def met(value: float, target: float, at_most: bool = True) -> str:
+    ok = value <= target if at_most else value >= target
+    return "MET" if ok else "MISSED"
+
+
+class Stopwatch:
+    """``with Stopwatch() as t: ...`` then ``t.seconds``."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        return False

@@ -1,0 +1,279 @@
+"""Prediction speed: label scoring vs greedy generation + parsing vs one bare forward pass.
+
+    python benchmarks/bench_predict.py [--run DIR] [--repeats 5] [--quick]
+
+Two models, both prompts (``full`` and ``multimodal-only``), batch 1 and 16:
+
+- a tiny LLaVA trained on the synthetic task (``configs/tiny_synthetic.yaml``, ~280 steps of
+  full fine-tuning, in a temporary folder; ``--run DIR`` reuses a finished run folder, or
+  trains into DIR when it does not exist yet). On it, ``score`` and ``generate`` are compared
+  for agreement on the held-out synthetic pairs, where generation parses;
+- a larger random LLaVA (``SMALL_SIZES``, ~13.8M parameters) whose forward pass dominates the
+  cost, as a real model's does. Its RESULT ratios are the headline figures.
+
+Contenders, all on the same pre-encoded prompt batch (``encode_prompts``, timed apart):
+``forward`` is the floor, ``model(**batch.inputs)`` under ``no_grad``; ``score`` is
+``LabelScorer.score`` plus the argmax per slot (what ``Classifier.predict(method="score")``
+does after encoding); ``generate`` is ``generate_answers`` with the classifier's answer budget
+plus ``PromptFormat.parse``. A random model's greedy answer may hit the end token at once
+or never: its generation is forced to run the whole budget (``min_new_tokens`` = the
+project's ``max_new_tokens``), which is what a user pays for a well-formed answer plus the
+parser's slack. The trained model generates as it would in use (it stops at its end token).
+
+Times are per batch, median of ``--repeats`` side-by-side repeats after a warm-up; ratios
+are the median of per-repeat ratios. Last line: ``RESULT generate_over_score_bs1=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    REPO,
+    banner,
+    machine,
+    met,
+    paired_ratio,
+    quiet,
+    result_line,
+    side_by_side,
+    spread,
+)
+
+from llavac.labels import LABELS  # noqa: E402
+from llavac.predict import Classifier  # noqa: E402
+from llavac.predict.batching import encode_prompts  # noqa: E402
+from llavac.predict.generation import generate_answers  # noqa: E402
+
+PROMPTS = ("full", "multimodal-only")
+
+
+# -- the trained tiny model ---------------------------------------------------------------
+
+def train_tiny(run: Path, release: Path, quick: bool) -> float:
+    """Train the tiny LLaVA on the synthetic release per configs/tiny_synthetic.yaml."""
+    from llavac.config import load_config
+    from llavac.train import TrainConfig, train
+
+    overrides = [f"data.path={release}", f"train.output={run}", "train.progress=false",
+                 "train.save_steps=100000"]
+    if quick:
+        overrides.append("train.epochs=3")
+    config = load_config(TrainConfig, REPO / "configs" / "tiny_synthetic.yaml", overrides)
+    start = time.perf_counter()
+    train(config)
+    return time.perf_counter() - start
+
+
+def held_out(run: Path, scratch: Path):
+    """The validation + test pairs of the run's synthetic split (re-written if gone)."""
+    import yaml
+
+    from llavac.data import load_split
+    from llavac.synthetic import write_synthetic_release
+
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    path = Path(data["path"])
+    if not (path / "labelResultAll.txt").exists():  # a reused run whose temporary data is gone
+        path = write_synthetic_release(scratch / "synthetic", n=600, seed=0)
+    split = load_split(path, procedure=data["procedure"], seed=data.get("split_seed", 0))
+    return split.validation + split.test
+
+
+def agreement(classifier: Classifier, records, batch_size: int = 16) -> dict:
+    """score vs generate on ``records``: agreement where generation parses, and validity."""
+    scored = classifier.predict(records, "score", batch_size, progress=False)
+    generated = classifier.predict(records, "generate", batch_size, progress=False)
+    slots = classifier.fmt.slots
+    parsed = [(s, g) for s, g in zip(scored, generated, strict=True) if not g.unparseable]
+    same = sum(all(s.label(slot) == g.label(slot) for slot in slots) for s, g in parsed)
+    invalid = sum(s.label(slot) not in LABELS for s in scored for slot in slots)
+    correct = sum(s.multimodal_label == r.label for s, r in zip(scored, records, strict=True))
+    return {
+        "pairs": len(records),
+        "parsed": len(parsed),
+        "unparseable": len(records) - len(parsed),
+        "agree": same,
+        "agreement": same / len(parsed) if parsed else float("nan"),
+        "invalid_labels": invalid,
+        "score_accuracy": correct / len(records),
+    }
+
+
+# -- timing --------------------------------------------------------------------------------
+
+def new_tokens(model, tokenizer, batch, budget: int) -> float:
+    """Mean number of generated tokens per row (up to and including the end token)."""
+    with torch.inference_mode():
+        out = model.generate(**batch.inputs, max_new_tokens=budget, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    generated = out[:, batch.inputs["input_ids"].shape[1]:]
+    lengths = []
+    for row in generated.tolist():
+        n = len(row)
+        if tokenizer.eos_token_id in row:
+            n = row.index(tokenizer.eos_token_id) + 1
+        lengths.append(n)
+    return sum(lengths) / len(lengths)
+
+
+def time_model(name: str, model, processor, pairs, batch_sizes, repeats: int,
+               force_budget: bool) -> dict:
+    """Side-by-side times of forward / score / generate for every prompt and batch size."""
+    results = {}
+    for prompt in PROMPTS:
+        classifier = Classifier(model, processor, prompt)
+        budget = classifier.max_new_tokens
+        model.generation_config.min_new_tokens = budget if force_budget else None
+        for bs in batch_sizes:
+            images = [image for image, _ in pairs[:bs]]
+            texts = [text for _, text in pairs[:bs]]
+            batch = encode_prompts(processor, classifier.fmt, images, texts, model)
+            tokens = batch.inputs["input_ids"].shape[1]
+            generated = new_tokens(model, processor.tokenizer, batch, budget)
+
+            def forward(batch=batch):
+                with torch.no_grad():
+                    return model(**batch.inputs)
+
+            def score(classifier=classifier, batch=batch):
+                probs = classifier.scorer.score(batch)
+                return [{slot: max(p, key=p.get) for slot, p in row.items()} for row in probs]
+
+            def generate(classifier=classifier, batch=batch, budget=budget):
+                answers = generate_answers(model, processor.tokenizer, batch, budget)
+                return [classifier.fmt.parse(answer) for answer in answers]
+
+            def encode(classifier=classifier, images=images, texts=texts):
+                return encode_prompts(processor, classifier.fmt, images, texts, model)
+
+            times = side_by_side({"forward": forward, "score": score, "generate": generate,
+                                  "encode": encode}, repeats=repeats)
+            key = (prompt, bs)
+            results[key] = {
+                "times": times,
+                "tokens": tokens,
+                "generated": generated,
+                "budget": budget,
+                "gen_over_score": paired_ratio(times, "generate", "score"),
+                "score_over_forward": paired_ratio(times, "score", "forward"),
+            }
+            print(f"{name:>13} {prompt:>15} bs={bs:<3} prompt {tokens:4d} tok | "
+                  f"forward {spread(times['forward'])} | score {spread(times['score'])} | "
+                  f"generate {spread(times['generate'])} ({generated:.1f}/{budget} tok) | "
+                  f"encode {spread(times['encode'])}", flush=True)
+            r = results[key]
+            print(f"{'':>39} score/forward {r['score_over_forward']:.2f}   "
+                  f"generate/score {r['gen_over_score']:.2f}", flush=True)
+    model.generation_config.min_new_tokens = None
+    return results
+
+
+def synthetic_pairs(n: int, seed: int = 1):
+    """(image, text) pairs drawn like the synthetic release's (48 px images, 5-word texts)."""
+    from llavac.synthetic import synthetic_image, synthetic_text
+
+    rng = random.Random(seed)
+    return [(synthetic_image(rng.choice(LABELS), rng, 48), synthetic_text(rng.choice(LABELS), rng))
+            for _ in range(n)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a finished tiny_synthetic run folder to reuse "
+                        "(trained into if absent)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true",
+                        help="3 epochs of training, 3 repeats: a smoke run, not the figures")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 is far steadier on a "
+                        "machine other jobs load")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = 3 if args.quick and args.repeats == 5 else args.repeats
+
+    from llavac.models import SMALL_SIZES, build_tiny
+
+    quiet()
+    banner("bench_predict")
+    print(machine())
+    scratch = Path(tempfile.mkdtemp(prefix="bench_predict_"))
+    run = args.run or scratch / "run"
+    if not (run / "config.yaml").exists():
+        from llavac.synthetic import write_synthetic_release
+
+        release = write_synthetic_release(scratch / "synthetic", n=600, seed=0)
+        print(f"training the tiny model on the synthetic task into {run} ...", flush=True)
+        seconds = train_tiny(run, release, args.quick)
+        print(f"trained in {seconds:.1f} s")
+    else:
+        print(f"reusing the trained run {run}")
+
+    # -- agreement on the trained tiny model ------------------------------------------------
+    tiny = Classifier.from_pretrained(adapter=run, device="cpu")
+    records = held_out(run, scratch)
+    stats = agreement(tiny, records)
+    print(f"trained tiny model, full prompt, {stats['pairs']} held-out pairs: score accuracy "
+          f"{stats['score_accuracy']:.3f}; generate parsed {stats['parsed']}, unparseable "
+          f"{stats['unparseable']}; agreement where parsed {stats['agree']}/{stats['parsed']} "
+          f"= {stats['agreement']:.3f}; invalid score labels {stats['invalid_labels']}", flush=True)
+
+    # -- timing ------------------------------------------------------------------------------
+    pairs = synthetic_pairs(16)
+    print(f"\ntimes per batch: median (min-max) of {repeats} side-by-side repeats after a warm-up")
+    timings = {}
+    timings["tiny-trained"] = time_model("tiny-trained", tiny.model, tiny.processor, pairs,
+                                         (1, 16), repeats, force_budget=False)
+    small, small_processor = build_tiny("llava", seed=0, **SMALL_SIZES)
+    n_params = sum(p.numel() for p in small.parameters())
+    print(f"(larger random model: SMALL_SIZES, {n_params / 1e6:.1f}M parameters; its generation "
+          "is forced to the full answer budget)")
+    timings["small-random"] = time_model("small-random", small, small_processor, pairs, (1, 16),
+                                         repeats, force_budget=True)
+
+    big = timings["small-random"]
+    figures = {
+        "generate_over_score_bs1": big[("full", 1)]["gen_over_score"],
+        "generate_over_score_bs16": big[("full", 16)]["gen_over_score"],
+        "score_over_forward_bs1": big[("full", 1)]["score_over_forward"],
+        "score_over_forward_bs16": big[("full", 16)]["score_over_forward"],
+        "score_over_forward_mm_bs1": big[("multimodal-only", 1)]["score_over_forward"],
+        "score_over_forward_mm_bs16": big[("multimodal-only", 16)]["score_over_forward"],
+        "generate_over_score_mm_bs1": big[("multimodal-only", 1)]["gen_over_score"],
+        "generate_over_score_mm_bs16": big[("multimodal-only", 16)]["gen_over_score"],
+    }
+    print("\ntargets (larger random model):")
+    checks = [
+        ("score/forward full bs1 <= 1.5", figures["score_over_forward_bs1"], 1.5, True),
+        ("score/forward full bs16 <= 1.5", figures["score_over_forward_bs16"], 1.5, True),
+        ("score/forward multimodal-only bs1 <= 1.2", figures["score_over_forward_mm_bs1"], 1.2,
+         True),
+        ("score/forward multimodal-only bs16 <= 1.2", figures["score_over_forward_mm_bs16"],
+         1.2, True),
+        ("generate/score full bs1 >= 1.5", figures["generate_over_score_bs1"], 1.5, False),
+        ("generate/score full bs16 >= 1.0", figures["generate_over_score_bs16"], 1.0, False),
+    ]
+    for label, value, target, at_most in checks:
+        print(f"  {label:45s} {value:6.2f}  {met(value, target, at_most)}")
+    identical = stats["agree"] == stats["parsed"] and stats["invalid_labels"] == 0
+    print(f"  {'identical where generate parses, 0 invalid':45s} "
+          f"{stats['agree']}/{stats['parsed']}, {stats['invalid_labels']} invalid  "
+          f"{'MET' if identical else 'MISSED'}")
+    print(result_line(**figures, agreement=stats["agreement"], unparseable=stats["unparseable"],
+                      invalid_labels=stats["invalid_labels"],
+                      score_accuracy=stats["score_accuracy"], repeats=repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Training-step overhead: the project's recipe (Trainer + collator + LoRA) vs a bare loop.
+
+    python benchmarks/bench_train.py [--steps 10] [--repeats 5] [--quick] [--profile]
+
+Both sides train the same model: a random LLaVA of ``SMALL_SIZES`` (~13.8M parameters),
+saved once to a temporary folder so that the project side loads it by path exactly as a
+hub checkpoint is loaded, with the paper's LoRA preset (``make_trainable(LoraArgs())``: r 128,
+alpha 256, dropout 0.05 on every language-model linear layer, projector trained in full; AdamW
+over ``optimizer_groups``), batch 8, float32, no gradient checkpointing (CPU), on the
+synthetic release (random811 train split).
+
+- project: ``llavac.train.train(config)`` with ``train.max_steps=--steps`` -- data loading
+  through ``TrainCollator`` in the Trainer's DataLoader (``num_workers`` 0, the default),
+  gradient clipping, the LR schedule, logging every step (``train.logging_steps`` default 1)
+  and the ``StepLog`` callback, as a user's run does;
+- bare: ``model(**batch).loss.backward(); opt.step(); opt.zero_grad()`` on batches collated
+  beforehand by the same ``TrainCollator`` (same model files, same LoRA, same optimizer groups).
+
+Figures (steady state: the first ``--skip`` steps of every run are left out):
+- step time: ``on_step_begin`` -> ``on_step_end`` of a ``TrainerCallback`` (forward, backward,
+  clipping, optimizer and scheduler; no data loading, no logging) vs the same span of the bare
+  loop; ``trainer_overhead`` is the median over repeats of their per-repeat ratio;
+- loop wall per step: from the end of the last warm-up step to the end of the run, over
+  the steps in it; it includes data loading, logging and callbacks (the bare loop's has none);
+- samples/s from the loop wall, and peak RSS of each side (the kernel's peak mark is reset
+  before each side runs). Each repeat runs both sides, in alternating order.
+
+``--profile`` (automatic when the overhead is above target) runs one more project run under
+cProfile and prints where the loop's time goes. Last line: ``RESULT trainer_overhead=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    banner,
+    machine,
+    median,
+    met,
+    peak_rss_mb,
+    quiet,
+    reset_peak_rss,
+    result_line,
+    rss_mb,
+)
+
+TARGET = 1.10
+
+
+class StepTimer(TrainerCallback):
+    """Step spans (on_step_begin -> on_step_end) and step-end times of a Trainer run."""
+
+    def __init__(self):
+        self.spans: list[float] = []
+        self.ends: list[float] = []
+        self._begin = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._begin = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self.spans.append(now - self._begin)
+        self.ends.append(now)
+
+    def on_log(self, args, state, control, **kwargs):
+        # the end of a step is after its logging, for the loop-wall figure
+        if self.ends:
+            self.ends[-1] = time.perf_counter()
+
+
+def steady(spans: list[float], ends: list[float], skip: int) -> tuple[float, float]:
+    """(median step span, loop wall per step) over the steps after the first ``skip``."""
+    spans, n = spans[skip:], len(ends) - skip
+    return median(spans), (ends[-1] - ends[skip - 1]) / n if skip else float("nan")
+
+
+def config_for(model_dir: Path, release: Path, output: Path, steps: int, batch: int):
+    from llavac.train import TrainConfig
+    from llavac.train.args import DataArgs, LoraArgs, ModelArgs, TrainArgs
+
+    return TrainConfig(
+        model=ModelArgs(name=str(model_dir), dtype="float32"),
+        data=DataArgs(path=str(release), procedure="random811"),
+        lora=LoraArgs(),  # the paper's preset
+        train=TrainArgs(output=str(output), batch_size=batch, bf16=False,
+                        gradient_checkpointing=False, max_steps=steps, save_steps=100000,
+                        progress=False),
+    )
+
+
+def run_project(config, steps: int, skip: int, profile: bool = False) -> dict:
+    """One ``llavac.train.train`` run; its steady-state step span and loop wall per step."""
+    from llavac.train import train
+
+    timer = StepTimer()
+    reset_peak_rss()
+    base = rss_mb()
+    start = time.perf_counter()
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    train(config, callbacks=[timer])
+    if profiler:
+        profiler.disable()
+    total = time.perf_counter() - start
+    span, wall = steady(timer.spans, timer.ends, skip)
+    return {"span": span, "wall": wall, "total": total, "peak_rss": peak_rss_mb(),
+            "rss_before": base, "profiler": profiler, "steps": len(timer.spans)}
+
+
+def prepare_bare(model_dir: Path, release: Path, steps: int, batch: int):
+    """Model, optimizer and ``steps`` pre-collated batches, set up as the recipe sets them."""
+    from transformers import set_seed
+
+    from llavac.data import load_split
+    from llavac.models import load_model
+    from llavac.prompt import PromptFormat
+    from llavac.train.args import LoraArgs, TrainArgs
+    from llavac.train.collator import TrainCollator
+    from llavac.train.recipe import make_trainable, optimizer_groups
+
+    set_seed(0)
+    records = load_split(release, procedure="random811").train
+    model, processor = load_model(str(model_dir), dtype="float32")
+    lora, args = LoraArgs(), TrainArgs()
+    model = make_trainable(model, lora)
+    collator = TrainCollator(processor, PromptFormat.from_name("full"), False, args.max_length)
+    batches = [collator(records[i * batch:(i + 1) * batch]) for i in range(steps)]
+    optimizer = torch.optim.AdamW(optimizer_groups(model, args.lr, lora.projector_lr,
+                                                   args.weight_decay))
+    return model, optimizer, batches
+
+
+def run_bare(model_dir: Path, release: Path, steps: int, batch: int, skip: int) -> dict:
+    model, optimizer, batches = prepare_bare(model_dir, release, steps, batch)
+    reset_peak_rss()
+    base = rss_mb()
+    model.train()
+    spans, ends = [], []
+    for inputs in batches:
+        begin = time.perf_counter()
+        loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        now = time.perf_counter()
+        spans.append(now - begin)
+        ends.append(now)
+    span, wall = steady(spans, ends, skip)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
+    return {"span": span, "wall": wall, "peak_rss": peak_rss_mb(), "rss_before": base,
+            "tokens": tokens}
+
+
+def print_profile(profiler: cProfile.Profile, top: int = 25) -> None:
+    for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
+        buffer = io.StringIO()
+        stats = pstats.Stats(profiler, stream=buffer).strip_dirs().sort_stats(key)
+        stats.print_stats(top)
+        print(f"-- cProfile of one project run, top {top} by {title} --")
+        lines = buffer.getvalue().splitlines()
+        start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+        print("\n".join(lines[start:start + top + 1]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run")
+    parser.add_argument("--skip", type=int, default=2, help="warm-up steps left out per run")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="6 steps, 3 repeats (a smoke run)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one project run even when the overhead is on target")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.repeats = min(args.steps, 6), min(args.repeats, 3)
+
+    from llavac.models import SMALL_SIZES, build_tiny
+    from llavac.synthetic import write_synthetic_release
+
+    quiet()
+    banner("bench_train")
+    print(machine())
+    scratch = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    release = write_synthetic_release(scratch / "synthetic", n=600, seed=0)
+    model, processor = build_tiny("llava", seed=0, **SMALL_SIZES)
+    model_dir = scratch / "small-llava"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    del model
+    print(f"model: random LLaVA, SMALL_SIZES, {n_params / 1e6:.1f}M parameters, paper LoRA preset "
+          f"(r128/alpha256/dropout0.05, projector trained), batch {args.batch}, float32; "
+          f"{args.steps} steps per run, first {args.skip} left out, {args.repeats} repeats")
+
+    project, bare = [], []
+    for repeat in range(args.repeats + 1):  # the first pair is a warm-up
+        order = ("project", "bare") if repeat % 2 else ("bare", "project")
+        for side in order:
+            if side == "project":
+                config = config_for(model_dir, release, scratch / f"run{repeat}", args.steps,
+                                    args.batch)
+                result = run_project(config, args.steps, args.skip)
+                (project if repeat else []).append(result)
+            else:
+                result = run_bare(model_dir, release, args.steps, args.batch, args.skip)
+                (bare if repeat else []).append(result)
+        if repeat:
+            p, b = project[-1], bare[-1]
+            print(f"repeat {repeat}: step project {1e3 * p['span']:7.1f} ms, bare "
+                  f"{1e3 * b['span']:7.1f} ms (x{p['span'] / b['span']:.3f}); loop wall/step "
+                  f"project {1e3 * p['wall']:7.1f} ms, bare {1e3 * b['wall']:7.1f} ms "
+                  f"(x{p['wall'] / b['wall']:.3f}); train() call {p['total']:.1f} s", flush=True)
+
+    overhead = median(p["span"] / b["span"] for p, b in zip(project, bare, strict=True))
+    wall_overhead = median(p["wall"] / b["wall"] for p, b in zip(project, bare, strict=True))
+    step_p, step_b = median(p["span"] for p in project), median(b["span"] for b in bare)
+    wall_p, wall_b = median(p["wall"] for p in project), median(b["wall"] for b in bare)
+    rss_p, rss_b = max(p["peak_rss"] for p in project), max(b["peak_rss"] for b in bare)
+    total = median(p["total"] for p in project)
+    print(f"\ntokens per batch (bare batches): {bare[0]['tokens']:.0f}")
+    print(f"step time (median):      project {1e3 * step_p:7.1f} ms   bare {1e3 * step_b:7.1f} ms"
+          f"   ratio {overhead:.3f} (median of per-repeat ratios)")
+    print(f"loop wall per step:      project {1e3 * wall_p:7.1f} ms   bare {1e3 * wall_b:7.1f} ms"
+          f"   ratio {wall_overhead:.3f}")
+    print(f"samples/s (loop wall):   project {args.batch / wall_p:7.2f}      bare "
+          f"{args.batch / wall_b:7.2f}")
+    print(f"peak RSS:                project {rss_p:7.0f} MB   bare {rss_b:7.0f} MB "
+          f"(process RSS before: {project[0]['rss_before']:.0f} / {bare[0]['rss_before']:.0f} MB)")
+    print(f"whole train() call:      {total:.1f} s for {args.steps} steps "
+          f"(setup: split + image check, model load, Trainer; save: adapter, plot)")
+    print(f"target trainer_overhead <= {TARGET}: {overhead:.3f} {met(overhead, TARGET)}")
+
+    if args.profile or overhead > TARGET or wall_overhead > TARGET:
+        print()
+        config = config_for(model_dir, release, scratch / "profiled", args.steps, args.batch)
+        profiled = run_project(config, args.steps, args.skip, profile=True)
+        print_profile(profiled["profiler"])
+    print(result_line(trainer_overhead=overhead, wall_overhead=wall_overhead,
+                      project_step_ms=1e3 * step_p, bare_step_ms=1e3 * step_b,
+                      project_wall_ms=1e3 * wall_p, bare_wall_ms=1e3 * wall_b,
+                      project_samples_per_s=args.batch / wall_p,
+                      bare_samples_per_s=args.batch / wall_b,
+                      project_peak_rss_mb=rss_p, bare_peak_rss_mb=rss_b,
+                      repeats=args.repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
