@@ -16,6 +16,7 @@ and the turn markers are that model's (``USER: <image> ... ASSISTANT:`` for LLaV
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from llavac.labels import LABELS
@@ -56,6 +57,7 @@ class PromptFormat:
 
     def question_parts(self, text: str) -> tuple[str, str]:
         """The user turn's text before and after the image placeholder."""
+        text = text.strip()  # as the readers store it, so served and trained prompts match
         before = "Consider the following Image and Text.\nImage:"
         choices = ", ".join(LABELS)
         if self.slots == ("multimodal",):
@@ -103,7 +105,7 @@ class PromptFormat:
         as such, never mapped to the nearest label. Case, surrounding space and one final
         period are tolerated.
         """
-        words = [word.strip().lower() for word in answer.strip().rstrip(".").split(",")]
+        words = [word.strip().lower() for word in answer.strip().removesuffix(".").split(",")]
         if len(words) != len(self.slots) or any(word not in LABELS for word in words):
             return None
         return dict(zip(self.slots, words, strict=True))
@@ -120,7 +122,25 @@ def render(processor, fmt: PromptFormat, text: str, answer: str | None = None) -
     Without an answer, the generation prompt is added (the text the model continues from);
     with one, the assistant turn holds it. The first is a string prefix of the second for
     every template the project ships and for LLaVA-1.5's; the collator checks it.
+
+    A processor without a chat template (PaliGemma checkpoints ship none) gets the plain
+    question after its image token, and the answer after a space.
     """
-    return processor.apply_chat_template(
+    if processor.chat_template is None:
+        before, after = fmt.question_parts(text)
+        prompt = f"{getattr(processor, 'image_token', '<image>')}{before}{after}"
+        return prompt if answer is None else f"{prompt} {answer}"
+    rendered = processor.apply_chat_template(
         fmt.conversation(text, answer), add_generation_prompt=answer is None, tokenize=False
     )
+    # A template that writes the BOS token itself (Gemma's does) would get a second one from
+    # a tokenizer that adds it too.
+    bos = processor.tokenizer.bos_token
+    if bos and rendered.startswith(bos) and _tokenizer_adds_bos(processor.tokenizer):
+        rendered = rendered[len(bos):]
+    return rendered
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_adds_bos(tokenizer) -> bool:
+    return tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]

@@ -49,3 +49,32 @@ def test_unknown_variant_is_an_error():
     with pytest.raises(ValueError, match="unknown prompt variant"):
         PromptFormat.from_name("text,image")
     assert PromptFormat.from_name("multimodal-only").name == "multimodal-only"
+
+
+def test_rendered_text_is_stripped_like_stored_texts():
+    fmt = PromptFormat.from_name("full")
+    assert fmt.question_parts("  I love it \n") == fmt.question_parts("I love it")
+
+
+def test_processor_without_chat_template_gets_the_plain_question():
+    from llavac.models import load_model
+    from llavac.prompt import render
+
+    _, processor = load_model("tiny-llava")
+    processor.chat_template = None
+    fmt = PromptFormat.from_name("full")
+    prompt, full = render(processor, fmt, "good day"), render(processor, fmt, "good day",
+                                                              "positive, neutral, positive")
+    assert prompt.count("<image>") == 1 and "Text: good day" in prompt
+    assert full == prompt + " positive, neutral, positive"
+
+
+def test_a_template_that_writes_bos_does_not_double_it():
+    from llavac.models import load_model
+    from llavac.prompt import render
+
+    _, processor = load_model("tiny-llava")
+    processor.chat_template = "{{ bos_token }}" + processor.chat_template
+    rendered = render(processor, PromptFormat.from_name("full"), "good day")
+    ids = processor.tokenizer(rendered)["input_ids"]
+    assert ids.count(processor.tokenizer.bos_token_id) == 1

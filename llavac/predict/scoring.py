@@ -4,8 +4,9 @@ The answer is ``text, image, multimodal`` (or one slot for the multimodal-only p
 ``k`` is decided by the likelihood of the three candidate continuations
 ``prompt + lead + l_1, ..., l_{k-1}, <candidate>``, where ``l_1 .. l_{k-1}`` are the labels
 already chosen for the earlier slots (teacher forcing). This is what greedy decoding
-conditions on, so ``score`` and ``generate`` agree wherever the generated answer parses, and
-it always yields a valid label, with probabilities normalised over the three candidates of
+conditions on, so ``score`` and ``generate`` agree wherever the generated answer parses (up
+to a label of several tokens, where greedy decoding commits to the first token and scoring
+weighs the whole word), and it always yields a valid label, with probabilities normalised over the three candidates of
 each slot. Scoring all 27 joint answers instead would cost nine times more continuation work
 for a decision the paper does not make (it decodes greedily).
 
