@@ -58,8 +58,9 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from llavac.predict import predict_command
 
-    return predict_command(args.model, args.adapter, args.image, args.text, args.input,
-                           args.method, args.batch_size, args.out, args.prompt)
+    return predict_command(model=args.model, adapter=args.adapter, image=args.image,
+                           text=args.text, input=args.input, method=args.method,
+                           batch_size=args.batch_size, out=args.out, prompt=args.prompt)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

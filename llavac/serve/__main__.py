@@ -46,10 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.model and not args.adapter:
-        parser.error("give --model, or --adapter with a training run folder")
-    return run(args)
+    return run(parser.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
