@@ -184,6 +184,7 @@ def train(
         logging_steps=args.logging_steps,
         seed=args.seed,
         dataloader_num_workers=args.num_workers,
+        dataloader_persistent_workers=args.num_workers > 0,  # not restarted every epoch
         remove_unused_columns=False,  # the collator needs the whole record
         disable_tqdm=not args.progress,
         report_to="none",
