@@ -71,6 +71,9 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
         "method": config.method,
         "prompt": classifier.fmt.name,
         "part": config.part,
+        # From the split itself: an exported split folder knows its procedure and fold.
+        "procedure": split.manifest.get("procedure"),
+        "fold": split.manifest.get("fold"),
         "records": len(records),
         "unparseable": sum(p.unparseable for p in predictions),
         "seconds": round(seconds, 3),
@@ -100,7 +103,9 @@ def summary(metrics: dict, source: dict, data: DataArgs) -> str:
         "",
         f"- base model: `{source.get('model')}`, prompt `{metrics['prompt']}`, "
         f"method `{metrics['method']}`",
-        f"- data: `{data.path}`, procedure `{data.procedure}`, part `{metrics['part']}` "
+        f"- data: `{data.path}`, procedure `{metrics['procedure']}`"
+        + (f" fold {metrics['fold']}" if metrics["fold"] is not None else "")
+        + f", part `{metrics['part']}` "
         f"({metrics['records']} pairs)",
         f"- unparseable answers: {metrics['unparseable']} (counted as wrong)",
         f"- time: {metrics['seconds']:.1f} s ({metrics['pairs_per_second']:.1f} pairs/s)",
