@@ -169,6 +169,52 @@ def test_label_probabilities_are_teacher_forced_slot_by_slot(name, request):
             assert sum(got.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_multi_token_first_slot_is_teacher_forced_in_the_one_pass_tree():
+    """A lead of two spaces makes every first label two tokens (``Ġ Ġpositive``), so slot 1
+    cannot be decided from the prefill: the continuation pass then holds every first-label
+    branch, and each slot must still equal its slot-by-slot full-forward reference."""
+    classifier = Classifier.from_pretrained("tiny-llava", dtype="float32", device="cpu")
+    scorer = classifier.scorer
+    scorer.lead += " "
+    assert all(len(scorer._continuation(scorer.tail, scorer.lead + label)) == 2
+               for label in LABELS)
+    pairs = _pairs(2)
+    fmt = classifier.fmt
+    for (image, text), probabilities in zip(pairs, classifier.classify(pairs), strict=True):
+        prompt = encode_prompts(classifier.processor, fmt, [image], [text],
+                                classifier.model).prompts[0]
+        earlier: dict[str, str] = {}
+        for k, slot in enumerate(fmt.slots):
+            partial = PromptFormat(fmt.slots[: k + 1])
+            loglik = torch.tensor([
+                naive_loglik(classifier.model, classifier.processor, image, prompt,
+                             scorer.lead + partial.answer({**earlier, slot: label}))
+                for label in LABELS
+            ])
+            expected = dict(zip(LABELS, loglik.softmax(-1).tolist(), strict=True))
+            assert probabilities.probabilities[slot] == pytest.approx(expected, abs=1e-4)
+            earlier[slot] = probabilities.label(slot)
+            assert earlier[slot] == LABELS[int(loglik.argmax())]
+
+
+@pytest.mark.parametrize(("prompt", "passes"), [("multimodal-only", 1), ("full", 2)])
+def test_score_runs_the_prefill_and_at_most_one_continuation_pass(prompt, passes):
+    """Single-token labels: the multimodal-only slot is read off the prefill's logits (no
+    continuation pass); the full prompt's three slots take one pass after the prefill."""
+    classifier = Classifier.from_pretrained("tiny-llava", prompt=prompt, dtype="float32",
+                                            device="cpu")
+    images, texts = zip(*_pairs(3), strict=True)
+    batch = encode_prompts(classifier.processor, classifier.fmt, images, list(texts),
+                           classifier.model)
+    calls = []
+    hook = classifier.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        classifier.scorer.score(batch)
+    finally:
+        hook.remove()
+    assert len(calls) == passes
+
+
 def test_multimodal_only_prompt_predicts_one_slot():
     classifier = Classifier.from_pretrained("tiny-llava", prompt="multimodal-only",
                                             dtype="float32", device="cpu")
