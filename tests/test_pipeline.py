@@ -15,6 +15,7 @@ from llavac.cli import main
 from llavac.config import load_config
 from llavac.evaluate import EvalConfig, evaluate
 from llavac.experiment import ExperimentConfig, run_experiment
+from llavac.synthetic import write_synthetic_release
 from llavac.train import DataArgs, train
 
 
@@ -38,6 +39,13 @@ def test_demo_trains_a_tiny_llava_that_needs_both_modalities(tmp_path, capsys):
         assert (tmp_path / "demo" / path).is_file(), path
 
 
+@pytest.fixture(scope="module")
+def demo_sized_release(tmp_path_factory):
+    """The demo's 1,000 pairs: the other families need more examples than the 600 of
+    ``synthetic_release`` (Gemma3 reached 78 % on those, 100 % on these)."""
+    return write_synthetic_release(tmp_path_factory.mktemp("demo_sized"), n=1000)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
     "tiny-llava-next", "tiny-gemma3", "tiny-idefics3",
@@ -46,11 +54,11 @@ def test_demo_trains_a_tiny_llava_that_needs_both_modalities(tmp_path, capsys):
                "seed-dependent (45 % to 100 % after 8 epochs): not yet understood",
         strict=False)),
 ])
-def test_other_tiny_families_learn_the_task(name, synthetic_release, tmp_path):
-    run = train(tiny_train_config(synthetic_release, tmp_path / "run", f"model.name={name}",
+def test_other_tiny_families_learn_the_task(name, demo_sized_release, tmp_path):
+    run = train(tiny_train_config(demo_sized_release, tmp_path / "run", f"model.name={name}",
                                   "train.epochs=8"))
     metrics = evaluate(EvalConfig(adapter=str(run), output=str(tmp_path / "eval"),
-                                  data=DataArgs(path=str(synthetic_release),
+                                  data=DataArgs(path=str(demo_sized_release),
                                                 procedure="random811"),
                                   progress=False))
     assert metrics["slots"]["multimodal"]["accuracy"] >= 0.9, metrics["slots"]["multimodal"]
