@@ -65,9 +65,9 @@ def estimated_7b_step_ms(tokens_per_sample: int, batch: int = BATCH, mfu: float 
                          peak_tflops: float = 989.0) -> float:
     """A LLaVA-1.5-7B LoRA step at ``mfu`` of an H100's dense bf16 peak, from gpu_check's FLOPs."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gpu_check import LLAVA_7B_COUNTS, train_flops
+    from _flops import IMAGE_TOKENS_7B, LLAVA_7B_COUNTS, train_flops
 
-    flops = batch * train_flops(LLAVA_7B_COUNTS, tokens_per_sample, image_tokens=576)
+    flops = batch * train_flops(LLAVA_7B_COUNTS, tokens_per_sample, image_tokens=IMAGE_TOKENS_7B)
     return 1e3 * flops / (mfu * peak_tflops * 1e12)
 
 
