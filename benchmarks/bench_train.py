@@ -6,8 +6,8 @@ Both sides train the same model: a random LLaVA of ``SMALL_SIZES`` (~13.8M param
 saved once to a temporary folder so that the project side loads it by path exactly as a
 hub checkpoint is loaded, with the paper's LoRA preset (``make_trainable(LoraArgs())``: r 128,
 alpha 256, dropout 0.05 on every language-model linear layer, projector trained in full; AdamW
-over ``optimizer_groups``), batch 8, float32, no gradient checkpointing (CPU), on the
-synthetic release (random811 train split).
+with the projector's own group (``split_projector_groups``)), batch 8, float32, no gradient
+checkpointing (CPU), on the synthetic release (random811 train split).
 
 - project: ``llavac.train.train(config)`` with ``train.max_steps=--steps`` -- data loading
   through ``TrainCollator`` in the Trainer's DataLoader (``num_workers`` 0, the default),
@@ -130,7 +130,7 @@ def prepare_bare(model_dir: Path, release: Path, steps: int, batch: int):
     from llavac.prompt import PromptFormat
     from llavac.train.args import LoraArgs, TrainArgs
     from llavac.train.collator import TrainCollator
-    from llavac.train.recipe import make_trainable, optimizer_groups
+    from llavac.train.recipe import make_trainable, split_projector_groups
 
     set_seed(0)
     records = load_split(release, procedure="random811").train
@@ -139,8 +139,10 @@ def prepare_bare(model_dir: Path, release: Path, steps: int, batch: int):
     model = make_trainable(model, lora)
     collator = TrainCollator(processor, PromptFormat.from_name("full"), False, args.max_length)
     batches = [collator(records[i * batch:(i + 1) * batch]) for i in range(steps)]
-    optimizer = torch.optim.AdamW(optimizer_groups(model, args.lr, lora.projector_lr,
-                                                   args.weight_decay))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = split_projector_groups(
+        torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay), model,
+        lora.projector_lr)
     return model, optimizer, batches
 
 

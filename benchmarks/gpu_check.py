@@ -9,7 +9,7 @@ downloaded. Prints the card, then:
 
 1. LoRA training with the paper preset -- ``make_trainable(model, LoraArgs())``: r 128,
    alpha 256, dropout 0.05 on every language-model linear layer, the projector trained in
-   full; AdamW over ``optimizer_groups`` (projector at its own rate); bf16 autocast and
+   full; AdamW with the projector at its own rate (``split_projector_groups``); bf16 autocast and
    gradient clipping as the Trainer runs them -- on batches of ``--batch`` (default 16)
    synthetic 336 px images with tweet-length texts, collated by the project's
    ``TrainCollator``; with gradient checkpointing on and off (off falls back to a smaller
@@ -121,7 +121,7 @@ def train_phase(model, batches, device, autocast, steps: int, warmup: int, check
                 counts, image_tokens: int, peak) -> dict:
     """Warm-up + timed LoRA steps on pre-collated ``batches`` (cycled)."""
     from llavac.train.args import LoraArgs, TrainArgs
-    from llavac.train.recipe import optimizer_groups
+    from llavac.train.recipe import split_projector_groups
 
     args, lora = TrainArgs(), LoraArgs()
     if checkpointing:
@@ -131,8 +131,10 @@ def train_phase(model, batches, device, autocast, steps: int, warmup: int, check
     else:
         model.activation_checkpointing_disable()
     model.train()
-    optimizer = torch.optim.AdamW(optimizer_groups(model, args.lr, lora.projector_lr,
-                                                   args.weight_decay))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = split_projector_groups(
+        torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay), model,
+        lora.projector_lr)
     clock = Clock(device)
 
     def step(inputs):

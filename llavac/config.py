@@ -66,6 +66,8 @@ def convert(value: Any, tp, key: str) -> Any:
                     continue
     elif typing.get_origin(tp) is list:
         (item,) = typing.get_args(tp)
+        if isinstance(value, str):  # procedures=qmf,cheema10
+            value = [part.strip() for part in value.split(",")]
         return [convert(v, item, key) for v in (value if isinstance(value, list) else [value])]
     elif tp is bool and isinstance(value, bool):
         return value

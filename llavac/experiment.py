@@ -19,8 +19,10 @@ import json
 import shutil
 import statistics
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+import torch
 import yaml
 from accelerate import PartialState
 
@@ -28,6 +30,7 @@ from llavac.config import config_hash, save_config, to_dict
 from llavac.evaluate import EvalConfig, evaluate
 from llavac.train import train
 from llavac.train.args import TrainConfig
+from llavac.train.recipe import is_finished
 
 # LLaVAC (arXiv 2502.02938), MVSA-Single, multimodal label: accuracy / weighted F1 in %.
 PAPER = {
@@ -117,7 +120,10 @@ def run_experiment(config: ExperimentConfig) -> Path:
     Under ``torchrun`` every rank trains; evaluation and bookkeeping run on the main
     process while the others wait.
     """
-    state = PartialState()  # this process, or this rank of a distributed launch
+    # This process, or this rank of a torchrun launch. Created before the Trainer so the
+    # bookkeeping below runs on one rank; gloo on CPU, and the Trainer's own 30-minute
+    # timeout, since the other ranks wait while the main process evaluates a 7B model.
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
     output = Path(config.experiment.output)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
@@ -135,7 +141,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
             continue
         saved = _saved_config(folder / "train")
         same_config = saved is not None and results_key(saved) == key
-        trained = any((folder / "train" / name).is_dir() for name in ("adapter", "model"))
+        trained = is_finished(folder / "train")
         if not (same_config and trained):
             if not same_config and state.is_main_process:
                 # Left by another config: its adapter and checkpoints must not be reused.

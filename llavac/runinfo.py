@@ -28,9 +28,10 @@ def write_json(data, path: Path) -> None:
 
 
 def write_run_files(output: Path, config, manifest: dict) -> None:
-    """``config.yaml``, ``manifest.json`` and ``versions.json`` into ``output``."""
+    """``config.yaml``, ``versions.json`` and, last, ``manifest.json`` into ``output``: a
+    folder with a manifest is complete."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     save_config(config, output / "config.yaml")
-    write_json(manifest, output / "manifest.json")
     write_json(library_versions(), output / "versions.json")
+    write_json(manifest, output / "manifest.json")

@@ -22,12 +22,12 @@ def test_values_are_converted_to_their_field_types(tmp_path):
 
     preset = tmp_path / "p.yaml"
     preset.write_text("train:\n  lr: 1e-4\n  epochs: 2\nexperiment:\n  seeds: 3\n")
-    config = load_config(ExperimentConfig, preset, ["experiment.procedures=qmf",
+    config = load_config(ExperimentConfig, preset, ["experiment.procedures=qmf, clmlf",
                                                     "experiment.folds=[1, 2]",
                                                     "model.name=007"])
     assert config.train.lr == 1e-4 and config.train.epochs == 2.0
     assert config.experiment.seeds == [3]  # a scalar where a list is expected
-    assert config.experiment.procedures == ["qmf"]  # not ["q", "m", "f"]
+    assert config.experiment.procedures == ["qmf", "clmlf"]  # not ["q", "m", "f", ...]
     assert config.experiment.folds == [1, 2]
     assert config.model.name == "007"
 

@@ -372,3 +372,19 @@ def test_predict_command_file_and_single_pair(trained_run, all_records, tmp_path
     assert single["multimodal_label"] in LABELS and "probabilities" in single
     with pytest.raises(ValueError, match="either"):
         predict_command("tiny-llava", None, None, "text only", None)
+
+
+def test_scoring_refuses_what_its_tree_mask_cannot_do():
+    """A prompt that reaches a sliding window, and attention kernels without 4-D masks, are
+    clear errors instead of wrong numbers or a broken cache."""
+    classifier = Classifier.from_pretrained("tiny-gemma3", dtype="float32", device="cpu")
+    image = Image.new("RGB", (32, 32), (200, 120, 40))
+    with pytest.raises(ValueError, match="sliding attention window"):
+        classifier.classify([(image, "good " * 420)])
+    (short,) = classifier.classify([(image, "good day")])  # the cache was left clean
+    assert short.multimodal_label in ("negative", "neutral", "positive")
+
+    model, processor = load_model("tiny-llava")
+    model.config.get_text_config()._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="attn_implementation 'sdpa' or 'eager'"):
+        Classifier(model, processor)

@@ -235,3 +235,29 @@ def test_two_process_data_parallel_keeps_ranks_identical(synthetic_release, tmp_
         assert torch.equal(saved[key], rank0[key]), key  # what was written is what trained
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["world_size"] == 2
+
+
+def test_projector_group_keeps_the_trainers_weight_decay_rules():
+    """Biases and norms get no weight decay, as in the Trainer (and LLaVA); the projector
+    keeps that split at its own learning rate."""
+    from transformers import TrainingArguments
+
+    from llavac.train.recipe import ProjectorLrTrainer
+
+    model = make_trainable(load_model("tiny-llava")[0], LoraArgs(method="full"))
+    trainer = ProjectorLrTrainer(
+        model=model, args=TrainingArguments("unused", learning_rate=1e-3, weight_decay=0.1,
+                                            use_cpu=True, report_to="none"),
+        projector_lr=2e-5)
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [(g["lr"], g["weight_decay"], {names[id(p)] for p in g["params"]})
+              for g in optimizer.param_groups]
+    assert sorted((lr, wd) for lr, wd, _ in groups) == [(2e-5, 0.0), (2e-5, 0.1), (1e-3, 0.0),
+                                                        (1e-3, 0.1)]
+    for lr, wd, group in groups:
+        assert all(("multi_modal_projector" in n) == (lr == 2e-5) for n in group)
+        if wd:
+            assert not any(n.endswith("bias") or "norm" in n for n in group)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set().union(*(g for _, _, g in groups)) == trained

@@ -74,6 +74,15 @@ from llavac.predict.batching import PromptBatch, answer_lead, prompt_tail
 from llavac.prompt import PromptFormat
 
 
+def _sliding_window(model) -> int | None:
+    """The sliding attention window of a model that has sliding-window layers, else None."""
+    config = model.config.get_text_config()
+    window = getattr(config, "sliding_window", None)
+    slides = ("sliding_attention" in (getattr(config, "layer_types", None) or ())
+              or getattr(config, "use_sliding_window", False))
+    return window if window and slides else None
+
+
 @dataclass
 class PrefilledPrompts:
     """The prompts of a batch after one cached forward pass."""
@@ -155,8 +164,16 @@ class LabelScorer:
     """Scores label candidates for prompt batches of one model, processor and prompt format."""
 
     def __init__(self, model, processor, fmt: PromptFormat):
+        attention = model.config.get_text_config()._attn_implementation
+        if attention not in ("eager", "sdpa"):
+            raise ValueError(
+                f"label scoring needs attn_implementation 'sdpa' or 'eager' (its candidate "
+                f"tree uses a 4-D attention mask), not {attention!r}; load the model with "
+                "attn_implementation='sdpa', or predict with method='generate'"
+            )
         self.model, self.processor, self.fmt = model, processor, fmt
         self.tokenizer = processor.tokenizer
+        self.window = _sliding_window(model)
         prefix_lm = is_prefix_lm(model)
         if prefix_lm:  # the answer is its own sequence: tokenised alone, nothing before it
             self.lead = self.tail = ""
@@ -235,19 +252,29 @@ class LabelScorer:
         rows, width = tree["fed"].shape
 
         logprobs = prefilled.next_logprobs[:, None]
+        if width and self.window and batch.attention_mask.shape[1] + width >= self.window:
+            # Sliding-window layers keep only the last window keys, so the tree's mask
+            # cannot see the whole prompt (Gemma3: 1,024 positions, 256 of them image).
+            raise ValueError(
+                f"a prompt of {batch.attention_mask.shape[1]} tokens plus {width} answer "
+                f"tokens reaches the model's sliding attention window ({self.window}): "
+                "shorten the text, or predict with method='generate'"
+            )
         if width:  # some node has children: feed the inner nodes once
             prompt_cols = batch.attention_mask.bool()[:, None, :].expand(-1, width, -1)
             allowed = torch.cat([prompt_cols, tree["sees"]], dim=-1)[:, None]
             mask = torch.zeros(allowed.shape, dtype=self.model.dtype, device=device)
             mask.masked_fill_(~allowed, torch.finfo(self.model.dtype).min)
-            out = self.model(
-                input_ids=tree["fed"],
-                attention_mask=mask,
-                position_ids=self.first_position + batch.lengths[:, None] + tree["depths"],
-                cache=prefilled.cache,
-                use_cache=True,
-            )
-            prefilled.cache.crop(-width)
+            try:
+                out = self.model(
+                    input_ids=tree["fed"],
+                    attention_mask=mask,
+                    position_ids=self.first_position + batch.lengths[:, None] + tree["depths"],
+                    cache=prefilled.cache,
+                    use_cache=True,
+                )
+            finally:  # the cache holds the prompt alone again, whatever happened
+                prefilled.cache.crop(-width)
             logprobs = torch.cat([logprobs, out.logits.float().log_softmax(-1)], dim=1)
 
         rows_index = torch.arange(rows, device=device)[:, None]

@@ -75,9 +75,10 @@ def make_trainable(model, lora: LoraArgs):
 class ProjectorLrTrainer(Trainer):
     """The Trainer with the projector at its own learning rate (LLaVA's ``mm_projector_lr``).
 
-    The groups are built when the Trainer asks for its optimizer, from the model it has
-    wrapped by then, so they hold the parameters FSDP or DeepSpeed actually train; the
-    optimizer class and its settings (``optim``, betas, eps, fused) stay the Trainer's.
+    The Trainer builds its optimizer as always (its optimizer class and settings, biases and
+    norms without weight decay, from the model it has wrapped by then, so FSDP and DeepSpeed
+    parameters are the ones held); the projector's parameters are then moved into groups of
+    their own.
     """
 
     def __init__(self, *args, projector_lr: float | None, **kwargs):
@@ -85,27 +86,31 @@ class ProjectorLrTrainer(Trainer):
         self.projector_lr = projector_lr
 
     def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            model = self.model if model is None else model
-            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-            groups = optimizer_groups(model, self.args.learning_rate, self.projector_lr,
-                                      self.args.weight_decay)
-            self.optimizer = optimizer_cls(groups, **kwargs)
-        return self.optimizer
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self.projector_lr is not None:
+            split_projector_groups(optimizer, self.model if model is None else model,
+                                   self.projector_lr)
+        return optimizer
 
 
-def optimizer_groups(model, lr: float, projector_lr: float | None, weight_decay: float):
-    """Parameter groups: the projector at its own learning rate (LLaVA's mm_projector_lr)."""
-    projector = tuple(projector_module_names(model))
-    main, proj = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            in_projector = any(f"{p}." in name for p in projector)
-            (proj if in_projector and projector_lr is not None else main).append(param)
-    groups = [{"params": main, "lr": lr, "weight_decay": weight_decay}]
-    if proj:
-        groups.append({"params": proj, "lr": projector_lr, "weight_decay": weight_decay})
-    return groups
+def split_projector_groups(optimizer, model, projector_lr: float):
+    """Move the projector's parameters out of ``optimizer``'s groups into copies of those
+    groups (same weight decay and settings) at ``projector_lr``; drop groups left empty."""
+    projector = tuple(f"{name}." for name in projector_module_names(model))
+    moved = {id(p) for n, p in model.named_parameters() if any(m in n for m in projector)}
+    for group in list(optimizer.param_groups):
+        mine = [p for p in group["params"] if id(p) in moved]
+        if mine:
+            group["params"] = [p for p in group["params"] if id(p) not in moved]
+            optimizer.add_param_group({**group, "params": mine, "lr": projector_lr})
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    return optimizer
+
+
+def is_finished(output: Path) -> bool:
+    """Whether a training run folder is complete (its manifest is written last)."""
+    return (Path(output) / "manifest.json").is_file()
 
 
 def require_labels(records, fmt: PromptFormat, source) -> None:
@@ -222,7 +227,7 @@ def train(
             "model": model_info(model),
             "world_size": world,
         }
-        write_run_files(output, config, manifest)
         plot_loss(output / "log.jsonl", output / "loss.png")
+        write_run_files(output, config, manifest)  # manifest.json last: the run is complete
     trainer.accelerator.wait_for_everyone()  # no rank returns before the run is on disk
     return output
