@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -123,3 +126,23 @@ def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp
     assert steps == [1, 2]
     rows = list(csv.DictReader((output / "results.csv").open()))
     assert len(rows) == 1 and rows[0]["config_hash"] not in first
+
+
+def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
+        synthetic_release, tmp_path):
+    output = tmp_path / "exp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         "2", "-m", "llavac.cli", "experiment", "--config", "tiny_experiment",
+         f"data.path={synthetic_release}", f"experiment.output={output}",
+         "experiment.procedures=random811", "train.max_steps=2"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(": training") == 2  # one line per rank
+    assert result.stdout.count(": evaluating") == 1
+    manifest = json.loads((output / "runs" / "random811-seed0" / "train" /
+                           "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    assert len(list(csv.DictReader((output / "results.csv").open()))) == 1
