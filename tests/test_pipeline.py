@@ -127,6 +127,14 @@ def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp
     rows = list(csv.DictReader((output / "results.csv").open()))
     assert len(rows) == 1 and rows[0]["config_hash"] not in first
 
+    # A run that died while saving (no manifest yet, no run.json) is trained again.
+    (train_folder / "manifest.json").unlink()
+    (train_folder.parent / "run.json").unlink()
+    capsys.readouterr()
+    run_experiment(load_config(ExperimentConfig, "tiny_experiment", [*base, "train.lr=1e-3"]))
+    assert ": training" in capsys.readouterr().out
+    assert (train_folder / "manifest.json").is_file()
+
 
 def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
         synthetic_release, tmp_path):
