@@ -53,8 +53,9 @@ def demo_sized_release(tmp_path_factory):
 @pytest.mark.parametrize("name", [
     "tiny-llava-next", "tiny-gemma3", "tiny-idefics3",
     pytest.param("tiny-paligemma", marks=pytest.mark.xfail(
-        reason="the tiny PaliGemma always learns the image label, but its text label is "
-               "seed-dependent (45 % to 100 % after 8 epochs): not yet understood",
+        reason="optimisation, not masking: the tiny PaliGemma learns the image label first "
+               "and its text keyword only after a seed-dependent plateau (text 30-100 % "
+               "over 6 seeds at 8 epochs); masks, prompt and positions were checked",
         strict=False)),
 ])
 def test_other_tiny_families_learn_the_task(name, demo_sized_release, tmp_path):
