@@ -385,6 +385,7 @@ def test_scoring_refuses_what_its_tree_mask_cannot_do():
     assert short.multimodal_label in ("negative", "neutral", "positive")
 
     model, processor = load_model("tiny-llava")
+    flash = Classifier(model, processor)  # loading is fine: generate needs no 4-D mask
     model.config.get_text_config()._attn_implementation = "flash_attention_2"
     with pytest.raises(ValueError, match="attn_implementation 'sdpa' or 'eager'"):
-        Classifier(model, processor)
+        flash.classify([(image, "good day")], "score")

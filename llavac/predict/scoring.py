@@ -164,13 +164,6 @@ class LabelScorer:
     """Scores label candidates for prompt batches of one model, processor and prompt format."""
 
     def __init__(self, model, processor, fmt: PromptFormat):
-        attention = model.config.get_text_config()._attn_implementation
-        if attention not in ("eager", "sdpa"):
-            raise ValueError(
-                f"label scoring needs attn_implementation 'sdpa' or 'eager' (its candidate "
-                f"tree uses a 4-D attention mask), not {attention!r}; load the model with "
-                "attn_implementation='sdpa', or predict with method='generate'"
-            )
         self.model, self.processor, self.fmt = model, processor, fmt
         self.tokenizer = processor.tokenizer
         self.window = _sliding_window(model)
@@ -288,6 +281,14 @@ class LabelScorer:
         The chosen label of a slot is its most likely candidate; the next slot is scored
         after it. One prefill and at most one continuation pass (see the module docstring).
         """
+        # Checked here, not when the scorer is built: the same model can still generate.
+        attention = self.model.config.get_text_config()._attn_implementation
+        if attention not in ("eager", "sdpa"):
+            raise ValueError(
+                f"label scoring needs attn_implementation 'sdpa' or 'eager' (its candidate "
+                f"tree uses a 4-D attention mask), not {attention!r}; load the model with "
+                "attn_implementation='sdpa', or predict with method='generate'"
+            )
         prefilled = self.prefill(batch)
         rows = range(len(batch.prompts))
         # Slot 1 is decided by the prefill's logits in every row whose candidates for it
