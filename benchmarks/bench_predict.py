@@ -96,7 +96,8 @@ def agreement(classifier: Classifier, records, batch_size: int = 16) -> dict:
     parsed = [(s, g) for s, g in zip(scored, generated, strict=True) if not g.unparseable]
     same = sum(all(s.label(slot) == g.label(slot) for slot in slots) for s, g in parsed)
     invalid = sum(s.label(slot) not in LABELS for s in scored for slot in slots)
-    correct = sum(s.multimodal_label == r.label for s, r in zip(scored, records, strict=True))
+    correct = sum(s.multimodal_label == r.multimodal_label
+                  for s, r in zip(scored, records, strict=True))
     return {
         "pairs": len(records),
         "parsed": len(parsed),

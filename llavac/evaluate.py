@@ -16,9 +16,9 @@ from pathlib import Path
 
 from llavac.data import load_split
 from llavac.data.load import PART_NAMES as PARTS
+from llavac.labels import slot_labels
 from llavac.metrics import plot_confusion, slot_metrics
 from llavac.predict import Classifier, write_predictions
-from llavac.prompt import record_labels
 from llavac.runinfo import write_json, write_run_files
 from llavac.train.args import DataArgs
 
@@ -64,7 +64,7 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
 
     slots = {}
     for slot in classifier.fmt.slots:
-        gold = [record_labels(record)[slot] for record in records]
+        gold = [slot_labels(record)[slot] for record in records]
         if any(label is not None for label in gold):  # the data has this label
             slots[slot] = slot_metrics(gold, [p.label(slot) for p in predictions])
     metrics = {

@@ -8,6 +8,17 @@ from __future__ import annotations
 
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 
+# The three answer slots, and the one place that maps a slot to the field holding its label
+# on records (``Record``), predictions (``Prediction``), JSONL files and the HTTP API alike.
+SLOTS: tuple[str, ...] = ("text", "image", "multimodal")
+SLOT_FIELDS: dict[str, str] = {slot: f"{slot}_label" for slot in SLOTS}
+
+
+def slot_labels(item) -> dict[str, str | None]:
+    """``{slot: label}`` of anything with ``text_label`` / ``image_label`` /
+    ``multimodal_label`` attributes (a record or a prediction)."""
+    return {slot: getattr(item, field) for slot, field in SLOT_FIELDS.items()}
+
 
 def normalize_label(word: str) -> str:
     """Return the canonical label for ``word`` (case and surrounding space ignored).

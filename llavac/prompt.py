@@ -19,9 +19,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from llavac.labels import LABELS
+from llavac.labels import LABELS, SLOTS
 
-SLOTS: tuple[str, ...] = ("text", "image", "multimodal")
 _SLOT_NAMES = {"text": "Text", "image": "Image", "multimodal": "Multimodal"}
 
 
@@ -109,11 +108,6 @@ class PromptFormat:
         if len(words) != len(self.slots) or any(word not in LABELS for word in words):
             return None
         return dict(zip(self.slots, words, strict=True))
-
-
-def record_labels(record) -> dict[str, str | None]:
-    """A record's labels by slot name."""
-    return {"text": record.text_label, "image": record.image_label, "multimodal": record.label}
 
 
 def render(processor, fmt: PromptFormat, text: str, answer: str | None = None) -> str:

@@ -70,8 +70,10 @@ def test_cheema10_reads_folds_and_prefers_the_published_label(release, splits_di
     assert ids(split.validation) == ["14", "15", "17", "18", "19"]
     assert len(split.train) == 5 and "1" in ids(split.train)
     first = next(r for r in split.train if r.id == "1")
-    assert (first.text_label, first.image_label, first.label) == ("positive", "neutral", "neutral")
-    assert split.manifest["label_mismatches"] == {"label_mismatch": 1, "text_label_mismatch": 1}
+    assert (first.text_label, first.image_label, first.multimodal_label) == (
+        "positive", "neutral", "neutral")
+    assert split.manifest["label_mismatches"] == {"multimodal_label_mismatch": 1,
+                                                  "text_label_mismatch": 1}
     assert split.manifest["skipped"] == {"conflict": 5}
     assert split.manifest["split_files"] == str(splits_dir.resolve())
 
@@ -193,10 +195,11 @@ def test_exported_labels_are_normalised_or_an_error_naming_the_line(release, tmp
     out = tmp_path / "out"
     export_split(release, "random811", out=out)
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    rows[0]["label"], rows[1]["text_label"], rows[2]["image_label"] = " Positive", None, "NEUTRAL"
+    rows[0]["multimodal_label"], rows[1]["text_label"] = " Positive", None
+    rows[2]["image_label"] = "NEUTRAL"
     (out / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     train = load_split(out).train
-    assert (train[0].label, train[1].text_label, train[2].image_label) == (
+    assert (train[0].multimodal_label, train[1].text_label, train[2].image_label) == (
         "positive", None, "neutral")
     rows[1]["text_label"] = "happy"
     (out / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -219,7 +222,8 @@ def test_an_exported_split_counts_the_images_that_no_longer_open(release, tmp_pa
     assert victim["id"] not in ids(split.test)
     test_counts = split.manifest["counts"]["test"]
     assert test_counts["total"] == manifest["counts"]["test"]["total"] - 1 == len(split.test)
-    assert test_counts[victim["label"]] == manifest["counts"]["test"][victim["label"]] - 1
+    label = victim["multimodal_label"]
+    assert test_counts[label] == manifest["counts"]["test"][label] - 1
     assert split.manifest["counts"]["train"] == manifest["counts"]["train"]
     assert split.manifest["skipped"] == {"conflict": 5, "unreadable_image": 1}
     assert [(e["id"], e["reason"]) for e in split.manifest["errors"]] == [

@@ -25,7 +25,7 @@ def test_single_release_applies_the_xu_mao_rule(make_release, newline):
     )
     source = read_source(folder)
     assert source.kind == "mvsa_single" and source.rows == 4
-    assert [(r.id, r.text_label, r.image_label, r.label) for r in source.records] == [
+    assert [(r.id, r.text_label, r.image_label, r.multimodal_label) for r in source.records] == [
         ("1", "positive", "positive", "positive"),
         ("2", "neutral", "negative", "negative"),
         ("4", "neutral", "neutral", "neutral"),
@@ -48,7 +48,7 @@ def test_multiple_release_takes_the_majority_then_the_rule(make_release):
     )
     source = read_source(folder)
     assert source.kind == "mvsa_multiple"
-    assert [(r.id, r.text_label, r.image_label, r.label) for r in source.records] == [
+    assert [(r.id, r.text_label, r.image_label, r.multimodal_label) for r in source.records] == [
         ("10", "positive", "neutral", "positive"),
         ("13", "neutral", "negative", "negative"),
     ]
@@ -103,7 +103,7 @@ def test_labels_without_data_folder_give_statistics_only(make_release):
     (folder / "data").rmdir()
     source = read_source(folder)
     assert not source.files_checked
-    assert [r.label for r in source.records] == ["positive"]
+    assert [r.multimodal_label for r in source.records] == ["positive"]
     assert reasons(source) == {("2", "conflict")}
     assert read_labels(folder / "labelResultAll.txt").records == source.records
 
@@ -117,12 +117,12 @@ def own_folder(tmp_path, image_file):
 
 def test_own_jsonl_with_relative_paths_and_the_rule(own_folder):
     rows = [
-        {"image": "img/a.jpg", "text": " hi ", "label": "Positive"},
+        {"image": "img/a.jpg", "text": " hi ", "multimodal_label": "Positive"},
         {"id": "x", "image": "img/b.jpg", "text": "t", "text_label": "neutral",
          "image_label": "negative"},
         {"image": "img/c.jpg", "text": "unlabelled"},
         {"image": "img/c.jpg", "text": "t", "text_label": "positive", "image_label": "negative"},
-        {"image": "img/c.jpg", "text": "t", "label": "great"},
+        {"image": "img/c.jpg", "text": "t", "label": "great"},  # the deprecated name
         {"image": "img/missing.jpg", "text": "t"},
         {"image": "img/c.jpg"},
     ]
@@ -131,7 +131,7 @@ def test_own_jsonl_with_relative_paths_and_the_rule(own_folder):
     path.write_text("\n".join(lines) + "\n")
     source = read_source(path)
     assert source.kind == "own" and source.rows == 9
-    assert [(r.id, r.text, r.label) for r in source.records] == [
+    assert [(r.id, r.text, r.multimodal_label) for r in source.records] == [
         ("1", "hi", "positive"), ("x", "t", "negative"), ("3", "unlabelled", None)]
     assert source.records[0].image == str(own_folder / "img" / "a.jpg")
     assert reasons(source) == {("4", "conflict"), ("5", "unknown_label"), ("6", "missing_image"),
@@ -146,7 +146,7 @@ def test_own_csv_and_its_errors(own_folder):
                     "img/b.jpg,b,,\n"
                     "img/c.jpg,c,negative\n")
     source = read_source(path)
-    assert [(r.id, r.text, r.text_label, r.label) for r in source.records] == [
+    assert [(r.id, r.text, r.text_label, r.multimodal_label) for r in source.records] == [
         ("2", "a, quoted", "positive", "positive"), ("3", "b", None, None)]
     assert reasons(source) == {(None, "malformed_line")}
     (own_folder / "bad.csv").write_text("picture,text\nimg/a.jpg,a\n")
@@ -160,7 +160,8 @@ def test_own_csv_and_its_errors(own_folder):
 def test_hf_dataset_with_paths_or_decoded_images(make_release):
     records = read_source(make_release([("1", "positive,neutral")])).records
     dataset = to_hf_dataset(records)
-    assert dataset.column_names == ["id", "text", "image", "text_label", "image_label", "label"]
-    assert dataset[0]["image"] == records[0].image and dataset[0]["label"] == "positive"
+    assert dataset.column_names == ["id", "text", "image", "text_label", "image_label",
+                                    "multimodal_label"]
+    assert dataset[0]["image"] == records[0].image and dataset[0]["multimodal_label"] == "positive"
     decoded = to_hf_dataset(records, decode_images=True)
     assert decoded[0]["image"].size == (8, 6)

@@ -29,7 +29,7 @@ def single(shared_data):
 
 
 def by_part(parts):
-    return {name: {r.id: r.label for r in records} for name, records in parts.items()}
+    return {name: {r.id: r.multimodal_label for r in records} for name, records in parts.items()}
 
 
 def test_check_reads_every_text_and_opens_every_image(shared_data, record_property):
@@ -130,7 +130,7 @@ def test_mvsa_multiple_statistics_from_the_label_file(shared_data):
     assert len(source.records) == sum(kept.values()) == 17027
     assert Counter(p.reason for p in source.problems) == dropped
     assert dropped == {"no_majority": 2231, "conflict": 342}
-    assert Counter(r.label for r in source.records) == kept
+    assert Counter(r.multimodal_label for r in source.records) == kept
     assert kept == {"positive": 11320, "neutral": 4408, "negative": 1299}
     # Cheema's list lacks two pairs the rule keeps, CLMLF's one more.
     for procedure, sizes, unused in (("cheema10", [13619, 1703, 1703], {"3910", "5995"}),

@@ -61,7 +61,8 @@ def test_records_without_gold_are_excluded_from_that_slot(tmp_path, tiny_llava,
     from llavac.data import load_split
 
     records = load_split(synthetic_release, procedure="random811").test[:5]
-    rows = [{"id": r.id, "image": r.image, "text": r.text, "label": r.label} for r in records]
+    rows = [{"id": r.id, "image": r.image, "text": r.text,
+             "multimodal_label": r.multimodal_label} for r in records]
     rows.append({"id": "nolabel", "image": records[0].image, "text": "no label here"})
     path = tmp_path / "own.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))

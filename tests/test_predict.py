@@ -315,7 +315,7 @@ def test_score_and_generate_agree_wherever_generate_parses(run, name, min_accura
     for s, g in parsed:
         for slot in classifier.fmt.slots:
             assert s.label(slot) == g.label(slot), (s.id, s.probabilities, g.answer)
-    accuracy = sum(s.multimodal_label == r.label for s, r in zip(scored, all_records,
+    accuracy = sum(s.multimodal_label == r.multimodal_label for s, r in zip(scored, all_records,
                                                                   strict=True))
     assert accuracy / len(all_records) > min_accuracy
 

@@ -18,8 +18,9 @@ from conftest import tiny_train_config
 from safetensors.torch import load_file
 
 from llavac.data import load_split
+from llavac.labels import slot_labels
 from llavac.models import is_prefix_lm, load_model, tiny_names
-from llavac.prompt import PromptFormat, record_labels
+from llavac.prompt import PromptFormat
 from llavac.train import LoraArgs, train
 from llavac.train.collator import IGNORE_INDEX, TrainCollator
 from llavac.train.recipe import make_trainable
@@ -42,7 +43,7 @@ def test_supervised_tokens_are_exactly_the_answer(name, variant, records):
     for row, record in enumerate(records):
         labels = batch["labels"][row]
         supervised = processor.tokenizer.decode(labels[labels != IGNORE_INDEX])
-        assert supervised.strip() == fmt.answer(record_labels(record)) + eos
+        assert supervised.strip() == fmt.answer(slot_labels(record)) + eos
         # Supervised tokens form one run at the end of the sequence: nothing of the prompt,
         # the image or the padding is trained on.
         positions = (labels != IGNORE_INDEX).nonzero().flatten()
@@ -59,7 +60,7 @@ def test_prefix_lm_answer_cannot_leak_into_the_prompt(records):
     other = {"negative": "positive", "neutral": "negative", "positive": "neutral"}
     changed = type(record)(**{**vars(record), "text_label": other[record.text_label],
                               "image_label": other[record.image_label],
-                              "label": other[record.label]})
+                              "multimodal_label": other[record.multimodal_label]})
     collator = TrainCollator(processor, PromptFormat(), prefix_lm=True)
     a, b = collator([record]), collator([changed])
     assert not torch.equal(a["labels"], b["labels"])

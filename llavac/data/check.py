@@ -15,7 +15,7 @@ from pathlib import Path
 from llavac.data.images import check_images
 from llavac.data.load import read_source
 from llavac.data.records import Problem, count_by_reason, count_labels, is_error
-from llavac.labels import LABELS
+from llavac.labels import LABELS, SLOT_FIELDS
 
 KIND_NAMES = {"mvsa_single": "MVSA-Single release", "mvsa_multiple": "MVSA-Multiple release",
               "own": "own-data file"}
@@ -88,9 +88,7 @@ def check_path(path: str | Path) -> Report:
     report.kind, report.rows, report.kept = source.kind, source.rows, len(records)
     report.dropped = count_by_reason(problems)
     report.labels = {
-        modality: count_labels(records, field_name)
-        for modality, field_name in (("text", "text_label"), ("image", "image_label"),
-                                     ("multimodal", "label"))
+        slot: count_labels(records, field_name) for slot, field_name in SLOT_FIELDS.items()
     }
     report.problems = [p for p in problems if is_error(p)] + extra
     report.encodings = source.encodings

@@ -27,6 +27,7 @@ from llavac.data.records import (
     count_by_reason,
     count_labels,
     is_error,
+    with_current_names,
 )
 from llavac.labels import normalize_label
 
@@ -190,6 +191,7 @@ def read_exported(
                     raise ValueError(f"needs {', '.join(REQUIRED)}")
             except (ValueError, AttributeError) as error:  # JSONDecodeError is a ValueError
                 raise ValueError(f"{part}:{number}: not a record ({error})") from error
+            row = with_current_names(row)
             record = {key: row.get(key) for key in names}
             for key in LABEL_FIELDS:
                 try:

@@ -105,7 +105,7 @@ def _apply_rule(source: Source) -> None:
     """Move the pairs without a multimodal label to ``rule_dropped``, each with its reason."""
     kept = []
     for record in source.records:
-        if record.label is not None:
+        if record.multimodal_label is not None:
             kept.append(record)
             continue
         if record.text_label is None or record.image_label is None:

@@ -1,7 +1,8 @@
 """Own data: a JSONL or CSV file of image + text pairs, with or without labels.
 
 Each row has ``image`` (a path relative to the file, or absolute) and ``text``, and any of
-``text_label``, ``image_label`` and ``label`` (the multimodal one). When only the two unimodal
+``text_label``, ``image_label`` and ``multimodal_label`` (``label``, its name before 0.2, is
+still read). When only the two unimodal
 labels are given, the multimodal label comes from the Xu & Mao rule, exactly as for MVSA.
 ``id`` is optional; without it a row is named by its line number in the file.
 """
@@ -14,12 +15,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from llavac.data.records import Problem, Record, Source, collect
+from llavac.data.records import Problem, Record, Source, collect, with_current_names
 from llavac.data.text import decode_bytes
-from llavac.labels import normalize_label, xu_mao_rule
+from llavac.labels import SLOT_FIELDS, normalize_label, xu_mao_rule
 
 SUFFIXES = (".jsonl", ".csv")
-LABEL_FIELDS = ("text_label", "image_label", "label")
+LABEL_FIELDS = tuple(SLOT_FIELDS.values())
 
 
 def read_own(path: Path) -> Source:
@@ -62,6 +63,7 @@ def _csv_rows(text: str, path: Path) -> Iterator[tuple[int, dict | str]]:
 def _record(fields: dict | str, number: int, path: Path) -> Record | Problem:
     if isinstance(fields, str):
         return Problem(None, str(path), "malformed_line", f"line {number}: {fields}")
+    fields = with_current_names(fields)
     row_id = str(fields["id"]) if fields.get("id") not in (None, "") else str(number)
 
     def problem(reason: str, detail: str, file: Path = path) -> Problem:
@@ -81,9 +83,9 @@ def _record(fields: dict | str, number: int, path: Path) -> Record | Problem:
         }
     except ValueError as error:
         return problem("unknown_label", str(error))
-    if labels["label"] is None and labels["text_label"] and labels["image_label"]:
-        labels["label"] = xu_mao_rule(labels["text_label"], labels["image_label"])
-        if labels["label"] is None:
+    if labels["multimodal_label"] is None and labels["text_label"] and labels["image_label"]:
+        labels["multimodal_label"] = xu_mao_rule(labels["text_label"], labels["image_label"])
+        if labels["multimodal_label"] is None:
             pair = f"text {labels['text_label']}, image {labels['image_label']}"
             return problem("conflict", pair)
     return Record(row_id, str(fields["text"]).strip(), str(image), **labels)

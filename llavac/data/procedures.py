@@ -8,11 +8,12 @@ The names are the command line's contract and follow the LLaVAC paper:
 - ``qmf`` (P3): QMF's published split of the pairs whose text and image labels agree.
 - ``none``: every kept pair in test, for evaluating own data.
 
-For a published split the record keeps the release's text and image labels, but its ``label``
-is the published multimodal label: the paper evaluates against the published splits, so that
-label wins where it differs from the rule's. Each difference is a ``label_mismatch`` note (a
-differing published text or image label a ``text_label_mismatch`` / ``image_label_mismatch``),
-counted in the manifest; on the MVSA releases here there are none.
+For a published split the record keeps the release's text and image labels, but its
+``multimodal_label`` is the published one: the paper evaluates against the published splits,
+so that label wins where it differs from the rule's. Each difference is a
+``multimodal_label_mismatch`` note (a differing published text or image label a
+``text_label_mismatch`` / ``image_label_mismatch``), counted in the manifest; on the MVSA
+releases here there are none.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from llavac.data.published import load_published
 from llavac.data.records import Problem, Record, Source
+from llavac.labels import SLOT_FIELDS
 
 PROCEDURES = ("cheema10", "random811", "clmlf", "qmf", "none")
 PUBLISHED = ("cheema10", "clmlf", "qmf")
@@ -87,13 +89,13 @@ def _published_split(
                 notes.append(Problem(row_id, file, "not_in_release", f"{procedure}: {why}"))
                 continue
             entry = published.entries[row_id]
-            for field in ("label", "text_label", "image_label"):
+            for field in SLOT_FIELDS.values():
                 ours, theirs = getattr(record, field), getattr(entry, field)
                 if theirs is not None and ours != theirs:
-                    kept = "published" if field == "label" else "release"
+                    kept = "published" if field == "multimodal_label" else "release"
                     detail = f"{field}: release {ours}, published {theirs} ({kept} kept)"
                     notes.append(Problem(row_id, file, f"{field}_mismatch", detail))
-            parts[name].append(dataclasses.replace(record, label=entry.label))
+            parts[name].append(dataclasses.replace(record, multimodal_label=entry.multimodal_label))
     used = {row_id for part_ids in ids.values() for row_id in part_ids}
     notes += [
         Problem(record.id, file, "not_in_split", f"not in the published {procedure} split")

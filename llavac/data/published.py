@@ -27,7 +27,7 @@ COLUMNS = ("id", "label", "text_label", "image_label", "parts")
 
 @dataclass(frozen=True)
 class Entry:
-    label: str  # the published multimodal label
+    multimodal_label: str  # the published one
     text_label: str | None  # published only by cheema10
     image_label: str | None
     parts: str  # one letter of PART_LETTERS (or "-") per fold
@@ -129,7 +129,7 @@ def write_shipped(published: Published, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = ["\t".join(COLUMNS)] + [
-        "\t".join((row_id, e.label, e.text_label or "", e.image_label or "", e.parts))
+        "\t".join((row_id, e.multimodal_label, e.text_label or "", e.image_label or "", e.parts))
         for row_id, e in published.entries.items()
     ]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llavac.labels import LABELS
+from llavac.labels import LABELS, SLOT_FIELDS
 
 
 @dataclass
@@ -24,10 +24,24 @@ class Record:
     image: str  # absolute path to the image file
     text_label: str | None = None
     image_label: str | None = None
-    label: str | None = None  # the multimodal label
+    multimodal_label: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
+
+
+# Field names of older files that still read: ``label`` was the multimodal label's name
+# before 0.2 (own-data files and exported splits). Deprecated; written files use the new one.
+DEPRECATED_FIELDS = {"label": "multimodal_label"}
+
+
+def with_current_names(row: dict) -> dict:
+    """``row`` with deprecated field names renamed, unless the new name is present too."""
+    row = dict(row)
+    for old, new in DEPRECATED_FIELDS.items():
+        if old in row and new not in row:
+            row[new] = row.pop(old)
+    return row
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,7 @@ class Problem:
 RULE_DROPS = frozenset({"conflict", "no_majority"})
 # Reasons a split records without anything being wrong: a kept pair the published split does not
 # use, and a published label that differs from the release's (the published one is used).
-MISMATCHES = frozenset({"label_mismatch", "text_label_mismatch", "image_label_mismatch"})
+MISMATCHES = frozenset(f"{field}_mismatch" for field in SLOT_FIELDS.values())
 SPLIT_NOTES = frozenset({"not_in_split"}) | MISMATCHES
 
 
@@ -65,7 +79,7 @@ class Split:
         return {name: records for name, records in named.items() if records}
 
 
-def count_labels(records: list[Record], field_name: str = "label") -> dict[str, int]:
+def count_labels(records: list[Record], field_name: str = "multimodal_label") -> dict[str, int]:
     """Records per label of ``field_name`` in ``LABELS`` order, then ``unlabelled`` if any."""
     counts = Counter(getattr(record, field_name) or "unlabelled" for record in records)
     return {label: counts.pop(label, 0) for label in LABELS} | dict(counts)

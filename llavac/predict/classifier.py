@@ -18,6 +18,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from llavac.labels import SLOT_FIELDS
 from llavac.models import load_model, model_info, resolve_dtype
 from llavac.predict.batching import encode_prompts
 from llavac.predict.generation import answer_token_budget, generate_answers
@@ -45,8 +46,7 @@ class Prediction:
     answer: str | None = None
 
     def label(self, slot: str) -> str | None:
-        return {"text": self.text_label, "image": self.image_label,
-                "multimodal": self.multimodal_label}[slot]
+        return getattr(self, SLOT_FIELDS[slot])
 
     @property
     def unparseable(self) -> bool:
@@ -56,7 +56,7 @@ class Prediction:
     @classmethod
     def from_labels(cls, id: str, labels: dict[str, str] | None, **extra) -> Prediction:
         labels = labels or {}
-        return cls(id, labels.get("text"), labels.get("image"), labels.get("multimodal"),
+        return cls(id, **{field: labels.get(slot) for slot, field in SLOT_FIELDS.items()},
                    **extra)
 
     def to_json(self) -> str:

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from llavac.labels import LABELS
+from llavac.labels import LABELS, SLOT_FIELDS
 from llavac.serve.batcher import MicroBatcher
 from llavac.serve.inputs import (
     ApiError,
@@ -65,9 +65,7 @@ def prediction_json(prediction) -> dict:
     a generated answer did not parse), the class probabilities per slot (``method="score"``)
     and the generated answer (``method="generate"``)."""
     return {
-        "text_label": prediction.text_label,
-        "image_label": prediction.image_label,
-        "multimodal_label": prediction.multimodal_label,
+        **{field: prediction.label(slot) for slot, field in SLOT_FIELDS.items()},
         "probabilities": prediction.probabilities or {},
         "answer": getattr(prediction, "answer", None),
     }

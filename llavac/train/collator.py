@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from llavac.data import Record, open_rgb
-from llavac.prompt import PromptFormat, record_labels, render
+from llavac.labels import slot_labels
+from llavac.prompt import PromptFormat, render
 
 IGNORE_INDEX = -100
 
@@ -35,7 +36,7 @@ class TrainCollator:
     def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
         # One image list per prompt: the nested form is the one every family accepts.
         images = [[open_rgb(record.image)] for record in records]
-        answers = [self.fmt.answer(record_labels(record)) for record in records]
+        answers = [self.fmt.answer(slot_labels(record)) for record in records]
         if self.prefix_lm:
             batch = self._prefix_lm_batch(records, images, answers)
         else:

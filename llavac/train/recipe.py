@@ -34,6 +34,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from llavac.config import save_config
 from llavac.data import load_split
+from llavac.labels import slot_labels
 from llavac.models import (
     is_prefix_lm,
     language_model_linear_names,
@@ -41,7 +42,7 @@ from llavac.models import (
     model_info,
     projector_module_names,
 )
-from llavac.prompt import PromptFormat, record_labels
+from llavac.prompt import PromptFormat
 from llavac.runinfo import write_run_files
 from llavac.train.args import LoraArgs, TrainConfig
 from llavac.train.collator import TrainCollator
@@ -115,7 +116,7 @@ def is_finished(output: Path) -> bool:
 
 def require_labels(records, fmt: PromptFormat, source) -> None:
     """Every training record needs the labels its prompt's answer names."""
-    missing = [r.id for r in records if any(record_labels(r)[slot] is None for slot in fmt.slots)]
+    missing = [r.id for r in records if any(slot_labels(r)[slot] is None for slot in fmt.slots)]
     if missing:
         hint = " (or train.prompt=multimodal-only)" if fmt.slots != ("multimodal",) else ""
         raise ValueError(
