@@ -88,8 +88,9 @@ def steady(spans: list[float], ends: list[float], skip: int) -> tuple[float, flo
 
 
 def config_for(model_dir: Path, release: Path, output: Path, steps: int, batch: int):
-    from llavac.train import TrainConfig
     from llavac.train.args import DataArgs, LoraArgs, ModelArgs, TrainArgs
+
+    from llavac.train import TrainConfig
 
     return TrainConfig(
         model=ModelArgs(name=str(model_dir), dtype="float32"),
@@ -123,12 +124,12 @@ def run_project(config, steps: int, skip: int, profile: bool = False) -> dict:
 
 def prepare_bare(model_dir: Path, release: Path, steps: int, batch: int):
     """Model, optimizer and ``steps`` pre-collated batches, set up as the recipe sets them."""
+    from llavac.train.args import LoraArgs, TrainArgs
     from transformers import set_seed
 
     from llavac.data import load_split
     from llavac.models import load_model
     from llavac.prompt import PromptFormat
-    from llavac.train.args import LoraArgs, TrainArgs
     from llavac.train.collator import TrainCollator
     from llavac.train.recipe import make_trainable, split_projector_groups
 

@@ -121,6 +121,7 @@ def train_phase(model, batches, device, autocast, steps: int, warmup: int, check
                 counts, image_tokens: int, peak) -> dict:
     """Warm-up + timed LoRA steps on pre-collated ``batches`` (cycled)."""
     from llavac.train.args import LoraArgs, TrainArgs
+
     from llavac.train.recipe import split_projector_groups
 
     args, lora = TrainArgs(), LoraArgs()
@@ -215,12 +216,13 @@ def main(argv=None) -> int:
     peak = peak_tflops(name, args.peak_tflops) if device.type == "cuda" else None
     print(f"device: {name}; peak bf16 {peak or 'unknown'} TFLOPS; torch {torch.__version__}")
 
+    from llavac.train.args import LoraArgs, TrainArgs
+
     from llavac.models import build_tiny
     from llavac.predict import Classifier
     from llavac.predict.batching import encode_prompts
     from llavac.predict.generation import generate_answers
     from llavac.prompt import PromptFormat
-    from llavac.train.args import LoraArgs, TrainArgs
     from llavac.train.collator import TrainCollator
     from llavac.train.recipe import make_trainable
 

@@ -1,7 +1,10 @@
-"""The ``llavac`` command line: parses arguments and calls the library, nothing more.
+"""The ``llavac`` command line: parses arguments, calls the library, prints what it returns.
 
-Every subcommand is a thin shell over one library function, so the library is used from
-Python exactly as from the shell.
+Every command that runs a model takes ``--config`` (a YAML file or a preset name), its flags
+and ``section.key=value`` overrides, in that order of precedence. Each command's flags are one
+table below that maps a flag to its config key, so nothing is mapped twice and ``--help``
+names the key of every flag. The library functions take config objects and return results;
+printing stays here.
 """
 
 from __future__ import annotations
@@ -9,6 +12,55 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from llavac.args import EvalConfig, ExperimentConfig, PredictConfig, TrainConfig
+from llavac.config import Flag, add_config_arguments, config_from_args
+
+# -- flag tables: one per command, flag -> config key ------------------------------------------
+
+DATA_FLAGS = [
+    Flag("--data", "data.path", "exported split folder, MVSA release folder, or own-data file"),
+    Flag("--procedure", "data.procedure",
+         "with a release folder: cheema10 | random811 | clmlf | qmf | none"),
+    Flag("--fold", "data.fold", "cheema10 fold, 1..10"),
+    Flag("--split-seed", "data.split_seed", "random811 shuffle seed"),
+]
+CLASSIFIER_FLAGS = [
+    Flag("--model", "model.name", "base model: hub id, local folder or tiny-* name"),
+    Flag("--adapter", "model.adapter", "a training run folder or a peft adapter"),
+    Flag("--prompt", "model.prompt", "prompt variant: full | multimodal-only | a slot order"),
+    Flag("--dtype", "model.dtype", "float32 | bf16 | fp16 | auto"),
+    Flag("--device", "model.device", "cpu | cuda | cuda:0 ..."),
+]
+TRAIN_FLAGS = [
+    Flag("--model", "model.name", "hub id, local path or tiny-* name"),
+    *DATA_FLAGS,
+    Flag("--output", "train.output", "output folder"),
+    Flag("--method", "train.method", "lora | full"),
+    Flag("--max-steps", "train.max_steps", "stop after N optimizer steps"),
+    Flag("--save-steps", "train.save_steps", "checkpoint every N steps"),
+    Flag("--seed", "train.seed", "training seed (data order, dropout, LoRA init)"),
+]
+EVAL_FLAGS = [
+    *CLASSIFIER_FLAGS,
+    *DATA_FLAGS,
+    Flag("--part", "eval.part", "train | validation | test | all"),
+    Flag("--method", "eval.method", "score | generate"),
+    Flag("--batch-size", "eval.batch_size", "pairs per model call"),
+    Flag("--output", "eval.output", "output folder"),
+]
+PREDICT_FLAGS = [
+    *CLASSIFIER_FLAGS,
+    Flag("--image", "predict.image", "one image ..."),
+    Flag("--text", "predict.text", "... and its text"),
+    Flag("--input", "predict.input", "or an own-data JSONL / CSV file or exported split"),
+    Flag("--out", "predict.out", "write JSONL here instead of stdout"),
+    Flag("--method", "predict.method", "score | generate"),
+    Flag("--batch-size", "predict.batch_size", "pairs per model call"),
+]
+
+
+# -- commands ------------------------------------------------------------------------------------
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -22,67 +74,59 @@ def _data_check(args: argparse.Namespace) -> int:
 def _data_export(args: argparse.Namespace) -> int:
     from llavac.data.export import export_split
 
-    export_split(
-        args.path,
-        procedure=args.procedure,
-        fold=args.fold,
-        seed=args.seed,
-        splits_dir=args.splits,
-        out=args.out,
-        strict=args.strict,
-    )
+    export_split(args.path, procedure=args.procedure.lower(), fold=args.fold,
+                 seed=args.split_seed, splits_dir=args.splits, out=args.out, strict=args.strict)
     return 0
 
 
-def _overrides(args: argparse.Namespace, flags: dict) -> list[str]:
-    """The flags that were given, as ``key=value`` overrides; explicit overrides come last
-    and so win."""
-    return [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
-
-
 def _train(args: argparse.Namespace) -> int:
-    from llavac.config import load_config
-    from llavac.train import TrainConfig, train
+    from llavac.train import train
 
-    overrides = _overrides(args, {
-        "model.name": args.model, "data.path": args.data, "data.procedure": args.procedure,
-        "data.fold": args.fold, "train.output": args.output, "train.max_steps": args.max_steps,
-        "train.save_steps": args.save_steps, "train.seed": args.seed,
-    })
-    config = load_config(TrainConfig, args.config, overrides)
-    output = train(config, resume=args.resume)
-    print(f"trained: {output}")
+    config = config_from_args(TrainConfig, args, TRAIN_FLAGS)
+    print(f"trained: {train(config, resume=args.resume)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from llavac.evaluation import evaluate
+
+    config = config_from_args(EvalConfig, args, EVAL_FLAGS)
+    evaluate(config)
+    print((Path(config.eval.output) / "summary.md").read_text(encoding="utf-8"))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from llavac.predict import predict_command
+    from llavac.data import load_split, open_rgb
+    from llavac.predict import Classifier, write_predictions
 
-    return predict_command(model=args.model, adapter=args.adapter, image=args.image,
-                           text=args.text, input=args.input, method=args.method,
-                           batch_size=args.batch_size, out=args.out, prompt=args.prompt)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from llavac.config import load_config
-    from llavac.evaluate import EvalConfig, evaluate
-
-    overrides = _overrides(args, {
-        "model": args.model, "adapter": args.adapter, "data.path": args.data,
-        "data.procedure": args.procedure, "data.fold": args.fold, "output": args.output,
-        "method": args.method, "batch_size": args.batch_size, "part": args.part,
-    })
-    config = load_config(EvalConfig, args.config, overrides)
-    evaluate(config)
-    print((Path(config.output) / "summary.md").read_text(encoding="utf-8"))
+    config = config_from_args(PredictConfig, args, PREDICT_FLAGS)
+    job = config.predict
+    if (job.input is None) == (job.image is None or job.text is None):
+        raise ValueError("give either --image and --text, or --input FILE")
+    classifier = Classifier.from_args(config.model)
+    if job.input is not None:
+        records = [r for part in load_split(job.input).parts().values() for r in part]
+        predictions = classifier.predict(records, job.method, job.batch_size, job.progress)
+    else:
+        predictions = classifier.classify([(open_rgb(job.image), job.text)], job.method)
+        predictions[0].id = Path(job.image).name
+    if job.out is not None:
+        write_predictions(predictions, job.out)
+        print(f"wrote {len(predictions)} predictions to {job.out}", file=sys.stderr)
+    else:
+        for prediction in predictions:
+            print(prediction.to_json())
+    if job.method == "generate":
+        unparseable = sum(prediction.unparseable for prediction in predictions)
+        print(f"unparseable answers: {unparseable} of {len(predictions)}", file=sys.stderr)
     return 0
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from llavac.config import load_config
-    from llavac.experiment import ExperimentConfig, run_experiment
+    from llavac.experiment import run_experiment
 
-    run_experiment(load_config(ExperimentConfig, args.config, args.overrides))
+    run_experiment(config_from_args(ExperimentConfig, args, []))
     return 0
 
 
@@ -93,19 +137,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="exported split folder, release folder, or own-data file")
-    parser.add_argument("--procedure",
-                        help="with a release folder: cheema10 | random811 | clmlf | qmf")
-    parser.add_argument("--fold", type=int, help="cheema10 fold, 1..10")
+# -- the parser ----------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="llavac", description="LLaVAC: a vision-language model as a multimodal sentiment "
-        "classifier (text, image and multimodal labels).")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _config_command(commands, name: str, help: str, cls, flags: list[Flag], run):
+    parser = commands.add_parser(name, help=help, description=help)
+    add_config_arguments(parser, cls, flags)
+    parser.set_defaults(run=run)
+    return parser
 
+
+def _add_data_commands(commands) -> None:
     data = commands.add_parser("data", help="inspect and split MVSA releases or own data")
     data_commands = data.add_subparsers(dest="data_command", required=True)
 
@@ -117,58 +159,33 @@ def build_parser() -> argparse.ArgumentParser:
     export = data_commands.add_parser("export", help="write train / validation / test JSONL")
     export.add_argument("path", type=Path, help="MVSA release folder or own-data JSONL / CSV")
     export.add_argument("--procedure", required=True,
-                        help="cheema10 | random811 | clmlf | qmf | none (own data as one test set)")
+                        help="cheema10 | random811 | clmlf | qmf | none (own data, one part)")
     export.add_argument("--fold", type=int, default=None, help="cheema10 fold, 1..10")
-    export.add_argument("--seed", type=int, default=0, help="random811 split seed")
+    export.add_argument("--split-seed", "--seed", dest="split_seed", type=int, default=0,
+                        help="random811 shuffle seed (--seed is its deprecated name)")
     export.add_argument("--splits", type=Path, default=None,
                         help="read the original published split files from DIR")
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--strict", action="store_true", help="a bad record is fatal")
     export.set_defaults(run=_data_export)
 
-    fit = commands.add_parser("train", help="LoRA fine-tuning (the paper's recipe by default)")
-    fit.add_argument("--config", help="a YAML file or a preset name from llavac/configs")
-    fit.add_argument("--model", help="hub id, local path or tiny-* name")
-    _add_data_flags(fit)
-    fit.add_argument("--output", help="output folder")
-    fit.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    fit.add_argument("--save-steps", type=int, help="checkpoint every N steps")
-    fit.add_argument("--seed", type=int, help="training seed")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llavac", description="LLaVAC: a vision-language model as a multimodal sentiment "
+        "classifier (text, image and multimodal labels).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(commands)
+
+    fit = _config_command(commands, "train", "LoRA fine-tuning (the paper's recipe by default)",
+                          TrainConfig, TRAIN_FLAGS, _train)
     fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    fit.add_argument("overrides", nargs="*", metavar="key=value",
-                     help="config overrides, e.g. train.lr=1e-4 lora.r=64")
-    fit.set_defaults(run=_train)
-
-    predict = commands.add_parser("predict", help="label image + text pairs")
-    predict.add_argument("--model", help="base model (optional with a training-run --adapter)")
-    predict.add_argument("--adapter", help="a training-run folder or a peft adapter")
-    predict.add_argument("--image", help="one image ...")
-    predict.add_argument("--text", help="... and its text")
-    predict.add_argument("--input", help="or an own-data JSONL / CSV file or exported split")
-    predict.add_argument("--method", default="score", choices=["score", "generate"],
-                         help="score the label candidates (default) or generate and parse")
-    predict.add_argument("--batch-size", type=int, default=16)
-    predict.add_argument("--prompt", help="prompt variant (default: the run's, else full)")
-    predict.add_argument("--out", help="write JSONL here instead of stdout")
-    predict.set_defaults(run=_predict)
-
-    evaluation = commands.add_parser("evaluate", help="metrics, predictions and plots")
-    evaluation.add_argument("--config", help="a YAML file of llavac.evaluate.EvalConfig")
-    evaluation.add_argument("--model", help="base model; zero-shot without --adapter")
-    evaluation.add_argument("--adapter", help="a training-run folder or a peft adapter")
-    _add_data_flags(evaluation)
-    evaluation.add_argument("--part", help="train | validation | test (default test)")
-    evaluation.add_argument("--method", choices=["score", "generate"])
-    evaluation.add_argument("--batch-size", type=int)
-    evaluation.add_argument("--output", help="output folder")
-    evaluation.add_argument("overrides", nargs="*", metavar="key=value")
-    evaluation.set_defaults(run=_evaluate)
-
-    experiment = commands.add_parser("experiment", help="train + evaluate procedures x folds "
-                                     "x seeds; results.csv and the paper-shaped table")
-    experiment.add_argument("--config", required=True, help="a YAML file or preset name")
-    experiment.add_argument("overrides", nargs="*", metavar="key=value")
-    experiment.set_defaults(run=_experiment)
+    _config_command(commands, "predict", "label image + text pairs", PredictConfig,
+                    PREDICT_FLAGS, _predict)
+    _config_command(commands, "evaluate", "metrics, predictions and plots on one split part",
+                    EvalConfig, EVAL_FLAGS, _evaluate)
+    _config_command(commands, "experiment", "train + evaluate procedures x folds x seeds; "
+                    "results.csv and the paper-shaped table", ExperimentConfig, [], _experiment)
 
     demo = commands.add_parser("demo", help="the whole pipeline on a synthetic release")
     demo.add_argument("--output", default="runs/demo")

@@ -8,11 +8,14 @@ that a run can be repeated from its output folder alone.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
 import types
 import typing
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,11 +25,38 @@ C = TypeVar("C")
 
 
 def _field_types(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The dataclass fields of ``cls`` and their types (class variables are not config)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+# Keys renamed since 0.1 that still read, with a warning saying the new name.
+DEPRECATED_KEYS = {"lora.method": "train.method"}
+
+
+def _current_key(dotted: str) -> str:
+    new = DEPRECATED_KEYS.get(dotted)
+    if new is None:
+        return dotted
+    warnings.warn(f"config key {dotted!r} is deprecated: use {new!r}", FutureWarning,
+                  stacklevel=3)
+    return new
+
+
+def _renamed(values: dict) -> dict:
+    """A nested config mapping with deprecated keys moved to their new place."""
+    values = {section: dict(v) if isinstance(v, dict) else v for section, v in values.items()}
+    for old in DEPRECATED_KEYS:
+        section, key = old.split(".")
+        if isinstance(values.get(section), dict) and key in values[section]:
+            new_section, new_key = _current_key(old).split(".")
+            value = values[section].pop(key)
+            values.setdefault(new_section, {}).setdefault(new_key, value)
+    return values
 
 
 def from_dict(cls: type[C], values: dict, where: str = "") -> C:
@@ -99,6 +129,7 @@ def apply_overrides(config: C, overrides: list[str]) -> C:
         if "=" not in override:
             raise ValueError(f"override {override!r} is not of the form section.key=value")
         dotted, text = override.split("=", 1)
+        dotted = _current_key(dotted)
         *sections, key = dotted.split(".")
         config = _replace_path(config, sections, key, text, dotted)
     return config
@@ -139,7 +170,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config file must hold a mapping of sections")
-    return apply_overrides(from_dict(cls, values), list(overrides))
+    return apply_overrides(from_dict(cls, _renamed(values)), list(overrides))
 
 
 def to_dict(config) -> dict:
@@ -155,3 +186,74 @@ def config_hash(*configs) -> str:
     dicts = [c if isinstance(c, dict) else to_dict(c) for c in configs]
     blob = json.dumps(dicts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# -- the command line: flags and key=value overrides of one config ---------------------------
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that sets one config key (``--model`` -> ``model.name``)."""
+
+    option: str
+    key: str
+    help: str = ""
+
+
+def _key_type_and_default(cls, dotted: str):
+    node_cls, node = cls, cls()
+    *sections, key = dotted.split(".")
+    for section in sections:
+        node_cls, node = _field_types(node_cls)[section], getattr(node, section)
+    return _field_types(node_cls)[key], getattr(node, key)
+
+
+def config_keys(cls, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every ``section.key`` of ``cls`` with its default, in declaration order."""
+    keys = []
+    instance = cls()
+    for name, tp in _field_types(cls).items():
+        if _is_dataclass_type(tp):
+            keys += [(f"{name}.{k}", v) for k, v in config_keys(tp)]
+        else:
+            keys.append((prefix + name, getattr(instance, name)))
+    return keys
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls, flags: list[Flag]) -> None:
+    """``--config``, one option per flag and the ``key=value`` overrides of ``cls``.
+
+    A flag left out sets nothing, so the preset's value (or the default) stands; the help of
+    each flag names its config key and default, and the epilog lists every key.
+    """
+    parser.add_argument("--config", metavar="YAML",
+                        help="a YAML file, or the name of a preset in llavac/configs")
+    for flag in flags:
+        tp, default = _key_type_and_default(cls, flag.key)
+        shown = f"{flag.help} [{flag.key}, default: {default}]".lstrip()
+        if tp is bool:
+            parser.add_argument(flag.option, action="store_const", const="true", default=None,
+                                help=shown)
+        else:
+            parser.add_argument(flag.option, default=None, help=shown)
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="any config key below, e.g. train.lr=1e-4")
+    listed = "\n".join(f"  {key}={default}" for key, default in config_keys(cls))
+    parser.epilog = f"config keys (key=value, defaults shown):\n{listed}"
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, flags: list[Flag]) -> C:
+    """The config of a parsed command line: defaults, ``--config``, flags, then overrides.
+
+    A bad flag value is an error naming the flag as well as its key.
+    """
+    config = load_config(cls, args.config)
+    for flag in flags:
+        value = getattr(args, flag.option.lstrip("-").replace("-", "_"))
+        if value is not None:
+            try:
+                config = apply_overrides(config, [f"{flag.key}={value}"])
+            except ValueError as error:
+                raise ValueError(f"{flag.option}: {error}") from None
+    return apply_overrides(config, args.overrides)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from llavac.args import ClassifierArgs, DataArgs, EvalArgs, EvalConfig, TrainConfig
 from llavac.config import load_config
 from llavac.data.export import export_split
-from llavac.evaluate import EvalConfig, evaluate
+from llavac.evaluation import evaluate
 from llavac.models import is_tiny_name
 from llavac.synthetic import write_synthetic_release
-from llavac.train import DataArgs, TrainConfig, train
+from llavac.train import train
 
 
 def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
@@ -38,13 +39,15 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
         f"model.name={model}", f"data.path={output / 'split'}", "data.procedure=null",
         f"train.output={output / 'train'}", *overrides,
     ])
-    print(f"\n== train: {model} ({config.lora.method}) -> {config.train.output}")
+    print(f"\n== train: {model} ({config.train.method}) -> {config.train.output}")
     train(config)
 
     print("\n== evaluate: test split")
-    metrics = evaluate(EvalConfig(adapter=str(output / "train"),
-                                  data=DataArgs(path=str(output / "split")),
-                                  output=str(output / "eval"), progress=config.train.progress))
+    metrics = evaluate(EvalConfig(
+        model=ClassifierArgs(adapter=str(output / "train")),
+        data=DataArgs(path=str(output / "split")),
+        eval=EvalArgs(output=str(output / "eval"), progress=config.train.progress),
+    ))
     minutes = (time.perf_counter() - start) / 60
     print("\n" + (output / "eval" / "summary.md").read_text(encoding="utf-8"))
     print(f"Done in {minutes:.1f} min. Artifacts:")

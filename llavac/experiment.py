@@ -18,7 +18,7 @@ import dataclasses
 import json
 import shutil
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,10 +26,17 @@ import torch
 import yaml
 from accelerate import PartialState
 
+from llavac.args import (
+    ClassifierArgs,
+    EvalArgs,
+    EvalConfig,
+    ExperimentArgs,
+    ExperimentConfig,
+    TrainConfig,
+)
 from llavac.config import config_hash, save_config, to_dict
-from llavac.evaluate import EvalConfig, evaluate
+from llavac.evaluation import evaluate
 from llavac.train import train
-from llavac.train.args import TrainConfig
 from llavac.train.recipe import is_finished
 
 # LLaVAC (arXiv 2502.02938), MVSA-Single, multimodal label: accuracy / weighted F1 in %.
@@ -41,26 +48,6 @@ PAPER = {
 }
 RESULT_COLUMNS = ("run", "model", "procedure", "fold", "seed", "config_hash", "accuracy",
                   "weighted_f1", "macro_f1")
-
-
-@dataclass
-class ExperimentArgs:
-    """Which runs to make and how to evaluate them."""
-
-    output: str = "runs/experiment"
-    procedures: list[str] = field(default_factory=lambda: ["qmf"])
-    folds: list[int] = field(default_factory=lambda: list(range(1, 11)))  # cheema10 only
-    seeds: list[int] = field(default_factory=lambda: [0])  # training seed (+ random811 split)
-    method: str = "score"  # score | generate (the paper generates and parses)
-    batch_size: int = 16  # evaluation batch
-    part: str = "test"
-
-
-@dataclass
-class ExperimentConfig(TrainConfig):
-    """An experiment preset: the training config every run shares, plus which runs to make."""
-
-    experiment: ExperimentArgs = field(default_factory=ExperimentArgs)
 
 
 @dataclass(frozen=True)
@@ -95,9 +82,10 @@ def run_configs(config: ExperimentConfig, run: Run,
         train=dataclasses.replace(config.train, seed=run.seed, output=str(folder / "train")),
     )
     eval_config = EvalConfig(
-        adapter=str(folder / "train"), data=data, part=config.experiment.part,
-        output=str(folder / "eval"), method=config.experiment.method,
-        batch_size=config.experiment.batch_size, progress=config.train.progress,
+        model=ClassifierArgs(adapter=str(folder / "train")), data=data,
+        eval=EvalArgs(output=str(folder / "eval"), part=config.experiment.part,
+                      method=config.experiment.method, batch_size=config.experiment.batch_size,
+                      progress=config.train.progress),
     )
     return train_config, eval_config
 
@@ -134,8 +122,8 @@ def run_experiment(config: ExperimentConfig) -> Path:
         folder = output / "runs" / run.name
         train_config, eval_config = run_configs(config, run, folder)
         key = results_key(to_dict(train_config))
-        digest = digests[run.name] = config_hash(key, {"method": eval_config.method,
-                                                       "part": eval_config.part})
+        digest = digests[run.name] = config_hash(key, {"method": eval_config.eval.method,
+                                                       "part": eval_config.eval.part})
         if _finished_run(folder) == digest:
             print(f"[{index}/{len(runs)}] {run.name}: done before (config {digest}), skipped")
             continue

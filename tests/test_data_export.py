@@ -126,8 +126,12 @@ def test_export_writes_parts_and_manifest_and_loads_back(release, tmp_path, caps
     with pytest.raises(ValueError, match="holds a random811 split, not qmf"):
         load_split(out, "qmf")
     export_split(release, "none", out=out)  # the older parts must not linger
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test.jsonl"]
-    assert len(load_split(out).test) == 15
+    assert sorted(p.name for p in out.iterdir()) == ["all.jsonl", "manifest.json"]
+    assert len(load_split(out).all) == 15
+    # An export of 0.1 named procedure none's one part "test": it still reads as "all".
+    (out / "all.jsonl").rename(out / "test.jsonl")
+    old = load_split(out)
+    assert (len(old.all), old.test) == (15, [])
 
 
 def test_bad_records_are_skipped_or_fatal_with_strict(release, tmp_path):
@@ -142,13 +146,15 @@ def test_bad_records_are_skipped_or_fatal_with_strict(release, tmp_path):
                  "--out", str(tmp_path / "cli")]) == 2
 
 
-def test_own_data_defaults_to_one_test_set(tmp_path, image_file):
+def test_own_data_defaults_to_one_part_named_all(tmp_path, image_file):
     image_file(tmp_path / "a.jpg")
     (tmp_path / "own.csv").write_text("image,text,label\na.jpg,x,negative\na.jpg,y,\n")
     split = load_split(tmp_path / "own.csv")
-    assert (split.train, split.validation, ids(split.test)) == ([], [], ["2", "3"])
-    assert split.manifest["counts"] == {"test": {"total": 2, "negative": 1, "neutral": 0,
-                                                 "positive": 0, "unlabelled": 1}}
+    assert (split.train, split.test, ids(split.all)) == ([], [], ["2", "3"])
+    assert split.part(None, default="train") == split.part(None, default="test") == (
+        "all", split.all)
+    assert split.manifest["counts"] == {"all": {"total": 2, "negative": 1, "neutral": 0,
+                                                "positive": 0, "unlabelled": 1}}
 
 
 @pytest.mark.parametrize("procedure, fold, message", [

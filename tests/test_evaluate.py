@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from llavac.args import ClassifierArgs, DataArgs, EvalArgs, EvalConfig
 from llavac.config import load_config
-from llavac.evaluate import EvalConfig, evaluate
+from llavac.evaluation import evaluate
 from llavac.labels import LABELS
 from llavac.predict import Classifier
-from llavac.train.args import DataArgs
 
 SLOTS = ("text", "image", "multimodal")
 
@@ -22,8 +22,8 @@ def tiny_llava():
 
 
 def _config(tmp_path, data: DataArgs, **fields) -> EvalConfig:
-    return EvalConfig(model="tiny-llava", data=data, output=str(tmp_path / "eval"),
-                      dtype="float32", progress=False, **fields)
+    return EvalConfig(model=ClassifierArgs(name="tiny-llava", dtype="float32"), data=data,
+                      eval=EvalArgs(output=str(tmp_path / "eval"), progress=False, **fields))
 
 
 def test_zero_shot_generate_counts_unparseable_answers_as_wrong(
@@ -75,18 +75,18 @@ def test_records_without_gold_are_excluded_from_that_slot(tmp_path, tiny_llava,
 
 
 def test_unknown_part_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="part"):
-        evaluate(_config(tmp_path, DataArgs(path="unused"), part="dev"))
+    with pytest.raises(ValueError, match="eval.part: expected one of train, validation"):
+        _config(tmp_path, DataArgs(path="unused"), part="dev")
 
 
 def test_yaml_preset(tmp_path):
     preset = tmp_path / "eval.yaml"
-    preset.write_text("adapter: runs/x\ndata:\n  path: data/mvsa_single\n  procedure: qmf\n"
-                      "method: generate\n")
-    config = load_config(EvalConfig, preset, ["batch_size=4"])
-    assert (config.adapter, config.data.procedure, config.method, config.batch_size) == \
-           ("runs/x", "qmf", "generate", 4)
-    assert config.model is None  # taken from the adapter's run config at load time
+    preset.write_text("model:\n  adapter: runs/x\ndata:\n  path: data/mvsa_single\n"
+                      "  procedure: qmf\neval:\n  method: generate\n")
+    config = load_config(EvalConfig, preset, ["eval.batch_size=4"])
+    assert (config.model.adapter, config.data.procedure, config.eval.method,
+            config.eval.batch_size) == ("runs/x", "qmf", "generate", 4)
+    assert config.model.name is None  # taken from the adapter's run config at load time
 
 
 def test_real_qmf_test_split(shared_data, tiny_llava, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llavac.metrics import UNPARSEABLE, plot_confusion, slot_metrics
+from llavac.evaluation.metrics import UNPARSEABLE, plot_confusion, slot_metrics
 
 NEG, NEU, POS = "negative", "neutral", "positive"
 

@@ -16,7 +16,7 @@ from llavac.models import (
     is_prefix_lm,
     language_model_linear_names,
     load_model,
-    model_info,
+    model_facts,
     projector_module_names,
     tiny_names,
 )
@@ -216,9 +216,9 @@ def test_lora_wraps_exactly_the_language_model_linears(tiny):
     assert attention_only and all(t.endswith(("q_proj", "v_proj")) for t in attention_only)
 
 
-def test_model_info(tiny):
+def test_model_facts(tiny):
     name, model, processor = tiny
-    info = model_info(model)
+    info = model_facts(model)
     assert info["name_or_path"] == name
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
     assert info["family"] == model.config.model_type
@@ -236,7 +236,7 @@ def test_dtype_and_attention_options_reach_the_tiny_model():
     model, _ = load_model("tiny-llava", dtype="bf16", attn_implementation="eager", device_map="cpu")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert model.config._attn_implementation == "eager"
-    assert model_info(model)["dtype"] == "bfloat16"
+    assert model_facts(model)["dtype"] == "bfloat16"
     with pytest.raises(ValueError, match="unknown dtype"):
         load_model("tiny-llava", dtype="int3")
 
@@ -253,7 +253,7 @@ def test_four_bit_quantises_the_language_model_but_not_the_projector():
     )
     for name in projector_module_names(model):
         assert not any(isinstance(m, bnb.nn.Linear4bit) for m in modules[name].modules())
-    assert model_info(model)["name_or_path"] == "tiny-llava"
+    assert model_facts(model)["name_or_path"] == "tiny-llava"
     batch = _inputs(processor, "great day").to(model.device)
     with torch.no_grad():
         assert torch.isfinite(model(**batch).logits).all()

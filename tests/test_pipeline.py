@@ -14,12 +14,13 @@ import time
 import pytest
 from conftest import tiny_train_config
 
+from llavac.args import ClassifierArgs, DataArgs, EvalArgs, EvalConfig, ExperimentConfig
 from llavac.cli import main
 from llavac.config import load_config
-from llavac.evaluate import EvalConfig, evaluate
-from llavac.experiment import ExperimentConfig, run_experiment
+from llavac.evaluation import evaluate
+from llavac.experiment import run_experiment
 from llavac.synthetic import write_synthetic_release
-from llavac.train import DataArgs, train
+from llavac.train import train
 
 
 def test_demo_trains_a_tiny_llava_that_needs_both_modalities(tmp_path, capsys):
@@ -61,10 +62,10 @@ def demo_sized_release(tmp_path_factory):
 def test_other_tiny_families_learn_the_task(name, demo_sized_release, tmp_path):
     run = train(tiny_train_config(demo_sized_release, tmp_path / "run", f"model.name={name}",
                                   "train.epochs=8"))
-    metrics = evaluate(EvalConfig(adapter=str(run), output=str(tmp_path / "eval"),
-                                  data=DataArgs(path=str(demo_sized_release),
-                                                procedure="random811"),
-                                  progress=False))
+    metrics = evaluate(EvalConfig(
+        model=ClassifierArgs(adapter=str(run)),
+        data=DataArgs(path=str(demo_sized_release), procedure="random811"),
+        eval=EvalArgs(output=str(tmp_path / "eval"), progress=False)))
     assert metrics["slots"]["multimodal"]["accuracy"] >= 0.9, metrics["slots"]["multimodal"]
 
 
@@ -95,7 +96,7 @@ def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_
 def test_one_epoch_on_the_real_qmf_train_split(shared_data, tmp_path):
     start = time.perf_counter()
     run = train(tiny_train_config(shared_data / "mvsa_single", tmp_path / "run",
-                                  "data.procedure=qmf", "train.epochs=1", "lora.method=lora"))
+                                  "data.procedure=qmf", "train.epochs=1", "train.method=lora"))
     manifest = json.loads((run / "manifest.json").read_text())
     print(f"one epoch on {manifest['train_records']} real pairs: "
           f"{time.perf_counter() - start:.0f} s")

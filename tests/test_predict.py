@@ -12,11 +12,12 @@ import torch
 from conftest import tiny_train_config
 from PIL import Image
 
+from llavac.cli import main
 from llavac.config import save_config
 from llavac.data import load_split
 from llavac.labels import LABELS
 from llavac.models import is_prefix_lm, load_model, tiny_names
-from llavac.predict import Classifier, Prediction, predict_command, write_predictions
+from llavac.predict import Classifier, Prediction, write_predictions
 from llavac.predict.batching import encode_prompts
 from llavac.prompt import PromptFormat
 from llavac.train import TrainConfig, train
@@ -278,7 +279,7 @@ def _train_full(synthetic_release, tmp_path_factory, name: str):
     """``name`` fully fine-tuned on the synthetic task (300 steps, ~10-25 s on 2 CPUs)."""
     output = tmp_path_factory.mktemp(name) / "run"
     config = tiny_train_config(synthetic_release, output, f"model.name={name}",
-                               "train.max_steps=300", "lora.method=full",
+                               "train.max_steps=300", "train.method=full",
                                "train.save_steps=100000", "train.logging_steps=1000")
     return train(config)
 
@@ -355,23 +356,23 @@ def test_lora_run_folder_restores_seed_and_prompt(tmp_path, all_records):
     assert bare.source["adapter"] == str(tmp_path / "adapter") and bare.fmt.name == "full"
 
 
-def test_predict_command_file_and_single_pair(trained_run, all_records, tmp_path, capsys):
+def test_predict_cli_file_and_single_pair(trained_run, all_records, tmp_path, capsys):
     records = all_records[:3]
     lines = [json.dumps({"id": r.id, "image": r.image, "text": r.text}) for r in records]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "pred.jsonl"
-    assert predict_command(None, str(trained_run), None, None, str(tmp_path / "in.jsonl"),
-                           method="generate", batch_size=2, out=str(out)) == 0
+    assert main(["predict", "--adapter", str(trained_run), "--input", str(tmp_path / "in.jsonl"),
+                 "--method", "generate", "--batch-size", "2", "--out", str(out)]) == 0
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["id"] for p in written] == [r.id for r in records]
     assert "unparseable answers:" in capsys.readouterr().err
 
-    assert predict_command(None, str(trained_run), records[0].image, records[0].text,
-                           None) == 0
+    assert main(["predict", "--adapter", str(trained_run), "--image", records[0].image,
+                 "--text", records[0].text]) == 0
     (single,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert single["multimodal_label"] in LABELS and "probabilities" in single
-    with pytest.raises(ValueError, match="either"):
-        predict_command("tiny-llava", None, None, "text only", None)
+    assert main(["predict", "--model", "tiny-llava", "--text", "text only"]) == 2
+    assert "give either --image and --text, or --input" in capsys.readouterr().err
 
 
 def test_scoring_refuses_what_its_tree_mask_cannot_do():

@@ -85,7 +85,7 @@ def test_what_is_trained(name):
     assert not any("vision" in n for n in trained)
     assert any("modules_to_save" in n for n in trained)
 
-    full = make_trainable(load_model(name)[0], LoraArgs(method="full"))
+    full = make_trainable(load_model(name)[0], LoraArgs(), "full")
     frozen = {n for n, p in full.named_parameters() if not p.requires_grad}
     assert frozen and all("vision" in n for n in frozen)
 
@@ -104,7 +104,7 @@ GOLDEN_LORA_LOSSES = [6.910937, 6.882635, 6.750040, 6.638770]
 def test_golden_losses_and_run_artifacts(synthetic_release, tmp_path):
     """The paper's recipe (LoRA + projector) on the tiny LLaVA: exact first losses for seed 0
     and every artifact a run must leave."""
-    config = tiny_train_config(synthetic_release, tmp_path / "run", "lora.method=lora",
+    config = tiny_train_config(synthetic_release, tmp_path / "run", "train.method=lora",
                                "lora.projector_lr=2e-5", "train.lr=2e-3", "train.max_steps=4",
                                "train.logging_steps=1", "train.batch_size=4")
     output = train(config)
@@ -170,7 +170,7 @@ KILL_AT_FIRST_SAVE = textwrap.dedent("""
     train(tiny_train_config(*sys.argv[1:3], *sys.argv[3:]), callbacks=[Kill()])
 """)
 
-RESUME_OVERRIDES = ("lora.method=lora", "lora.dropout=0.05", "train.max_steps=8",
+RESUME_OVERRIDES = ("train.method=lora", "lora.dropout=0.05", "train.max_steps=8",
                     "train.save_steps=4", "train.batch_size=4", "train.logging_steps=1")
 
 
@@ -209,7 +209,7 @@ SAVE_RANK_WEIGHTS = textwrap.dedent("""
             weights = {{k: v.clone() for k, v in get_peft_model_state_dict(model).items()}}
             torch.save(weights, sys.argv[2] + f"/rank{{os.environ['RANK']}}.pt")
 
-    train(tiny_train_config(sys.argv[1], sys.argv[2], "lora.method=lora",
+    train(tiny_train_config(sys.argv[1], sys.argv[2], "train.method=lora",
                             "train.max_steps=3", "train.batch_size=2"),
           callbacks=[SaveRank()])
 """)
@@ -245,7 +245,7 @@ def test_projector_group_keeps_the_trainers_weight_decay_rules():
 
     from llavac.train.recipe import ProjectorLrTrainer
 
-    model = make_trainable(load_model("tiny-llava")[0], LoraArgs(method="full"))
+    model = make_trainable(load_model("tiny-llava")[0], LoraArgs(), "full")
     trainer = ProjectorLrTrainer(
         model=model, args=TrainingArguments("unused", learning_rate=1e-3, weight_decay=0.1,
                                             use_cpu=True, report_to="none"),

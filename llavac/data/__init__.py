@@ -2,6 +2,7 @@
 
     read_source(path)   -> Source   a release folder or own-data file, problems counted
     load_split(path, procedure=..., fold=..., seed=..., splits_dir=..., strict=...) -> Split
+    load_data(DataArgs) -> Split    the same, from a config's data section
     open_rgb(path)      -> PIL image, the one place images are opened
     to_hf_dataset(records) -> datasets.Dataset
 
@@ -11,7 +12,7 @@
 
 from llavac.data.hf import to_hf_dataset
 from llavac.data.images import UnreadableImage, check_images, open_rgb
-from llavac.data.load import load_split, read_source
+from llavac.data.load import load_data, load_split, read_source
 from llavac.data.procedures import PROCEDURES
 from llavac.data.records import Problem, Record, Source, Split
 from llavac.data.text import decode_bytes, read_text
@@ -25,6 +26,7 @@ __all__ = [
     "UnreadableImage",
     "check_images",
     "decode_bytes",
+    "load_data",
     "load_split",
     "open_rgb",
     "read_source",

@@ -14,6 +14,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from llavac import __version__
+from llavac.args import DataArgs
 from llavac.data.images import check_images
 from llavac.data.mvsa import read_release
 from llavac.data.owndata import LABEL_FIELDS, read_own
@@ -32,9 +33,15 @@ from llavac.data.records import (
 from llavac.labels import normalize_label
 
 MANIFEST = "manifest.json"
-PART_NAMES = ("train", "validation", "test")
+PART_NAMES = ("train", "validation", "test", "all")
 REQUIRED = ("id", "text", "image")
 MAX_LISTED_PROBLEMS = 100  # the manifest lists this many errors; `llavac data check` lists all
+
+
+def load_data(args: DataArgs) -> Split:
+    """``load_split`` of a config's ``data`` section."""
+    return load_split(args.path, procedure=args.procedure, fold=args.fold,
+                      seed=args.split_seed, splits_dir=args.splits_dir, strict=args.strict)
 
 
 def read_source(path: str | Path) -> Source:
@@ -200,7 +207,9 @@ def read_exported(
                 except ValueError as error:
                     raise ValueError(f"{part}:{number}: {key}: {error}") from error
             parts[name].append(Record(**record))
-    return Split(parts["train"], parts["validation"], parts["test"], manifest=manifest)
+    if manifest.get("procedure") == "none" and parts["test"] and not parts["all"]:
+        parts["all"], parts["test"] = parts["test"], []  # exported by 0.1, which named it test
+    return Split(**parts, manifest=manifest)
 
 
 def _check_manifest(

@@ -6,7 +6,8 @@ The names are the command line's contract and follow the LLaVAC paper:
 - ``random811`` (P2): a seeded random 8:1:1 split of the pairs the Xu & Mao rule keeps.
 - ``clmlf``: CLMLF's published 8:1:1 split, the public instance of P2.
 - ``qmf`` (P3): QMF's published split of the pairs whose text and image labels agree.
-- ``none``: every kept pair in test, for evaluating own data.
+- ``none``: no split; every kept pair in one part named ``all`` (own data: train on it,
+  or evaluate on it).
 
 For a published split the record keeps the release's text and image labels, but its
 ``multimodal_label`` is the published one: the paper evaluates against the published splits,
@@ -32,8 +33,8 @@ Parts = dict[str, list[Record]]  # "train" / "validation" / "test" -> records
 
 
 def parts_of(procedure: str) -> tuple[str, ...]:
-    """The parts a procedure produces (``none`` has a test part only)."""
-    return ("test",) if procedure == "none" else ("train", "validation", "test")
+    """The parts a procedure produces (``none`` makes one part, ``all``)."""
+    return ("all",) if procedure == "none" else ("train", "validation", "test")
 
 
 def apply_procedure(
@@ -50,7 +51,7 @@ def apply_procedure(
     if (fold is not None) != (procedure == "cheema10"):
         raise ValueError("cheema10 needs --fold 1..10, and only cheema10 takes a fold")
     if procedure == "none":
-        return {"test": list(source.records)}, []
+        return {"all": list(source.records)}, []
     if procedure == "random811":
         return random_811(source.records, seed), []
     if source.kind == "own":

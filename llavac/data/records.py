@@ -68,15 +68,26 @@ def is_error(problem: Problem) -> bool:
 
 @dataclass
 class Split:
+    """The parts of a procedure: train / validation / test, or (procedure ``none``) ``all``."""
+
     train: list[Record]
     validation: list[Record]
     test: list[Record]
+    all: list[Record] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
 
     def parts(self) -> dict[str, list[Record]]:
-        """Non-empty parts by name, in the order train, validation, test."""
-        named = {"train": self.train, "validation": self.validation, "test": self.test}
+        """Non-empty parts by name, in the order train, validation, test, all."""
+        named = {"train": self.train, "validation": self.validation, "test": self.test,
+                 "all": self.all}
         return {name: records for name, records in named.items() if records}
+
+    def part(self, name: str | None, default: str) -> tuple[str, list[Record]]:
+        """``(name, records)`` of part ``name``; ``None`` means ``default`` (``train`` for
+        training, ``test`` for evaluation), or ``all`` when the split has only that part."""
+        if name is None:
+            name = "all" if self.all and not (self.train or self.test) else default
+        return name, getattr(self, name)
 
 
 def count_labels(records: list[Record], field_name: str = "multimodal_label") -> dict[str, int]:

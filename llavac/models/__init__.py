@@ -10,8 +10,8 @@ from llavac.models.introspect import (
     PROJECTOR_NAMES,
     is_prefix_lm,
     language_model_linear_names,
+    model_facts,
     model_family,
-    model_info,
     projector_module_names,
 )
 from llavac.models.tiny import build_tiny, is_tiny_name, tiny_names
@@ -29,7 +29,7 @@ __all__ = [
     "language_model_linear_names",
     "load_model",
     "model_family",
-    "model_info",
+    "model_facts",
     "projector_module_names",
     "resolve_dtype",
     "tiny_names",

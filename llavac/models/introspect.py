@@ -93,7 +93,7 @@ def model_family(model: nn.Module) -> str:
     return _unwrap(model).config.model_type
 
 
-def model_info(model: nn.Module) -> dict:
+def model_facts(model: nn.Module) -> dict:
     """Manifest facts about ``model``: family, parameter counts, origin, dtype.
 
     ``trainable_parameters`` reflects peft wrapping or freezing at the time of the call.

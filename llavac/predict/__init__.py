@@ -3,7 +3,7 @@
     Classifier.from_pretrained(model, adapter=None, prompt=None, dtype=None, device=None)
     Classifier.predict(records, method="score", batch_size=16) -> list[Prediction]
     Classifier.classify([(image, text), ...], method="score") -> list[Prediction]
-    predict_command(...)  # ``llavac predict``
+    Classifier.from_args(ClassifierArgs)  # the same, from a config's model section
 
 ``scoring`` explains why and how labels are scored, ``generation`` the paper's parse path,
 ``batching`` the prompt batches both share.
@@ -13,8 +13,7 @@ from llavac.predict.classifier import (
     METHODS,
     Classifier,
     Prediction,
-    predict_command,
     write_predictions,
 )
 
-__all__ = ["METHODS", "Classifier", "Prediction", "predict_command", "write_predictions"]
+__all__ = ["METHODS", "Classifier", "Prediction", "write_predictions"]

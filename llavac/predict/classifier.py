@@ -18,8 +18,9 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from llavac.args import ClassifierArgs
 from llavac.labels import SLOT_FIELDS
-from llavac.models import load_model, model_info, resolve_dtype
+from llavac.models import load_model, model_facts, resolve_dtype
 from llavac.predict.batching import encode_prompts
 from llavac.predict.generation import answer_token_budget, generate_answers
 from llavac.predict.scoring import LabelScorer
@@ -78,21 +79,81 @@ def write_predictions(predictions: Iterable[Prediction], path: str | Path) -> Pa
     return path
 
 
+@dataclass
+class _Run:
+    """What a classifier is loaded from: a base model and, optionally, trained weights."""
+
+    name: str  # the base model
+    weights: Path | None  # adapter/ or model/ of a run, or a bare peft adapter folder
+    config: dict  # the training run's config.yaml ({} for a bare adapter or none)
+
+    @property
+    def model(self) -> dict:
+        return self.config.get("model", {})
+
+    @property
+    def seed(self) -> int:
+        return self.model.get("seed", 0)
+
+    @property
+    def prompt(self) -> str:
+        return self.config.get("train", {}).get("prompt") or "full"
+
+    @classmethod
+    def resolve(cls, model: str | None, adapter: Path | None) -> _Run:
+        """The base model and weights for ``model`` and / or ``adapter``."""
+        weights, config = _read_run(adapter) if adapter is not None else (None, {})
+        if model is None and weights is not None and not config:
+            peft_config = json.loads((weights / "adapter_config.json").read_text())
+            model = peft_config.get("base_model_name_or_path")
+        model = model or config.get("model", {}).get("name")
+        if not model:
+            raise ValueError(
+                "name the base model: the adapter is not a run folder and its "
+                "adapter_config.json names no base_model_name_or_path"
+                if weights is not None else "name a base model (--model) or a training run "
+                "folder (--adapter)"
+            )
+        return cls(model, weights, config)
+
+    def load(self, dtype: str | None, device: str):
+        """``(model, processor)``: the base model with the weights merged in."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if self.weights is not None and self.weights.name == "model":  # a full fine-tune
+            model = AutoModelForImageTextToText.from_pretrained(
+                self.weights, dtype=resolve_dtype(dtype), device_map=device)
+            return model, AutoProcessor.from_pretrained(self.weights.parent / "processor")
+        model, processor = load_model(self.name, dtype=dtype, device_map=device, seed=self.seed)
+        if self.weights is None:
+            return model, processor
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, self.weights).merge_and_unload()
+        run_processor = self.weights.parent / "processor"
+        if self.config and run_processor.exists():
+            processor = AutoProcessor.from_pretrained(run_processor)
+        return model, processor
+
+
 def _read_run(adapter: Path) -> tuple[Path, dict]:
     """(weights folder, the run's config) for a run folder; (adapter, {}) for a bare adapter."""
+    if not adapter.exists():
+        raise FileNotFoundError(f"--adapter {adapter}: no such folder")
     config_file = adapter / "config.yaml"
     if not config_file.exists():
         if not (adapter / "adapter_config.json").exists():
             raise FileNotFoundError(
-                f"{adapter}: neither a training run folder (config.yaml) nor a peft adapter "
-                "(adapter_config.json)"
+                f"--adapter {adapter}: neither a training run folder (config.yaml) nor a peft "
+                "adapter (adapter_config.json)"
             )
         return adapter, {}
     config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
     for weights in (adapter / "adapter", adapter / "model"):
         if weights.exists():
             return weights, config
-    raise FileNotFoundError(f"{adapter}: run folder without adapter/ or model/ (not finished?)")
+    raise FileNotFoundError(f"--adapter {adapter}: a run folder without adapter/ or model/ "
+                            "(its training has not finished)")
 
 
 class Classifier:
@@ -105,7 +166,13 @@ class Classifier:
         self.scorer = LabelScorer(self.model, processor, self.fmt)
         self.max_new_tokens = answer_token_budget(processor.tokenizer, self.fmt,
                                                   self.scorer.lead)
-        self.source = {**(source or {}), "prompt": self.fmt.name, **model_info(model)}
+        self.source = {**(source or {}), "prompt": self.fmt.name, **model_facts(model)}
+
+    @classmethod
+    def from_args(cls, args: ClassifierArgs) -> Classifier:
+        """The classifier a config's ``model`` section names."""
+        return cls.from_pretrained(args.name, args.adapter, args.prompt, args.dtype,
+                                   args.device)
 
     @classmethod
     def from_pretrained(
@@ -124,46 +191,12 @@ class Classifier:
         ``base_model_name_or_path``). LoRA weights are merged into the base model: prediction
         runs at the base model's speed. ``device`` defaults to CUDA when available.
         """
-        run_config: dict = {}
-        weights = None
-        if adapter is not None:
-            weights, run_config = _read_run(Path(adapter))
-        run_model = run_config.get("model", {})
-        if model is None and weights is not None and not run_config:
-            peft_config = json.loads((weights / "adapter_config.json").read_text())
-            model = peft_config.get("base_model_name_or_path")
-        model = model or run_model.get("name")
-        if not model:
-            raise ValueError(
-                "name the base model: the adapter is not a run folder and its "
-                "adapter_config.json names no base_model_name_or_path"
-                if weights is not None else "name a base model or an adapter run folder"
-            )
-        prompt = prompt or run_config.get("train", {}).get("prompt") or "full"
-        dtype = dtype or run_model.get("dtype")
-        seed = run_model.get("seed", 0)
+        run = _Run.resolve(model, Path(adapter) if adapter is not None else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-        if weights is not None and weights.name == "model":  # a full fine-tune
-            from transformers import AutoModelForImageTextToText, AutoProcessor
-
-            loaded = AutoModelForImageTextToText.from_pretrained(
-                weights, dtype=resolve_dtype(dtype), device_map=device
-            )
-            processor = AutoProcessor.from_pretrained(weights.parent / "processor")
-        else:
-            loaded, processor = load_model(model, dtype=dtype, device_map=device, seed=seed)
-            if weights is not None:
-                from peft import PeftModel
-
-                loaded = PeftModel.from_pretrained(loaded, weights).merge_and_unload()
-                run_processor = weights.parent / "processor"
-                if run_config and run_processor.exists():
-                    from transformers import AutoProcessor
-
-                    processor = AutoProcessor.from_pretrained(run_processor)
-        source = {"model": model, "adapter": str(adapter) if adapter else None, "seed": seed}
-        return cls(loaded, processor, prompt, source)
+        loaded, processor = run.load(dtype or run.model.get("dtype"), device)
+        source = {"model": run.name, "adapter": str(adapter) if adapter else None,
+                  "seed": run.seed}
+        return cls(loaded, processor, prompt or run.prompt, source)
 
     # -- prediction ----------------------------------------------------------------------
 
@@ -210,49 +243,3 @@ class Classifier:
                                    self.max_new_tokens)
         return [Prediction.from_labels(id, self.fmt.parse(answer), answer=answer)
                 for id, answer in zip(ids, answers, strict=True)]
-
-
-def predict_command(
-    model: str | None,
-    adapter: str | None,
-    image: str | None,
-    text: str | None,
-    input: str | None,
-    method: str = "score",
-    batch_size: int = 16,
-    out: str | None = None,
-    prompt: str | None = None,
-) -> int:
-    """``llavac predict``: one pair (``image`` + ``text``) or every record of ``input``.
-
-    ``input`` is anything ``load_split`` reads without a procedure (an own-data JSONL / CSV
-    file or an exported split folder; every part is predicted). Predictions go to ``out`` as
-    JSONL, or to stdout; the number of unparseable generated answers goes to stderr.
-    Returns the exit status.
-    """
-    import sys
-
-    if (input is None) == (image is None or text is None):
-        raise ValueError("give either --image and --text, or --input FILE")
-    classifier = Classifier.from_pretrained(model, adapter, prompt)
-    if input is not None:
-        from llavac.data import load_split
-
-        split = load_split(input)
-        records = [record for part in split.parts().values() for record in part]
-        predictions = classifier.predict(records, method, batch_size)
-    else:
-        from llavac.data import open_rgb
-
-        predictions = classifier.classify([(open_rgb(image), text)], method)
-        predictions[0].id = Path(image).name
-    if out is not None:
-        write_predictions(predictions, out)
-        print(f"wrote {len(predictions)} predictions to {out}", file=sys.stderr)
-    else:
-        for prediction in predictions:
-            print(prediction.to_json())
-    unparseable = sum(prediction.unparseable for prediction in predictions)
-    if method == "generate":
-        print(f"unparseable answers: {unparseable} of {len(predictions)}", file=sys.stderr)
-    return 0

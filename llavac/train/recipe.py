@@ -7,7 +7,7 @@
 
 Supports:
 - LoRA on every linear layer of the language model (the paper), projector trained in full
-  at its own learning rate; or full fine-tuning (``lora.method=full``); QLoRA with
+  at its own learning rate; or full fine-tuning (``train.method=full``); QLoRA with
   ``model.load_in_4bit=true`` on CUDA.
 - Any model the factory loads: LLaVA-1.5 / NeXT checkpoints and the built-in tiny models.
 - The three prompt variants of ``llavac.prompt``.
@@ -25,6 +25,7 @@ The output folder holds ``adapter/`` (or ``model/``), ``processor/``, ``config.y
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,35 +33,33 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from llavac.args import LoraArgs, TrainArgs, TrainConfig
 from llavac.config import save_config
-from llavac.data import load_split
+from llavac.data import Record, load_data
 from llavac.labels import slot_labels
 from llavac.models import (
     is_prefix_lm,
     language_model_linear_names,
     load_model,
-    model_info,
+    model_facts,
     projector_module_names,
 )
 from llavac.prompt import PromptFormat
 from llavac.runinfo import write_run_files
-from llavac.train.args import LoraArgs, TrainConfig
 from llavac.train.collator import TrainCollator
 from llavac.train.steplog import StepLog, plot_loss
 
 
-def make_trainable(model, lora: LoraArgs):
+def make_trainable(model, lora: LoraArgs, method: str = "lora"):
     """LoRA adapters on the language model's linear layers (+ the projector in full), or,
-    with ``method=full``, the whole language model and projector; the vision tower stays
+    with ``method="full"``, the whole language model and projector; the vision tower stays
     frozen either way, as in LLaVA."""
     projector = projector_module_names(model)
-    if lora.method == "full":
+    if method == "full":
         vision = {name for name, _ in model.named_modules() if "vision" in name.split(".")[-1]}
         for name, param in model.named_parameters():
             param.requires_grad = not any(name.startswith(v + ".") for v in vision)
         return model
-    if lora.method != "lora":
-        raise ValueError(f"lora.method must be 'lora' or 'full', not {lora.method!r}")
     if getattr(model, "is_loaded_in_4bit", False):  # QLoRA: norms in fp32, input grads on
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = LoraConfig(
@@ -125,38 +124,43 @@ def require_labels(records, fmt: PromptFormat, source) -> None:
         )
 
 
-def train(
-    config: TrainConfig,
-    resume: bool = False,
-    callbacks: list[TrainerCallback] | None = None,
-) -> Path:
+@dataclass
+class Setup:
+    """Everything ``fit`` needs, built by ``setup``."""
+
+    records: list[Record]
+    manifest: dict  # the data's, from load_split
+    model: object  # peft-wrapped (LoRA) or with its trainable parameters unfrozen (full)
+    processor: object
+    collator: TrainCollator
+
+
+def train(config: TrainConfig, resume: bool = False,
+          callbacks: list[TrainerCallback] | None = None) -> Path:
     """Fine-tune ``config.model`` on the train split of ``config.data``; return its output."""
-    args = config.train
-    output = Path(args.output)
-    set_seed(args.seed)
-    if int(os.environ.get("RANK", "0")) == 0:  # an interrupted run's folder names its config
+    output = Path(config.train.output)
+    set_seed(config.train.seed)
+    if is_main_process():  # an interrupted run's folder names its config
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
+    built = setup(config)
+    trainer = fit(config, built, resume, callbacks or [])
+    save(config, built, trainer)
+    return output
 
-    # -- setup ---------------------------------------------------------------------------
-    split = load_split(
-        config.data.path,
-        procedure=config.data.procedure,
-        fold=config.data.fold,
-        seed=config.data.split_seed,
-        splits_dir=config.data.splits_dir,
-        strict=config.data.strict,
-    )
-    # The paper trains on the train split only: no validation set, no early stopping. An
-    # own-data file without a procedure (procedure "none") is one set: all of it is trained on.
-    # load_split has opened every image, so a bad file is already skipped and counted in
-    # the manifest (or fatal with data.strict) instead of crashing a data-loader worker.
-    records = split.train or (split.test if split.manifest.get("procedure") == "none" else [])
+
+def setup(config: TrainConfig) -> Setup:
+    """Load the training records and the model, and make the model trainable."""
+    split = load_data(config.data)
+    # The paper trains on the train split only: no validation set, no early stopping. Own data
+    # without a split (procedure "none") is trained on all of it. load_split has opened every
+    # image, so a bad file is already skipped and counted in the manifest (or fatal with
+    # data.strict) instead of crashing a data-loader worker.
+    part, records = split.part(None, default="train")
     if not records:
-        raise ValueError(f"no trainable records in {config.data.path} (train split empty)")
-    fmt = PromptFormat.from_name(args.prompt)
+        raise ValueError(f"no trainable records in {config.data.path} (the {part} part is empty)")
+    fmt = PromptFormat.from_name(config.train.prompt)
     require_labels(records, fmt, config.data.path)
-
     model, processor = load_model(
         config.model.name,
         dtype=config.model.dtype,
@@ -164,15 +168,59 @@ def train(
         load_in_4bit=config.model.load_in_4bit,
         seed=config.model.seed,
     )
-    prefix_lm = is_prefix_lm(model)
-    model = make_trainable(model, config.lora)
-    collator = TrainCollator(processor, fmt, prefix_lm, args.max_length)
+    collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length)
+    model = make_trainable(model, config.lora, config.train.method)
+    return Setup(records, split.manifest, model, processor, collator)
 
-    # -- fit -----------------------------------------------------------------------------
+
+def fit(config: TrainConfig, built: Setup, resume: bool,
+        callbacks: list[TrainerCallback]) -> Trainer:
+    """Train with the Trainer, from the last checkpoint when ``resume``; return the Trainer."""
+    args = config.train
+    output = Path(args.output)
+    training_args = trainer_arguments(args, output / "checkpoints")
+    checkpoints = Path(training_args.output_dir)
+    last = get_last_checkpoint(checkpoints) if resume and checkpoints.is_dir() else None
+    resume_step = int(last.rsplit("-", 1)[1]) if last else 0
+    samples_per_step = args.batch_size * args.grad_accum * training_args.world_size
+    step_log = StepLog(output / "log.jsonl", samples_per_step, resume_step)
+    trainer = ProjectorLrTrainer(
+        model=built.model,
+        args=training_args,
+        data_collator=built.collator,
+        train_dataset=built.records,
+        callbacks=[step_log, *callbacks],
+        projector_lr=config.lora.projector_lr,
+    )
+    trainer.train(resume_from_checkpoint=last)
+    return trainer
+
+
+def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
+    """The adapter (or model), processor, loss plot and run files; manifest.json last."""
+    output = Path(config.train.output)
+    # Every rank enters save_model: under DeepSpeed ZeRO-3 or FSDP the weights are gathered
+    # from all of them; only the main process writes.
+    trainer.save_model(str(output / ("model" if config.train.method == "full" else "adapter")))
+    if trainer.is_world_process_zero():
+        built.processor.save_pretrained(output / "processor")
+        manifest = {
+            "data": built.manifest,
+            "train_records": len(built.records),
+            "model": model_facts(built.model),
+            "world_size": trainer.args.world_size,
+        }
+        plot_loss(output / "log.jsonl", output / "loss.png")
+        write_run_files(output, config, manifest)  # manifest.json last: the run is complete
+    trainer.accelerator.wait_for_everyone()  # no rank returns before the run is on disk
+
+
+def trainer_arguments(args: TrainArgs, checkpoints: Path) -> TrainingArguments:
+    """The one place a ``TrainArgs`` section becomes the Trainer's ``TrainingArguments``."""
     on_cuda = torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    training_args = TrainingArguments(
-        output_dir=str(output / "checkpoints"),
+    return TrainingArguments(
+        output_dir=str(checkpoints),
         per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum,
         learning_rate=args.lr,
@@ -200,35 +248,8 @@ def train(
         # Under torchrun on CPU the processes talk through gloo (NCCL needs GPUs).
         ddp_backend="gloo" if distributed and not on_cuda else None,
     )
-    checkpoints = Path(training_args.output_dir)
-    last = get_last_checkpoint(checkpoints) if resume and checkpoints.is_dir() else None
-    resume_step = int(last.rsplit("-", 1)[1]) if last else 0
-    world = training_args.world_size
-    step_log = StepLog(output / "log.jsonl", args.batch_size * args.grad_accum * world,
-                       resume_step)
-    trainer = ProjectorLrTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        train_dataset=records,
-        callbacks=[step_log, *(callbacks or [])],
-        projector_lr=config.lora.projector_lr,
-    )
-    trainer.train(resume_from_checkpoint=last)
 
-    # -- save ----------------------------------------------------------------------------
-    # Every rank enters save_model: under DeepSpeed ZeRO-3 or FSDP the weights are gathered
-    # from all of them; only the main process writes.
-    trainer.save_model(str(output / ("model" if config.lora.method == "full" else "adapter")))
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(output / "processor")
-        manifest = {
-            "data": split.manifest,
-            "train_records": len(records),
-            "model": model_info(model),
-            "world_size": world,
-        }
-        plot_loss(output / "log.jsonl", output / "loss.png")
-        write_run_files(output, config, manifest)  # manifest.json last: the run is complete
-    trainer.accelerator.wait_for_everyone()  # no rank returns before the run is on disk
-    return output
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
