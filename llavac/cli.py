@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llavac.args import EvalConfig, ExperimentConfig, PredictConfig, TrainConfig
 from llavac.config import Flag, add_config_arguments, config_from_args
+from llavac.console import default_threads, log
 
 # -- flag tables: one per command, flag -> config key ------------------------------------------
 
@@ -24,6 +25,7 @@ DATA_FLAGS = [
          "with a release folder: cheema10 | random811 | clmlf | qmf | none"),
     Flag("--fold", "data.fold", "cheema10 fold, 1..10"),
     Flag("--split-seed", "data.split_seed", "random811 shuffle seed"),
+    Flag("--strict", "data.strict", "a bad record is fatal instead of skipped and counted"),
 ]
 CLASSIFIER_FLAGS = [
     Flag("--model", "model.name", "base model: hub id, local folder or tiny-* name"),
@@ -80,19 +82,64 @@ def _data_export(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from llavac.train import train
+    from llavac.hub import DEFAULT_MODEL_SIZES, require_reachable
+    from llavac.runinfo import claim_output
 
     config = config_from_args(TrainConfig, args, TRAIN_FLAGS)
-    print(f"trained: {train(config, resume=args.resume)}")
+    _require_data(config.data.path)
+    claim_output(config.train.output, "manifest.json", args.overwrite, resume=args.resume)
+    if config.model.name in DEFAULT_MODEL_SIZES:
+        size = DEFAULT_MODEL_SIZES[config.model.name]
+        log.info(f"model: {config.model.name} (the paper's base model; {size} to download "
+                 "unless cached; --model names another)")
+    require_reachable(config.model.name)
+    from llavac.train import train  # torch and transformers: only once the arguments hold
+
+    output = train(config, resume=args.resume)
+    _report_records(output / "manifest.json", "train")
+    _wrote(output, "adapter/ or model/, processor/, config.yaml, manifest.json, log.jsonl, "
+                   "loss.png, checkpoints/")
     return 0
+
+
+def _require_data(path: str | None) -> None:
+    if path is None:
+        raise ValueError("--data: no data given (an exported split folder, an MVSA release "
+                         "folder or an own-data file)")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--data {path}: no such file or folder")
+
+
+def _report_records(manifest_path: Path, part: str) -> None:
+    """The one line on records used and skipped, from a run's or evaluation's manifest."""
+    import json
+
+    from llavac.data.records import usage_line
+
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    used = manifest.get("train_records") or manifest.get("records")
+    log.info(usage_line(manifest["data"], used, part))
+
+
+def _wrote(folder: Path, what: str) -> None:
+    log.info(f"wrote {folder}: {what}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from llavac.evaluation import evaluate
+    from llavac.evaluation.metrics import hints
+    from llavac.runinfo import claim_output
 
     config = config_from_args(EvalConfig, args, EVAL_FLAGS)
-    evaluate(config)
-    print((Path(config.eval.output) / "summary.md").read_text(encoding="utf-8"))
+    _require_data(config.data.path)
+    claim_output(config.eval.output, "metrics.json", args.overwrite)
+    metrics = evaluate(config)
+    output = Path(config.eval.output)
+    print((output / "summary.md").read_text(encoding="utf-8"))
+    for hint in hints(metrics):
+        log.info(hint)
+    _report_records(output / "manifest.json", metrics["part"])
+    _wrote(output, "metrics.json, predictions.jsonl, summary.md, confusion_*.png, config.yaml")
     return 0
 
 
@@ -124,15 +171,21 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from llavac.experiment import run_experiment
+    from llavac.experiment import claim_experiment, run_experiment
 
-    run_experiment(config_from_args(ExperimentConfig, args, []))
+    config = config_from_args(ExperimentConfig, args, [])
+    claim_experiment(config, args.overwrite)
+    output = run_experiment(config)
+    print((output / "results.md").read_text(encoding="utf-8"))
+    _wrote(output, "results.csv, results.md, runs/<run>/train and eval")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from llavac.demo import run_demo
+    from llavac.runinfo import claim_output
 
+    claim_output(args.output, "eval/metrics.json", args.overwrite)
     run_demo(args.output, args.data, args.model, args.procedure, args.overrides)
     return 0
 
@@ -140,67 +193,106 @@ def _demo(args: argparse.Namespace) -> int:
 # -- the parser ----------------------------------------------------------------------------------
 
 
-def _config_command(commands, name: str, help: str, cls, flags: list[Flag], run):
-    parser = commands.add_parser(name, help=help, description=help)
-    add_config_arguments(parser, cls, flags)
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``llavac: error: ...`` and exit 2, as for bad values."""
+
+    def error(self, message: str):
+        self.exit(2, f"llavac: error: {message} (see {self.prog} --help)\n")
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes."""
+    common = Parser(add_help=False)
+    group = common.add_argument_group("output and machine")
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="also the libraries' own messages")
+    group.add_argument("--threads", type=int, default=None,
+                       help=f"torch CPU threads [default: {default_threads()}, all cores but "
+                       "one, leaving one for data loading]")
+    return common
+
+
+def _command(commands, name: str, help: str, run, **kwargs) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help, description=help, parents=[_common()],
+                                 **kwargs)
     parser.set_defaults(run=run)
     return parser
 
 
+def _config_command(commands, name: str, help: str, cls, flags: list[Flag], run):
+    parser = _command(commands, name, help, run)
+    add_config_arguments(parser, cls, flags)
+    return parser
+
+
+def _overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished result in the output folder")
+
+
 def _add_data_commands(commands) -> None:
     data = commands.add_parser("data", help="inspect and split MVSA releases or own data")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
+    data_commands = data.add_subparsers(dest="data_command", required=True,
+                                        parser_class=Parser)
 
-    check = data_commands.add_parser("check", help="read everything, report what is wrong")
+    check = _command(data_commands, "check", "read everything, report what is wrong",
+                     _data_check)
     check.add_argument("path", type=Path, help="MVSA release folder or own-data JSONL / CSV")
     check.add_argument("--json", action="store_true", help="one JSON object instead of text")
-    check.set_defaults(run=_data_check)
 
-    export = data_commands.add_parser("export", help="write train / validation / test JSONL")
+    export = _command(data_commands, "export", "write the parts of a split as JSONL",
+                      _data_export)
     export.add_argument("path", type=Path, help="MVSA release folder or own-data JSONL / CSV")
-    export.add_argument("--procedure", required=True,
-                        help="cheema10 | random811 | clmlf | qmf | none (own data, one part)")
+    export.add_argument("--procedure", required=True, type=str.lower,
+                        choices=["cheema10", "random811", "clmlf", "qmf", "none"],
+                        help="how to split; none: own data as one part named all")
     export.add_argument("--fold", type=int, default=None, help="cheema10 fold, 1..10")
     export.add_argument("--split-seed", "--seed", dest="split_seed", type=int, default=0,
-                        help="random811 shuffle seed (--seed is its deprecated name)")
-    export.add_argument("--splits", type=Path, default=None,
-                        help="read the original published split files from DIR")
-    export.add_argument("--out", type=Path, required=True)
-    export.add_argument("--strict", action="store_true", help="a bad record is fatal")
-    export.set_defaults(run=_data_export)
+                        help="random811 shuffle seed [default: 0] (--seed is its deprecated "
+                        "name)")
+    export.add_argument("--splits", type=Path, default=None, metavar="DIR",
+                        help="read the original published split files from DIR [default: "
+                        "the id lists shipped in llavac/data/splitfiles]")
+    export.add_argument("--out", type=Path, required=True, help="output folder")
+    export.add_argument("--strict", action="store_true",
+                        help="a bad record is fatal [default: skipped and counted]")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="llavac", description="LLaVAC: a vision-language model as a multimodal sentiment "
         "classifier (text, image and multimodal labels).")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_data_commands(commands)
 
     fit = _config_command(commands, "train", "LoRA fine-tuning (the paper's recipe by default)",
                           TrainConfig, TRAIN_FLAGS, _train)
     fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _overwrite(fit)
     _config_command(commands, "predict", "label image + text pairs", PredictConfig,
                     PREDICT_FLAGS, _predict)
-    _config_command(commands, "evaluate", "metrics, predictions and plots on one split part",
-                    EvalConfig, EVAL_FLAGS, _evaluate)
-    _config_command(commands, "experiment", "train + evaluate procedures x folds x seeds; "
-                    "results.csv and the paper-shaped table", ExperimentConfig, [], _experiment)
+    _overwrite(_config_command(commands, "evaluate", "metrics, predictions and plots on one "
+                               "split part", EvalConfig, EVAL_FLAGS, _evaluate))
+    _overwrite(_config_command(commands, "experiment", "train + evaluate procedures x folds x "
+                               "seeds; results.csv and the paper-shaped table",
+                               ExperimentConfig, [], _experiment))
 
-    demo = commands.add_parser("demo", help="the whole pipeline on a synthetic release")
-    demo.add_argument("--output", default="runs/demo")
+    demo = _command(commands, "demo", "the whole pipeline on a synthetic release", _demo)
+    demo.add_argument("--output", default="runs/demo", help="output folder [default: "
+                      "runs/demo]")
     demo.add_argument("--data", help="a real release folder instead of the synthetic one")
-    demo.add_argument("--model", default="tiny-llava")
-    demo.add_argument("--procedure", default="random811")
+    demo.add_argument("--model", default="tiny-llava", help="base model [default: tiny-llava]")
+    demo.add_argument("--procedure", default="random811", type=str.lower,
+                      help="cheema10 | random811 | clmlf | qmf | none [default: random811]")
+    _overwrite(demo)
     demo.add_argument("overrides", nargs="*", metavar="key=value",
                       help="training config overrides")
-    demo.set_defaults(run=_demo)
 
     from llavac.serve.__main__ import add_arguments, run  # argparse only: no model code
 
-    serve = commands.add_parser("serve", help="HTTP API and web page around one model")
+    serve = _command(commands, "serve", "HTTP API and web page around one model", run)
     add_arguments(serve)
-    serve.set_defaults(run=run)
 
     return parser
 
@@ -208,11 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads: expected a number >= 1, got {args.threads}")
+        from llavac.console import configure
+
+        configure(args.quiet, args.verbose, args.threads)
         return args.run(args)
     except (FileNotFoundError, ValueError) as error:
         # Bad input is the user's to fix: one clear line, no traceback.
         print(f"llavac: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("llavac: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,11 +14,16 @@ from pathlib import Path
 
 from llavac.args import ClassifierArgs, DataArgs, EvalArgs, EvalConfig, TrainConfig
 from llavac.config import load_config
+from llavac.console import log
 from llavac.data.export import export_split
 from llavac.evaluation import evaluate
 from llavac.models import is_tiny_name
 from llavac.synthetic import write_synthetic_release
 from llavac.train import train
+
+SYNTHETIC = ("Note: the demo's data is synthetic, built so that the multimodal label needs both "
+             "the image (its colour) and the text (a keyword); a tiny model learns it in a "
+             "minute. Accuracy on real tweets needs a real model (LLaVA-1.5-7B on a GPU).")
 
 
 def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
@@ -27,10 +32,12 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
     """Run the demo into ``output``; return the evaluation metrics."""
     output = Path(output)
     start = time.perf_counter()
+    if not data:
+        log.info(SYNTHETIC)
 
     # 1,000 pairs: ~780 kept by the rule, ~78 held out for the test split.
     release = Path(data) if data else write_synthetic_release(output / "release", n=1000)
-    print(f"\n== data: {release} -> {procedure} split")
+    log.info(f"\n== data: {release} -> {procedure} split")
     export_split(release, procedure=procedure, out=output / "split")
 
     # A tiny random-init model learns with the tiny preset; a real one with the paper's.
@@ -39,10 +46,10 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
         f"model.name={model}", f"data.path={output / 'split'}", "data.procedure=null",
         f"train.output={output / 'train'}", *overrides,
     ])
-    print(f"\n== train: {model} ({config.train.method}) -> {config.train.output}")
+    log.info(f"\n== train: {model} ({config.train.method}) -> {config.train.output}")
     train(config)
 
-    print("\n== evaluate: test split")
+    log.info("\n== evaluate: test split")
     metrics = evaluate(EvalConfig(
         model=ClassifierArgs(adapter=str(output / "train")),
         data=DataArgs(path=str(output / "split")),
@@ -50,12 +57,14 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
     ))
     minutes = (time.perf_counter() - start) / 60
     print("\n" + (output / "eval" / "summary.md").read_text(encoding="utf-8"))
-    print(f"Done in {minutes:.1f} min. Artifacts:")
+    log.info(f"Done in {minutes:.1f} min. Artifacts:")
     for path, what in [
         (release, "the release (labelResultAll.txt + data/)"),
         (output / "split", "train / validation / test JSONL + manifest.json"),
         (output / "train", "adapter or model, processor, config.yaml, log.jsonl, loss.png"),
         (output / "eval", "metrics.json, predictions.jsonl, confusion_*.png, summary.md"),
     ]:
-        print(f"  {path}  {what}")
+        log.info(f"  {path}  {what}")
+    if not data:
+        log.info(SYNTHETIC)
     return metrics

@@ -35,6 +35,7 @@ from llavac.args import (
     TrainConfig,
 )
 from llavac.config import config_hash, save_config, to_dict
+from llavac.console import log
 from llavac.evaluation import evaluate
 from llavac.train import train
 from llavac.train.recipe import is_finished
@@ -102,6 +103,22 @@ def results_key(train_config: dict) -> dict:
     return {**train_config, "train": train_args}
 
 
+def claim_experiment(config: ExperimentConfig, overwrite: bool) -> None:
+    """Refuse an experiment folder made with other settings unless ``overwrite`` (which empties
+    it); the same settings resume, which is how an interrupted experiment continues."""
+    output = Path(config.experiment.output)
+    saved = output / "config.yaml"
+    if not saved.is_file():
+        return
+    if yaml.safe_load(saved.read_text(encoding="utf-8")) == to_dict(config):
+        return
+    if not overwrite:
+        raise ValueError(f"{output} holds an experiment with other settings ({saved}): choose "
+                         "another experiment.output, or give --overwrite to replace it (the "
+                         "same settings resume it)")
+    shutil.rmtree(output)
+
+
 def run_experiment(config: ExperimentConfig) -> Path:
     """Make every run not yet done, then write ``results.csv`` and ``results.md``.
 
@@ -125,7 +142,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
         digest = digests[run.name] = config_hash(key, {"method": eval_config.eval.method,
                                                        "part": eval_config.eval.part})
         if _finished_run(folder) == digest:
-            print(f"[{index}/{len(runs)}] {run.name}: done before (config {digest}), skipped")
+            log.info(f"[{index}/{len(runs)}] {run.name}: done before (config {digest}), skipped")
             continue
         saved = _saved_config(folder / "train")
         same_config = saved is not None and results_key(saved) == key
@@ -135,10 +152,10 @@ def run_experiment(config: ExperimentConfig) -> Path:
                 # Left by another config: its adapter and checkpoints must not be reused.
                 shutil.rmtree(folder / "train", ignore_errors=True)
             state.wait_for_everyone()
-            print(f"[{index}/{len(runs)}] {run.name}: training")
+            log.info(f"[{index}/{len(runs)}] {run.name}: training")
             train(train_config, resume=same_config)  # an interrupted run resumes
         if state.is_main_process:
-            print(f"[{index}/{len(runs)}] {run.name}: evaluating")
+            log.info(f"[{index}/{len(runs)}] {run.name}: evaluating")
             evaluate(eval_config)
             (folder / "run.json").write_text(json.dumps({
                 **dataclasses.asdict(run), "name": run.name, "model": config.model.name,
@@ -147,7 +164,6 @@ def run_experiment(config: ExperimentConfig) -> Path:
         state.wait_for_everyone()
     if state.is_main_process:
         write_results(collect_results(output, digests), output)
-        print((output / "results.md").read_text(encoding="utf-8"))
     return output
 
 

@@ -28,19 +28,26 @@ def test_demo_trains_a_tiny_llava_that_needs_both_modalities(tmp_path, capsys):
     start = time.perf_counter()
     assert main(["demo", "--output", str(tmp_path / "demo")]) == 0
     seconds = time.perf_counter() - start
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     print(f"llavac demo took {seconds:.1f} s")
+    # It says, first and last, that the data is synthetic and made to be learnable.
+    said = [line for line in err.splitlines() if line.strip()]
+    assert said[0].startswith("Note: the demo's data is synthetic") and said[-1] == said[0]
 
     metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
     assert metrics["records"] >= 60  # a real held-out split, never seen in training
     for slot in ("text", "image", "multimodal"):
         assert metrics["slots"][slot]["accuracy"] >= 0.95, (slot, metrics["slots"][slot])
-    assert "| multimodal |" in out and "Artifacts:" in out
+    assert "| multimodal |" in out and "Artifacts:" in err
     for path in ("release/labelResultAll.txt", "split/train.jsonl", "split/test.jsonl",
                  "split/manifest.json", "train/model/config.json", "train/config.yaml",
                  "train/log.jsonl", "train/loss.png", "eval/predictions.jsonl",
                  "eval/confusion_multimodal.png", "eval/summary.md"):
         assert (tmp_path / "demo" / path).is_file(), path
+    # A second demo into the same folder is refused; --overwrite would replace it.
+    assert main(["demo", "--output", str(tmp_path / "demo")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

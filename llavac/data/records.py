@@ -96,6 +96,25 @@ def count_labels(records: list[Record], field_name: str = "multimodal_label") ->
     return {label: counts.pop(label, 0) for label in LABELS} | dict(counts)
 
 
+def usage_line(manifest: dict, used: int, part: str, shown: int = 5) -> str:
+    """One line on what a command read: records used, bad ones skipped by reason with their
+    first ids, and pairs the procedure left out on purpose (rule drops, other splits)."""
+    skipped = manifest.get("skipped", {})
+    on_purpose = RULE_DROPS | SPLIT_NOTES
+    bad = {reason: n for reason, n in skipped.items() if reason not in on_purpose}
+    left_out = {reason: n for reason, n in skipped.items() if reason in on_purpose}
+    line = f"records: {used} used from the {part} part"
+    if bad:
+        ids = [str(e["id"]) for e in manifest.get("errors", []) if e.get("id") is not None]
+        reasons = ", ".join(f"{reason} {n}" for reason, n in bad.items())
+        line += f"; {sum(bad.values())} skipped ({reasons}; first ids: {', '.join(ids[:shown])})"
+    else:
+        line += "; none skipped"
+    if left_out:
+        line += "; left out on purpose: " + ", ".join(f"{r} {n}" for r, n in left_out.items())
+    return line
+
+
 def count_by_reason(problems: list[Problem]) -> dict[str, int]:
     return dict(sorted(Counter(p.reason for p in problems).items()))
 

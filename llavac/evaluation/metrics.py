@@ -87,3 +87,24 @@ def plot_confusion(metrics: dict, title: str, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def hints(metrics: dict) -> list[str]:
+    """What usually causes a degenerate result, for the evaluation's last lines."""
+    found = []
+    if metrics["unparseable"] > metrics["records"] / 2:
+        found.append(f"hint: {metrics['unparseable']} of {metrics['records']} answers did not "
+                     "parse; an untrained or barely trained model writes free text. Train "
+                     "longer, or evaluate with --method score to read its label preferences.")
+    for slot, values in metrics["slots"].items():
+        matrix = values.get("confusion_matrix")
+        if not matrix:
+            continue
+        totals = [sum(column) for column in zip(*matrix["matrix"], strict=True)]
+        predicted = [label for label, n in zip(matrix["labels"], totals, strict=True) if n]
+        if len(predicted) == 1 and predicted[0] != UNPARSEABLE:
+            found.append(f"hint: every pair got the {slot} label {predicted[0]!r}; a model that "
+                         "has not learned the task yet does this (a tiny random model, too few "
+                         "steps, or a learning rate far off).")
+            break
+    return found

@@ -18,6 +18,7 @@ from transformers import (
     ProcessorMixin,
 )
 
+from llavac.hub import require_reachable
 from llavac.models.introspect import PROJECTOR_NAMES
 from llavac.models.tiny import build_tiny, is_tiny_name
 
@@ -141,6 +142,7 @@ def load_model(
 
     if quantization is not None and device_map is None:
         device_map = {"": torch.cuda.current_device()}
+    require_reachable(name_or_path)
     processor = AutoProcessor.from_pretrained(name_or_path)
     model = AutoModelForImageTextToText.from_pretrained(
         name_or_path,

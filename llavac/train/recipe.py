@@ -47,6 +47,7 @@ from llavac.models import (
 from llavac.prompt import PromptFormat
 from llavac.runinfo import write_run_files
 from llavac.train.collator import TrainCollator
+from llavac.train.progress import replace_trainer_output
 from llavac.train.steplog import StepLog, plot_loss
 
 
@@ -192,6 +193,7 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
         callbacks=[step_log, *callbacks],
         projector_lr=config.lora.projector_lr,
     )
+    replace_trainer_output(trainer, samples_per_step, bar=args.progress)
     trainer.train(resume_from_checkpoint=last)
     return trainer
 

@@ -1,0 +1,187 @@
+"""The command line never surprises: bad invocations get one error line and exit 2 with
+nothing written, finished results are not overwritten silently, an unreachable hub fails
+fast, and a training log file is readable."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llavac.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory, synthetic_release) -> Path:
+    """An exported random811 split of the synthetic release (600 pairs)."""
+    from llavac.data.export import export_split
+
+    out = tmp_path_factory.mktemp("cli") / "split"
+    export_split(synthetic_release, "random811", out=out)
+    return out
+
+
+def _bad(split: Path) -> list[list[str]]:
+    """Bad invocations: those a user met, then more of the same kinds."""
+    data = ["--data", str(split)]
+    tiny = ["--model", "tiny-llava"]
+    return [
+        # met by a user (the issue's table)
+        ["predict", *tiny, "--input", str(split), "--batch-size", "-4"],
+        ["predict", *tiny, "--input", str(split), "--batch-size", "0"],
+        ["evaluate", *tiny, *data, "--batch-size", "-4"],
+        ["train", *tiny, *data, "--max-steps", "-3"],
+        ["predict", "--adapter", "does/not/exist", "--input", str(split)],
+        # more of the same kinds
+        ["train", *tiny, *data, "--procedure", "fivefold"],
+        ["train", *tiny, *data, "--fold", "11"],
+        ["train", *tiny, *data, "--method", "qlora"],
+        ["train", *tiny, *data, "train.lr=-1"],
+        ["train", *tiny, *data, "train.lr=abc"],
+        ["train", *tiny, *data, "train.epochs=0"],
+        ["train", *tiny, *data, "lora.dropout=1.5"],
+        ["train", *tiny, *data, "train.num_workers=-1"],
+        ["train", *tiny, *data, "nosuch.key=1"],
+        ["train", *tiny, *data, "train.lr"],
+        ["train", *tiny, "--data", "no/such/folder"],
+        ["train", *tiny],
+        ["evaluate", *tiny, *data, "--part", "dev"],
+        ["evaluate", *tiny, *data, "--method", "beam"],
+        ["evaluate", *tiny, "--data", "no/such/folder"],
+        ["predict", *tiny, "--text", "an image is missing"],
+        ["predict", *tiny, "--input", str(split), "--method", "guess"],
+        ["train", *tiny, *data, "--threads", "0"],
+        ["train", *tiny, *data, "--no-such-flag"],
+        ["data", "export", str(split), "--procedure", "tenfold", "--out", "x"],
+        ["experiment", "--config", "no_such_preset"],
+    ]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_each_bad_invocation_is_one_error_line_exit_2_nothing_written(
+        split, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in _bad(split):
+        before = _snapshot(tmp_path), _snapshot(split)
+        with pytest.raises(SystemExit) as exited:  # argparse's own errors exit
+            raise SystemExit(main([*argv, "--output", str(tmp_path / "out")]
+                                  if argv[0] in ("train", "evaluate") else argv))
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert exited.value.code == 2, (argv, err)
+        assert len(lines) == 1 and lines[0].startswith("llavac: error: "), (argv, err)
+        assert "Traceback" not in err
+        assert (_snapshot(tmp_path), _snapshot(split)) == before, argv
+
+
+def test_errors_name_the_flag_or_key(split, capsys):
+    main(["train", "--model", "tiny-llava", "--data", str(split), "--max-steps", "-3"])
+    assert "--max-steps: train.max_steps" in capsys.readouterr().err
+    main(["train", "--model", "tiny-llava", "--data", str(split), "train.epochs=0"])
+    assert "train.epochs" in capsys.readouterr().err
+
+
+def test_procedure_names_are_case_insensitive(split, tmp_path):
+    from llavac.args import DataArgs
+
+    assert DataArgs(procedure="QMF").procedure == "qmf"
+
+
+def test_help_shows_config_keys_and_defaults(capsys):
+    for command in ("train", "evaluate", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert "--config" in out and "key=value" in out and "default:" in out
+        assert "--threads" in out and "--quiet" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "train.lr=0.0002" in out and "none" in out  # every key; procedure none is listed
+
+
+def _llavac(*args: str, env: dict | None = None, **streams) -> subprocess.CompletedProcess:
+    streams = streams or {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return subprocess.run([sys.executable, "-m", "llavac.cli", *args], cwd=REPO, text=True,
+                          timeout=300, env={**os.environ, **(env or {})}, **streams)
+
+
+def test_an_uncached_hub_model_without_network_fails_fast_in_one_line(split, tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    start = time.perf_counter()
+    done = _llavac("train", "--data", str(split), "--output", str(tmp_path / "run"), env=env)
+    seconds = time.perf_counter() - start
+    errors = [line for line in done.stderr.splitlines() if line.startswith("llavac: error:")]
+    assert done.returncode == 2 and seconds < 30, (seconds, done.stderr)
+    assert len(errors) == 1 and "llava-hf/llava-1.5-7b-hf" in errors[0]
+    assert "not in the local Hugging Face cache" in errors[0] and "--model PATH" in errors[0]
+    assert "Traceback" not in done.stderr and "Retry" not in done.stderr
+    assert "about 14 GB" in done.stderr  # it said what it was about to fetch
+    offline = _llavac("train", "--data", str(split), "--output", str(tmp_path / "run"),
+                      env={**env, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 2 and "HF_HUB_OFFLINE is set" in offline.stderr
+
+
+def test_a_finished_run_is_not_overwritten_and_the_log_file_is_readable(split, tmp_path):
+    run = tmp_path / "run"
+    args = ("train", "--config", "tiny_synthetic", "--data", str(split), "--output", str(run),
+            "--max-steps", "4", "train.logging_steps=2", "train.batch_size=4")
+    with (tmp_path / "log").open("w") as log:
+        first = _llavac(*args, stderr=log, stdout=subprocess.PIPE)
+    assert first.returncode == 0
+    text = (tmp_path / "log").read_text()
+    assert "\r" not in text and "warn" not in text.lower(), text
+    assert "step 2/4  loss " in text and "step 4/4  loss " in text
+    assert "records: " in text and f"wrote {run}" in text
+
+    before = _snapshot(run)
+    again = _llavac(*args)
+    assert again.returncode == 2 and str(run) in again.stderr
+    assert "--overwrite" in again.stderr and "--resume" in again.stderr
+    assert _snapshot(run) == before  # byte-identical
+
+    (run / "stale.txt").write_text("left by the old run")
+    replaced = _llavac(*args, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert (run / "manifest.json").is_file() and not (run / "stale.txt").exists()
+
+
+def test_usage_line_counts_bad_records_by_reason_with_their_ids():
+    from llavac.data.records import usage_line
+
+    manifest = {"skipped": {"conflict": 5, "missing_image": 2, "unreadable_image": 1},
+                "errors": [{"id": "12"}, {"id": "40"}, {"id": "77"}]}
+    assert usage_line(manifest, 100, "train") == (
+        "records: 100 used from the train part; 3 skipped (missing_image 2, "
+        "unreadable_image 1; first ids: 12, 40, 77); left out on purpose: conflict 5")
+    assert usage_line({"skipped": {}}, 7, "test") == "records: 7 used from the test part; " \
+                                                     "none skipped"
+
+
+def test_evaluation_hints_name_the_usual_cause():
+    from llavac.evaluation.metrics import hints, slot_metrics
+
+    gold = ["positive", "neutral", "negative", "positive"]
+    one_class = {"records": 4, "unparseable": 0,
+                 "slots": {"multimodal": slot_metrics(gold, ["positive"] * 4)}}
+    (hint,) = hints(one_class)
+    assert "every pair got the multimodal label 'positive'" in hint
+    rambling = {"records": 4, "unparseable": 3,
+                "slots": {"multimodal": slot_metrics(gold, [None, None, None, "neutral"])}}
+    (hint,) = hints(rambling)
+    assert "3 of 4 answers did not parse" in hint
+    varied = {"records": 4, "unparseable": 0,
+              "slots": {"multimodal": slot_metrics(gold, ["positive", "neutral", "neutral",
+                                                          "negative"])}}
+    assert hints(varied) == []
