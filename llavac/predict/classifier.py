@@ -165,7 +165,7 @@ class Classifier:
         self.fmt = PromptFormat.from_name(prompt)
         self.scorer = LabelScorer(self.model, processor, self.fmt)
         self.max_new_tokens = answer_token_budget(processor.tokenizer, self.fmt,
-                                                  self.scorer.lead)
+                                                  self.scorer.answer_separator)
         self.source = {**(source or {}), "prompt": self.fmt.name, **model_facts(model)}
 
     @classmethod
