@@ -17,6 +17,7 @@ from conftest import tiny_train_config
 from llavac.args import ClassifierArgs, DataArgs, EvalArgs, EvalConfig, ExperimentConfig
 from llavac.cli import main
 from llavac.config import load_config
+from llavac.data import load_split
 from llavac.evaluation import evaluate
 from llavac.experiment import run_experiment
 from llavac.synthetic import write_synthetic_release
@@ -77,7 +78,15 @@ def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_
     rows = list(csv.DictReader((output / "results.csv").open()))
     assert [(r["procedure"], r["fold"]) for r in rows] == [
         ("cheema10", "1"), ("cheema10", "2"), ("qmf", "")]
-    assert all(0 <= float(r["accuracy"]) <= 1 and r["config_hash"] for r in rows)
+    for row in rows:  # each row's accuracy, recounted from its run's predictions and gold
+        split = load_split(shared_data / "mvsa_single", row["procedure"],
+                           int(row["fold"]) if row["fold"] else None)
+        gold = {r.id: r.multimodal_label for r in split.test}
+        predictions = (output / "runs" / row["run"] / "eval" / "predictions.jsonl").read_text()
+        hits = [gold[p["id"]] == p["multimodal_label"]
+                for p in map(json.loads, predictions.splitlines())]
+        assert len(hits) == len(gold) and row["config_hash"]
+        assert float(row["accuracy"]) == pytest.approx(sum(hits) / len(hits))
     table = (output / "results.md").read_text()
     assert "P1: Cheema et al. 10 folds" in table and "76.24 | 76.36" in table
     assert "P3: the QMF split" in table and "85.36 | 85.06" in table

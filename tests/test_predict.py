@@ -177,7 +177,6 @@ def test_label_probabilities_are_teacher_forced_slot_by_slot(name, request):
             got = prediction.probabilities[slot]
             assert got == pytest.approx(expected, abs=1e-4)
             assert prediction.label(slot) == max(got, key=got.get)
-            assert sum(got.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_multi_token_first_slot_is_teacher_forced_in_the_one_pass_tree():
@@ -243,6 +242,8 @@ def test_batch_size_does_not_change_predictions(name, method, request):
     pairs = _pairs(20)
     one = classifier.classify(pairs, method, batch_size=1)
     sixteen = classifier.classify(pairs, method, batch_size=16)
+    if method == "generate":  # equal answers must not be two empty ones
+        assert all(prediction.answer for prediction in one)
     for a, b in zip(one, sixteen, strict=True):
         assert (a.text_label, a.image_label, a.multimodal_label) == \
                (b.text_label, b.image_label, b.multimodal_label)
@@ -254,7 +255,8 @@ def test_batch_size_does_not_change_predictions(name, method, request):
 
 def test_untrained_generate_answers_are_kept_and_never_mapped(tiny_llava):
     predictions = tiny_llava.classify(_pairs(6), method="generate")
-    assert any(p.unparseable for p in predictions)  # a random model writes arbitrary words
+    # A random model writes arbitrary words up to the token budget: none is empty.
+    assert all(p.answer for p in predictions) and any(p.unparseable for p in predictions)
     for prediction in predictions:
         parsed = tiny_llava.fmt.parse(prediction.answer)
         if parsed is None:
