@@ -7,6 +7,7 @@ through ``llavac.data.published``, so the reader and the check do not share a mi
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 
@@ -14,7 +15,7 @@ import pytest
 
 from llavac.data import load_split
 from llavac.data.check import check_path
-from llavac.data.mvsa import read_labels, read_release
+from llavac.data.mvsa import read_release
 from llavac.data.procedures import apply_procedure
 from llavac.data.published import FOLDERS, SHIPPED, read_published, read_shipped
 from llavac.labels import xu_mao_rule
@@ -108,9 +109,12 @@ def test_export_path_opens_the_split_images(shared_data):
     assert split.manifest["skipped"] == {"conflict": 358, "not_in_split": 1919}
 
 
-def test_mvsa_multiple_statistics_from_the_label_file(shared_data):
+def test_mvsa_multiple_statistics_from_the_label_file(shared_data, tmp_path):
     label_file = shared_data / "mvsa_multiple" / "labelResultAll.txt"
-    source = read_labels(label_file)
+    # The label file alone (a release folder without data/): labels, no texts or images.
+    shutil.copy(label_file, tmp_path / label_file.name)
+    source = read_release(tmp_path)
+    assert not source.files_checked
     # The same statistics, recounted with nothing but the file and the rule.
     lines = label_file.read_text().splitlines()[1:]
     kept, dropped = Counter(), Counter()

@@ -107,7 +107,7 @@ def test_prompt_is_token_prefix_of_prompt_plus_answer(tiny, answer):
     full = _render(processor, text, answer)
     assert full.startswith(prompt)
     prompt_ids = processor(images=_image(), text=prompt)["input_ids"][0]
-    if is_prefix_lm(processor):
+    if is_prefix_lm(model):
         # the answer must enter as suffix (token type 1), outside the bidirectional prefix
         encoded = processor(images=_image(), text=prompt, suffix=answer)
         types = list(encoded["token_type_ids"][0])
@@ -137,7 +137,7 @@ def test_prefix_lm_flag_matches_the_attention_mask(tiny):
         before = model(**batch).logits[0, : late - 1]
         after = model(**{**batch, "input_ids": changed}).logits[0, : late - 1]
     moved = not torch.allclose(before, after)
-    assert moved == is_prefix_lm(model) == is_prefix_lm(processor)
+    assert moved == is_prefix_lm(model)
 
 
 def test_same_seed_same_weights_other_seed_differs():

@@ -17,6 +17,7 @@ from conftest import tiny_train_config
 from llavac.args import ClassifierArgs, DataArgs, EvalArgs, EvalConfig, ExperimentConfig
 from llavac.cli import main
 from llavac.config import load_config
+from llavac.data import load_split
 from llavac.evaluation import evaluate
 from llavac.experiment import run_experiment
 from llavac.synthetic import write_synthetic_release
@@ -57,23 +58,44 @@ def demo_sized_release(tmp_path_factory):
     return write_synthetic_release(tmp_path_factory.mktemp("demo_sized"), n=1000)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    "tiny-llava-next", "tiny-gemma3", "tiny-idefics3",
-    pytest.param("tiny-paligemma", marks=pytest.mark.xfail(
-        reason="optimisation, not masking: the tiny PaliGemma learns the image label first "
-               "and its text keyword only after a seed-dependent plateau (text 30-100 % "
-               "over 6 seeds at 8 epochs); masks, prompt and positions were checked",
-        strict=False)),
-])
-def test_other_tiny_families_learn_the_task(name, demo_sized_release, tmp_path):
-    run = train(tiny_train_config(demo_sized_release, tmp_path / "run", f"model.name={name}",
+def _train_and_evaluate(name: str, release, tmp_path) -> dict:
+    """``name`` trained 8 epochs on ``release`` (random811), its metrics on the test part."""
+    run = train(tiny_train_config(release, tmp_path / "run", f"model.name={name}",
                                   "train.epochs=8"))
-    metrics = evaluate(EvalConfig(
+    return evaluate(EvalConfig(
         model=ClassifierArgs(adapter=str(run)),
-        data=DataArgs(path=str(demo_sized_release), procedure="random811"),
+        data=DataArgs(path=str(release), procedure="random811"),
         eval=EvalArgs(output=str(tmp_path / "eval"), progress=False)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny-llava-next", "tiny-gemma3", "tiny-idefics3"])
+def test_other_tiny_families_learn_the_task(name, demo_sized_release, tmp_path):
+    metrics = _train_and_evaluate(name, demo_sized_release, tmp_path)
     assert metrics["slots"]["multimodal"]["accuracy"] >= 0.9, metrics["slots"]["multimodal"]
+
+
+@pytest.mark.slow
+def test_tiny_paligemma_learns_the_image_label(demo_sized_release, tmp_path):
+    """Known limitation: the tiny PaliGemma learns the image label, but its text keyword only
+    after a plateau whose length depends on the seed, so the multimodal label is not pinned.
+
+    What is known: this is optimisation, not masking. The tiny PaliGemma learns the image
+    label first and the text keyword only after a seed-dependent plateau; over 6 seeds at
+    8 epochs its text accuracy ranged 30-100 %. Seen again here (8 epochs, 1,000 pairs):
+    seed 0 text 0.45 / image 1.00 / multimodal 0.76, seed 1 text 0.28 / image 0.97 /
+    multimodal 0.67. The prefix-LM masks (prompt bidirectional, answer causal as the
+    processor's ``suffix=``), the prompt and the positions (from 1) were checked, and the
+    scorer matches the suffix forward pass (tests/test_predict.py). A strict xfail on the
+    multimodal accuracy would hang on where one seed's plateau ends on one machine, so this
+    test asserts what holds for every seed: the image slot is learnt, and the multimodal
+    label beats always answering the most common one.
+    """
+    metrics = _train_and_evaluate("tiny-paligemma", demo_sized_release, tmp_path)["slots"]
+    assert metrics["image"]["accuracy"] >= 0.9, metrics["image"]
+    gold = [r.multimodal_label for r in load_split(demo_sized_release, "random811").test]
+    majority = max(map(gold.count, set(gold))) / len(gold)
+    assert metrics["multimodal"]["accuracy"] > majority + 0.1, (metrics["multimodal"], majority)
 
 
 def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_path, capsys):
@@ -84,7 +106,15 @@ def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_
     rows = list(csv.DictReader((output / "results.csv").open()))
     assert [(r["procedure"], r["fold"]) for r in rows] == [
         ("cheema10", "1"), ("cheema10", "2"), ("qmf", "")]
-    assert all(0 <= float(r["accuracy"]) <= 1 and r["config_hash"] for r in rows)
+    for row in rows:  # each row's accuracy, recounted from its run's predictions and gold
+        split = load_split(shared_data / "mvsa_single", row["procedure"],
+                           int(row["fold"]) if row["fold"] else None)
+        gold = {r.id: r.multimodal_label for r in split.test}
+        predictions = (output / "runs" / row["run"] / "eval" / "predictions.jsonl").read_text()
+        hits = [gold[p["id"]] == p["multimodal_label"]
+                for p in map(json.loads, predictions.splitlines())]
+        assert len(hits) == len(gold) and row["config_hash"]
+        assert float(row["accuracy"]) == pytest.approx(sum(hits) / len(hits))
     table = (output / "results.md").read_text()
     assert "P1: Cheema et al. 10 folds" in table and "76.24 | 76.36" in table
     assert "P3: the QMF split" in table and "85.36 | 85.06" in table

@@ -125,7 +125,11 @@ def test_golden_losses_and_run_artifacts(synthetic_release, tmp_path):
     assert manifest["data"]["procedure"] == "random811"
     assert manifest["train_records"] == len(load_split(synthetic_release,
                                                        procedure="random811").train)
-    assert manifest["data"]["skipped"] == {"conflict": manifest["data"]["skipped"]["conflict"]}
+    # The only pairs skipped are the release's conflicts (positive with negative).
+    rows = (synthetic_release / "labelResultAll.txt").read_text().splitlines()[1:]
+    conflicts = sum(set(row.split("\t")[1].split(",")) == {"positive", "negative"}
+                    for row in rows)
+    assert conflicts > 0 and manifest["data"]["skipped"] == {"conflict": conflicts}
 
 
 def test_records_without_the_prompts_labels_are_an_error(synthetic_release, tmp_path):

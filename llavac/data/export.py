@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from llavac.data.load import MANIFEST, PART_NAMES, load_split
-from llavac.data.records import Split, write_jsonl
+from llavac.data.records import Split
+from llavac.jsonl import write_jsonl
 
 
 def export_split(

@@ -22,16 +22,6 @@ LABEL_FILE = "labelResultAll.txt"
 KINDS = {1: "mvsa_single", 3: "mvsa_multiple"}  # annotators -> release
 
 
-def read_labels(label_file: Path) -> Source:
-    """The label file alone, rule applied: records carry ids and labels, no text or image yet.
-
-    Raises ``ValueError`` naming the file when the header is not an MVSA header.
-    """
-    source = _read_votes(label_file)
-    _apply_rule(source)
-    return source
-
-
 def read_release(folder: Path) -> Source:
     """Records of a release folder with their texts decoded and their image paths checked.
 

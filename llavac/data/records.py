@@ -119,14 +119,6 @@ def count_by_reason(problems: list[Problem]) -> dict[str, int]:
     return dict(sorted(Counter(p.reason for p in problems).items()))
 
 
-def write_jsonl(records: list[Record], path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(record.to_json() + "\n")
-
-
 @dataclass
 class Source:
     """What a reader got from one MVSA release folder or own-data file.

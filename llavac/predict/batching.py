@@ -54,7 +54,7 @@ def encode_prompts(processor, fmt: PromptFormat, images, texts: list[str], model
     return PromptBatch(prompts, inputs, position_ids)
 
 
-def answer_lead(processor, fmt: PromptFormat) -> str:
+def answer_separator(processor, fmt: PromptFormat) -> str:
     """What a chat template puts between the generation prompt and the answer text.
 
     ``" "`` for LLaVA-1.5 (``ASSISTANT: positive``), ``""`` for Gemma-style turns. Found by
@@ -71,11 +71,11 @@ def answer_lead(processor, fmt: PromptFormat) -> str:
     return full[len(prompt) : full.index(probe, len(prompt))]
 
 
-def prompt_tail(processor, fmt: PromptFormat) -> str:
+def shared_prompt_ending(processor, fmt: PromptFormat) -> str:
     """The ending every rendered prompt shares: the question after the pair's text and the
     generation prompt (``... respectively. ASSISTANT:``).
 
-    Continuations are tokenised after this tail instead of after each whole prompt (see
+    Continuations are tokenised after this ending instead of after each whole prompt (see
     :mod:`llavac.predict.scoring`); found by rendering two different texts, no template is
     hard-coded here.
     """

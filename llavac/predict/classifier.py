@@ -19,6 +19,7 @@ import yaml
 from tqdm import tqdm
 
 from llavac.args import ClassifierArgs
+from llavac.jsonl import write_jsonl
 from llavac.labels import SLOT_FIELDS
 from llavac.models import load_model, model_facts, resolve_dtype
 from llavac.predict.batching import encode_prompts
@@ -71,12 +72,7 @@ class Prediction:
 
 def write_predictions(predictions: Iterable[Prediction], path: str | Path) -> Path:
     """One JSON object per line, in the order given."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for prediction in predictions:
-            f.write(prediction.to_json() + "\n")
-    return path
+    return write_jsonl(predictions, path)
 
 
 @dataclass
@@ -165,7 +161,7 @@ class Classifier:
         self.fmt = PromptFormat.from_name(prompt)
         self.scorer = LabelScorer(self.model, processor, self.fmt)
         self.max_new_tokens = answer_token_budget(processor.tokenizer, self.fmt,
-                                                  self.scorer.lead)
+                                                  self.scorer.answer_separator)
         self.source = {**(source or {}), "prompt": self.fmt.name, **model_facts(model)}
 
     @classmethod

@@ -19,10 +19,10 @@ from llavac.prompt import PromptFormat
 _SLACK_TOKENS = 2
 
 
-def answer_token_budget(tokenizer, fmt: PromptFormat, lead: str) -> int:
+def answer_token_budget(tokenizer, fmt: PromptFormat, separator: str) -> int:
     """``max_new_tokens`` for the longest well-formed answer of ``fmt`` in this tokenizer."""
     longest = max(
-        len(tokenizer(lead + fmt.answer(dict.fromkeys(fmt.slots, label)),
+        len(tokenizer(separator + fmt.answer(dict.fromkeys(fmt.slots, label)),
                       add_special_tokens=False)["input_ids"])
         for label in LABELS
     )

@@ -1,64 +1,29 @@
 """Label scoring: the model's log-likelihood of each label candidate decides, slot by slot.
 
-The answer is ``text, image, multimodal`` (or one slot for the multimodal-only prompt). Slot
-``k`` is decided by the likelihood of the three candidate continuations
-``prompt + lead + l_1, ..., l_{k-1}, <candidate>``, where ``l_1 .. l_{k-1}`` are the labels
-already chosen for the earlier slots (teacher forcing). This is what greedy decoding
-conditions on, so ``score`` and ``generate`` agree wherever the generated answer parses (up
-to a label of several tokens, where greedy decoding commits to the first token and scoring
-weighs the whole word), and it always yields a valid label, with probabilities normalised
-over the three candidates of each slot.
+Why: the answer is ``text, image, multimodal``. Slot ``k`` is decided by the likelihood of
+its three candidate answers ``l_1, ..., l_{k-1}, <candidate>``, the earlier slots holding the
+labels already chosen (teacher forcing, what greedy decoding conditions on). So scoring
+agrees with ``generate`` wherever the generated answer parses, it always yields a valid
+label, and it gives probabilities (normalised over each slot's three candidates).
 
-Exactness: a label word may be several tokens (``▁neut ral`` in Llama's tokenizer), and a
-word can tokenise differently after a space or at a string start. Whole candidate sequences
-are scored, and a candidate's tokens are those the tokenizer gives it *in context*: the
-continuation is tokenised after the prompt's fixed tail (the question after the pair's text
-and the generation prompt, the same for every row) and taken as the difference to the
-tail's own tokens. Each row's prompt tokens are checked to end with exactly the tail's
-tokens, so the continuation starts at a token boundary that the prompt's tokenisation
-shares; a row where they do not (a text whose last characters merge into the tail) is
-tokenised with its whole prompt instead. Tokenising after the short tail rather than after
-every whole prompt matters on small models, where re-tokenising hundreds of characters per
-candidate would cost as much as the continuation's forward pass.
+Exactness: a label word may be several tokens (``▁neut ral``), and a word tokenises
+differently after a space or at a string start, so whole candidates are scored with the
+tokens the tokenizer gives them *in context*: after the prompt's shared ending (the
+question's last words and the generation prompt), or after the whole prompt for a row whose
+text merges into that ending.
 
-Speed: the prompt (hundreds of tokens with the image) runs once with a KV cache and keeps
-only its last position's logits (``logits_to_keep=1``: projecting hundreds of prompt
-positions onto a 32k vocabulary is work nobody reads); they give the log-prob of every
-candidate's first token. Everything after that takes at most *one* more forward pass,
-because a pass of a few tokens reads every weight and so costs about one decode step
-whatever it feeds: per-slot passes would make scoring a full answer as slow as generating it.
+Speed: the prompt runs once with a KV cache (the prefill) and keeps only its last logits,
+which score every candidate's first token and, for single-token labels, decide slot 1.
+All the longer answers greedy decoding may need then take *one* more forward pass, laid out
+as a token trie against the prompt cache (:mod:`llavac.predict.trie`): a pass of a few
+tokens costs about one decode step whatever it feeds, so scoring stays cheaper than
+generating. The trie's 4-D attention mask needs the ``eager`` or ``sdpa`` attention
+implementation (the transformers default).
 
-- The answers greedy decoding may need are known in advance: for slot ``k``, every choice
-  of the earlier labels followed by each candidate (3 + 9 + 27 for the full prompt). Where
-  the first slot's candidates are single tokens (every tokenizer the project ships), the
-  prefill's logits decide it before the pass, and only the branch of that choice is
-  enumerated: the 3 first labels, the 3 answers ``l_1, l_2`` and the 9 answers
-  ``l_1, l_2, l_3``. Once a batch fills the pass its cost grows with the tokens fed, and
-  every ``l_1`` branch would feed three times as many (at batch 16 on a CPU, enough to make
-  scoring slower than generating).
-- A row's answers are laid out as a token trie (shared prefixes appear once) and only its
-  inner nodes are fed: a leaf's output predicts nothing anyone reads. A node's log-prob is
-  read from its parent's output, or from the prefill's for a node right after the prompt.
-  For the full prompt that is ``l_1 ,`` and three ``l_2 ,`` (8 tokens a row, 24 without the
-  pruning above); single-token candidates of the multimodal-only prompt have no inner node,
-  and the pass is skipped.
-- The pass runs against the prompt cache with a 4-D attention mask in which each token sees
-  the prompt and its own ancestors, and position ids that continue the prompt's along every
-  branch. The cache is therefore never copied per branch (copies of a 7B model's prompt
-  cache would cost gigabytes); afterwards it is cropped back to the prompt.
-- Then the slots are decided greedily from the pass's log-likelihoods: slot 1 over the
-  three first labels, slot ``k`` among the answers that continue the chosen labels.
-
-Custom 4-D masks need the ``eager`` or ``sdpa`` attention implementation (the transformers
-default).
-
-Prefix LMs (PaliGemma): the image and the prompt attend bidirectionally (token type 0) and
-the answer is a separate, causal sequence (token type 1), passed as the processor's
-``suffix=`` exactly as in training (:mod:`llavac.train.collator`). The prompt pass gets
-the batch's ``token_type_ids`` (all 0), so the cache holds the bidirectional prefix; the
-candidates are tokenised on their own as the suffix is (no lead, no tail: the processor
-ends the prompt with its own newline), and the tree mask already makes them causal among
-themselves with full attention to the prefix. PaliGemma counts positions from 1.
+Prefix LMs (PaliGemma): the prompt is a bidirectional prefix (token type 0) and the answer a
+separate causal sequence, passed as the processor's ``suffix=`` exactly as in training
+(:mod:`llavac.train.collator`). The prefill gets the batch's ``token_type_ids``; candidates
+are tokenised on their own, as a suffix is; positions count from 1.
 """
 
 from __future__ import annotations
@@ -70,7 +35,8 @@ import torch
 
 from llavac.labels import LABELS
 from llavac.models import is_prefix_lm
-from llavac.predict.batching import PromptBatch, answer_lead, prompt_tail
+from llavac.predict.batching import PromptBatch, answer_separator, shared_prompt_ending
+from llavac.predict.trie import StackedTries, TokenTrie
 from llavac.prompt import PromptFormat
 
 
@@ -90,74 +56,7 @@ class PrefilledPrompts:
     batch: PromptBatch
     cache: object  # a transformers Cache holding the prompts' keys and values
     next_logprobs: torch.Tensor  # (batch, vocab): log-probs of the first continuation token
-    anchors: list[str]  # per row, the text continuations are tokenised after
-
-
-@dataclass
-class _Tree:
-    """One row's token sequences as a trie (a parent precedes its children).
-
-    Only the nodes with children are fed to the model; they are its columns, in node order.
-    """
-
-    tokens: list[int]  # per node
-    sources: list[int]  # per node, where its log-prob is read: 0 prefill, c + 1 column c
-    paths: list[list[int]]  # per sequence, its nodes
-    fed: list[int]  # per column, its token
-    sees: list[list[int]]  # per column, the columns it attends to (its ancestors and itself)
-
-    @classmethod
-    def build(cls, sequences: tuple[tuple[int, ...], ...]) -> _Tree:
-        index: dict[tuple[int, ...], int] = {}
-        tokens: list[int] = []
-        parents: list[int] = []
-        paths = []
-        for sequence in sequences:
-            path, parent = [], -1
-            for depth, token in enumerate(sequence):
-                key = sequence[: depth + 1]
-                if key not in index:
-                    index[key] = len(tokens)
-                    tokens.append(token)
-                    parents.append(parent)
-                parent = index[key]
-                path.append(parent)
-            paths.append(path)
-        inner = sorted(set(parents) - {-1})
-        column = {node: c for c, node in enumerate(inner)}
-        sees: list[list[int]] = []
-        for c, node in enumerate(inner):  # a parent's column precedes its children's
-            parent = parents[node]
-            sees.append([*(sees[column[parent]] if parent >= 0 else []), c])
-        sources = [0 if parent < 0 else column[parent] + 1 for parent in parents]
-        return cls(tokens, sources, paths, [tokens[node] for node in inner], sees)
-
-
-def _stack_trees(trees: list[_Tree], pad_id: int) -> dict[str, torch.Tensor]:
-    """The trees padded to one size: a padding column sees only itself, a padding node lies
-    on no path, a padding sequence has no node."""
-    width = max(len(tree.fed) for tree in trees)
-    nodes = max(len(tree.tokens) for tree in trees)
-    sequences = max(len(tree.paths) for tree in trees)
-    stacked = {
-        "fed": torch.full((len(trees), width), pad_id, dtype=torch.long),
-        "depths": torch.zeros((len(trees), width), dtype=torch.long),
-        "sees": torch.eye(width, dtype=torch.bool).repeat(len(trees), 1, 1),
-        "tokens": torch.zeros((len(trees), nodes), dtype=torch.long),
-        "sources": torch.zeros((len(trees), nodes), dtype=torch.long),
-        "on_path": torch.zeros((len(trees), sequences, nodes)),
-    }
-    for i, tree in enumerate(trees):
-        n = len(tree.tokens)
-        stacked["tokens"][i, :n] = torch.tensor(tree.tokens)
-        stacked["sources"][i, :n] = torch.tensor(tree.sources)
-        for c, seen in enumerate(tree.sees):
-            stacked["fed"][i, c] = tree.fed[c]
-            stacked["depths"][i, c] = len(seen) - 1
-            stacked["sees"][i, c, seen] = True
-        for sequence, path in enumerate(tree.paths):
-            stacked["on_path"][i, sequence, path] = 1.0
-    return stacked
+    contexts: list[str]  # per row, the text its continuations are tokenised after
 
 
 class LabelScorer:
@@ -169,119 +68,39 @@ class LabelScorer:
         self.window = _sliding_window(model)
         prefix_lm = is_prefix_lm(model)
         if prefix_lm:  # the answer is its own sequence: tokenised alone, nothing before it
-            self.lead = self.tail = ""
+            self.answer_separator = self.prompt_ending = ""
         else:
-            self.lead = answer_lead(processor, fmt)
-            self.tail = prompt_tail(processor, fmt)
+            self.answer_separator = answer_separator(processor, fmt)  # " " for LLaVA-1.5
+            self.prompt_ending = shared_prompt_ending(processor, fmt)
         self.first_position = int(prefix_lm)  # PaliGemma's positions start at 1
-        self._tail_ids = self._ids(self.tail)
-        self._after_tail: dict[str, tuple[int, ...]] = {}
+        self._ending_ids = self._ids(self.prompt_ending)
+        self._after_ending: dict[str, tuple[int, ...]] = {}  # continuation tokens, memoised
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    @torch.inference_mode()
-    def prefill(self, batch: PromptBatch) -> PrefilledPrompts:
-        """Run the prompts once; keep their cache and next-token log-probabilities."""
-        out = self.model(
-            **batch.inputs, position_ids=batch.position_ids + self.first_position,
-            use_cache=True, logits_to_keep=1,
-        )
-        next_logprobs = out.logits[:, -1].float().log_softmax(-1)
-        n_tail = len(self._tail_ids)
-        anchors = [
-            self.tail if ids[len(ids) - n_tail :] == self._tail_ids else prompt
-            for prompt, ids in zip(
-                batch.prompts, self.tokenizer(batch.prompts, add_special_tokens=False)[
-                    "input_ids"], strict=True
-            )
-        ]
-        return PrefilledPrompts(batch, out.cache, next_logprobs, anchors)
-
-    def _continuation(self, anchor: str, text: str) -> tuple[int, ...]:
-        """The tokens of ``text`` when it follows ``anchor`` (tokenised as one string)."""
-        if anchor == self.tail and text in self._after_tail:
-            return self._after_tail[text]
-        anchor_ids, full = self._ids(anchor), self._ids(anchor + text)
-        if full[: len(anchor_ids)] != anchor_ids or len(full) == len(anchor_ids):
-            raise ValueError(
-                f"continuation {text!r}: the prompt's tokens are not a strict prefix of "
-                "prompt + continuation (the tokenizer merges across the boundary)"
-            )
-        ids = tuple(full[len(anchor_ids) :])
-        if anchor == self.tail:
-            self._after_tail[text] = ids
-        return ids
-
-    def _answer(self, anchor: str, labels: tuple[str, ...]) -> tuple[int, ...]:
-        """The tokens of the answer giving ``labels`` for the first slots, after ``anchor``."""
-        slots = self.fmt.slots[: len(labels)]
-        text = self.lead + PromptFormat(slots).answer(dict(zip(slots, labels, strict=True)))
-        return self._continuation(anchor, text)
-
-    @torch.inference_mode()
-    def loglik(self, prefilled: PrefilledPrompts, texts: list[list[str]]) -> torch.Tensor:
-        """``(rows, candidates)`` log-likelihoods of ``texts[row][c]`` after the row's prompt.
-
-        Every row has the same number of candidates. At most one forward pass against the
-        prompt cache; the cache is left as it was found.
-        """
-        return self._loglik_ids(prefilled, [
-            tuple(self._continuation(anchor, text) for text in row)
-            for anchor, row in zip(prefilled.anchors, texts, strict=True)
-        ])
-
-    def _loglik_ids(self, prefilled: PrefilledPrompts,
-                    sequences: list[tuple[tuple[int, ...], ...]]) -> torch.Tensor:
-        """``(rows, sequences)`` log-likelihoods of token sequences after each row's prompt;
-        a row with fewer sequences than the most is padded with zeros."""
-        distinct = {key: i for i, key in enumerate(dict.fromkeys(sequences))}
-        trees = _stack_trees([_Tree.build(key) for key in distinct], self.tokenizer.pad_token_id
-                             or 0)
-        batch = prefilled.batch
-        device = batch.attention_mask.device
-        row_tree = torch.tensor([distinct[key] for key in sequences])
-        tree = {name: value[row_tree].to(device) for name, value in trees.items()}
-        rows, width = tree["fed"].shape
-
-        logprobs = prefilled.next_logprobs[:, None]
-        if width and self.window and batch.attention_mask.shape[1] + width >= self.window:
-            # Sliding-window layers keep only the last window keys, so the tree's mask
-            # cannot see the whole prompt (Gemma3: 1,024 positions, 256 of them image).
-            raise ValueError(
-                f"a prompt of {batch.attention_mask.shape[1]} tokens plus {width} answer "
-                f"tokens reaches the model's sliding attention window ({self.window}): "
-                "shorten the text, or predict with method='generate'"
-            )
-        if width:  # some node has children: feed the inner nodes once
-            prompt_cols = batch.attention_mask.bool()[:, None, :].expand(-1, width, -1)
-            allowed = torch.cat([prompt_cols, tree["sees"]], dim=-1)[:, None]
-            mask = torch.zeros(allowed.shape, dtype=self.model.dtype, device=device)
-            mask.masked_fill_(~allowed, torch.finfo(self.model.dtype).min)
-            try:
-                out = self.model(
-                    input_ids=tree["fed"],
-                    attention_mask=mask,
-                    position_ids=self.first_position + batch.lengths[:, None] + tree["depths"],
-                    cache=prefilled.cache,
-                    use_cache=True,
-                )
-            finally:  # the cache holds the prompt alone again, whatever happened
-                prefilled.cache.crop(-width)
-            logprobs = torch.cat([logprobs, out.logits.float().log_softmax(-1)], dim=1)
-
-        rows_index = torch.arange(rows, device=device)[:, None]
-        token_logprobs = logprobs[rows_index, tree["sources"], tree["tokens"]]
-        return (tree["on_path"] * token_logprobs[:, None]).sum(-1)
 
     @torch.inference_mode()
     def score(self, batch: PromptBatch) -> list[dict[str, dict[str, float]]]:
         """Per row, ``{slot: {label: probability}}`` for every slot of the format, in order.
 
         The chosen label of a slot is its most likely candidate; the next slot is scored
-        after it. One prefill and at most one continuation pass (see the module docstring).
+        after it. One prefill and at most one continuation pass.
         """
-        # Checked here, not when the scorer is built: the same model can still generate.
+        self._check_attention()
+        # Prefill: the prompts once, keeping their cache and next-token log-probs.
+        prefilled = self.prefill(batch)
+        # Build the continuation: per row, every answer greedy decoding may need, as tokens.
+        answers = [self._needed_answers(first) for first in self._first_labels(prefilled)]
+        sequences = [tuple(self._answer_ids(context, labels) for labels in row_answers)
+                     for context, row_answers in zip(prefilled.contexts, answers, strict=True)]
+        # Read the answers' log-likelihoods: one pass over their token trie (or none).
+        loglik = self.loglik(prefilled, sequences).cpu()
+        # Decide slot by slot, each among the candidates that continue the chosen labels.
+        return [self._decide(row_answers, row_loglik)
+                for row_answers, row_loglik in zip(answers, loglik, strict=True)]
+
+    def _check_attention(self) -> None:
+        """Checked when scoring, not when the scorer is built: the same model can generate."""
         attention = self.model.config.get_text_config()._attn_implementation
         if attention not in ("eager", "sdpa"):
             raise ValueError(
@@ -289,39 +108,138 @@ class LabelScorer:
                 f"tree uses a 4-D attention mask), not {attention!r}; load the model with "
                 "attn_implementation='sdpa', or predict with method='generate'"
             )
-        prefilled = self.prefill(batch)
-        rows = range(len(batch.prompts))
-        # Slot 1 is decided by the prefill's logits in every row whose candidates for it
-        # are single tokens; the answers after another first label are then never needed.
-        firsts = [[self._answer(anchor, (label,)) for label in LABELS]
-                  for anchor in prefilled.anchors]
+
+    @torch.inference_mode()
+    def prefill(self, batch: PromptBatch) -> PrefilledPrompts:
+        """Run the prompts once; keep their cache and next-token log-probabilities.
+
+        Only the last position's logits are kept (``logits_to_keep=1``): projecting hundreds
+        of prompt positions onto the vocabulary is work nobody reads.
+        """
+        out = self.model(
+            **batch.inputs, position_ids=batch.position_ids + self.first_position,
+            use_cache=True, logits_to_keep=1,
+        )
+        next_logprobs = out.logits[:, -1].float().log_softmax(-1)
+        return PrefilledPrompts(batch, out.cache, next_logprobs, self._contexts(batch.prompts))
+
+    def _contexts(self, prompts: list[str]) -> list[str]:
+        """Per prompt, the text its continuations are tokenised after.
+
+        The shared prompt ending where the prompt's tokens end with exactly the ending's own
+        tokens, so a continuation starts at a token boundary both tokenisations share; else
+        (a text whose last characters merge into the ending) the whole prompt. Tokenising
+        after the short ending matters on small models, where re-tokenising every whole
+        prompt per candidate would cost as much as the continuation's forward pass.
+        """
+        n = len(self._ending_ids)
+        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        return [self.prompt_ending if ids[len(ids) - n :] == self._ending_ids else prompt
+                for prompt, ids in zip(prompts, prompt_ids, strict=True)]
+
+    def continuation(self, context: str, text: str) -> tuple[int, ...]:
+        """The tokens of ``text`` when it follows ``context`` (tokenised as one string)."""
+        if context == self.prompt_ending and text in self._after_ending:
+            return self._after_ending[text]
+        context_ids, full = self._ids(context), self._ids(context + text)
+        if full[: len(context_ids)] != context_ids or len(full) == len(context_ids):
+            raise ValueError(
+                f"continuation {text!r}: the prompt's tokens are not a strict prefix of "
+                "prompt + continuation (the tokenizer merges across the boundary)"
+            )
+        ids = tuple(full[len(context_ids) :])
+        if context == self.prompt_ending:
+            self._after_ending[text] = ids
+        return ids
+
+    def _answer_ids(self, context: str, labels: tuple[str, ...]) -> tuple[int, ...]:
+        """The tokens of the answer giving ``labels`` for the first slots, after ``context``."""
+        slots = self.fmt.slots[: len(labels)]
+        answer = PromptFormat(slots).answer(dict(zip(slots, labels, strict=True)))
+        return self.continuation(context, self.answer_separator + answer)
+
+    def _first_labels(self, prefilled: PrefilledPrompts) -> list[tuple[str, ...]]:
+        """Per row, ``(label,)`` where the prefill's logits decide slot 1 (its candidates
+        are single tokens, as in every tokenizer the project ships), else ``()``."""
+        firsts = [[self._answer_ids(context, (label,)) for label in LABELS]
+                  for context in prefilled.contexts]
         first_tokens = torch.tensor([[ids[0] for ids in row] for row in firsts],
                                     device=prefilled.next_logprobs.device)
-        first_best = prefilled.next_logprobs.gather(1, first_tokens).argmax(-1).tolist()
-        decided = [
-            (LABELS[best],) if all(len(ids) == 1 for ids in row) else ()
-            for best, row in zip(first_best, firsts, strict=True)
-        ]
-        answers = [
-            [labels for k in range(1, len(self.fmt.slots) + 1)
-             for labels in product(LABELS, repeat=k)
-             if k == 1 or labels[: len(decided[row])] == decided[row]]
-            for row in rows
-        ]
-        loglik = self._loglik_ids(prefilled, [
-            tuple(self._answer(anchor, labels) for labels in row_answers)
-            for anchor, row_answers in zip(prefilled.anchors, answers, strict=True)
-        ]).cpu()
+        best = prefilled.next_logprobs.gather(1, first_tokens).argmax(-1).tolist()
+        return [(LABELS[b],) if all(len(ids) == 1 for ids in row) else ()
+                for b, row in zip(best, firsts, strict=True)]
 
-        column = [{labels: i for i, labels in enumerate(row_answers)} for row_answers in answers]
-        chosen: list[tuple[str, ...]] = [() for _ in rows]
-        probabilities: list[dict[str, dict[str, float]]] = [{} for _ in rows]
+    def _needed_answers(self, decided: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """The label prefixes greedy decoding may need: the three first labels, then, for
+        each later slot, every answer that continues the ``decided`` first label (every
+        answer when slot 1 is undecided: 3 + 9 + 27 for the full prompt, instead of 3 + 3 +
+        9; at batch 16 on a CPU the extra branches would make scoring slower than generating).
+        """
+        return [labels for k in range(1, len(self.fmt.slots) + 1)
+                for labels in product(LABELS, repeat=k)
+                if k == 1 or labels[: len(decided)] == decided]
+
+    def _decide(self, answers: list[tuple[str, ...]],
+                loglik: torch.Tensor) -> dict[str, dict[str, float]]:
+        """One row's ``{slot: {label: probability}}`` from the log-likelihoods of its
+        ``answers``: each slot's softmax over the three candidates after the chosen labels."""
+        column = {labels: i for i, labels in enumerate(answers)}
+        chosen: tuple[str, ...] = ()
+        probabilities = {}
         for slot in self.fmt.slots:
-            candidates = torch.tensor([[column[row][chosen[row] + (label,)] for label in LABELS]
-                                       for row in rows])
-            slot_loglik = loglik.gather(1, candidates)
-            best = slot_loglik.argmax(-1).tolist()
-            for row, probs in enumerate(slot_loglik.softmax(-1).tolist()):
-                probabilities[row][slot] = dict(zip(LABELS, probs, strict=True))
-                chosen[row] += (LABELS[best[row]],)
+            slot_loglik = loglik[[column[chosen + (label,)] for label in LABELS]]
+            probabilities[slot] = dict(zip(LABELS, slot_loglik.softmax(-1).tolist(), strict=True))
+            chosen += (LABELS[int(slot_loglik.argmax())],)
         return probabilities
+
+    @torch.inference_mode()
+    def loglik(self, prefilled: PrefilledPrompts,
+               sequences: list[tuple[tuple[int, ...], ...]]) -> torch.Tensor:
+        """``(rows, sequences)`` log-likelihoods of token sequences after each row's prompt;
+        a row with fewer sequences than the most is padded with zeros.
+
+        At most one forward pass against the prompt cache; the cache is left as it was found.
+        """
+        distinct = {key: i for i, key in enumerate(dict.fromkeys(sequences))}  # rows share tries
+        stacked = StackedTries.stack([TokenTrie.build(key) for key in distinct],
+                                     self.tokenizer.pad_token_id or 0)
+        device = prefilled.batch.attention_mask.device
+        tries = stacked.select(torch.tensor([distinct[key] for key in sequences]), device)
+        logprobs = prefilled.next_logprobs[:, None]  # output 0: the prefill's
+        if tries.width:  # some node has children: outputs 1.. are the trie inputs'
+            logprobs = torch.cat([logprobs, self._trie_pass(prefilled, tries)], dim=1)
+        rows = torch.arange(len(sequences), device=device)[:, None]
+        token_logprobs = logprobs[rows, tries.read_from, tries.tokens]
+        return (tries.on_path * token_logprobs[:, None]).sum(-1)
+
+    def _trie_pass(self, prefilled: PrefilledPrompts, tries: StackedTries) -> torch.Tensor:
+        """``(rows, inputs, vocab)`` log-probs after each trie input, from one pass against
+        the prompt cache: the 4-D mask lets each input see the prompt and its own ancestors,
+        and its position continues the prompt's along its branch."""
+        batch, width = prefilled.batch, tries.width
+        self._check_window(batch.attention_mask.shape[1], width)
+        prompt = batch.attention_mask.bool()[:, None, :].expand(-1, width, -1)
+        allowed = torch.cat([prompt, tries.attends_to], dim=-1)[:, None]
+        mask = torch.zeros(allowed.shape, dtype=self.model.dtype, device=allowed.device)
+        mask.masked_fill_(~allowed, torch.finfo(self.model.dtype).min)
+        try:
+            out = self.model(
+                input_ids=tries.inputs,
+                attention_mask=mask,
+                position_ids=self.first_position + batch.lengths[:, None] + tries.depths,
+                cache=prefilled.cache,
+                use_cache=True,
+            )
+        finally:  # the cache holds the prompt alone again, whatever happened
+            prefilled.cache.crop(-width)
+        return out.logits.float().log_softmax(-1)
+
+    def _check_window(self, prompt_length: int, width: int) -> None:
+        """Sliding-window layers keep only the last window keys, so the trie's mask could not
+        see the whole prompt (Gemma3: 1,024 positions, 256 of them image)."""
+        if self.window and prompt_length + width >= self.window:
+            raise ValueError(
+                f"a prompt of {prompt_length} tokens plus {width} answer tokens reaches the "
+                f"model's sliding attention window ({self.window}): shorten the text, or "
+                "predict with method='generate'"
+            )
