@@ -13,7 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from llavac.args import EvalConfig, ExperimentConfig, PredictConfig, TrainConfig
+from llavac.args import (
+    CalibrateConfig,
+    EvalConfig,
+    ExperimentConfig,
+    PredictConfig,
+    TrainConfig,
+)
 from llavac.config import Flag, add_config_arguments, config_from_args
 
 # -- flag tables: one per command, flag -> config key ------------------------------------------
@@ -57,6 +63,15 @@ PREDICT_FLAGS = [
     Flag("--out", "predict.out", "write JSONL here instead of stdout"),
     Flag("--method", "predict.method", "score | generate"),
     Flag("--batch-size", "predict.batch_size", "pairs per model call"),
+    Flag("--min-confidence", "predict.min_confidence",
+         "label a slot 'uncertain' when its top probability is below P"),
+]
+CALIBRATE_FLAGS = [
+    Flag("--model", "model.name", "base model (default: the one the run names)"),
+    Flag("--dtype", "model.dtype", "float32 | bf16 | fp16 | auto"),
+    Flag("--device", "model.device", "cpu | cuda | cuda:0 ..."),
+    *DATA_FLAGS,
+    Flag("--batch-size", "calibrate.batch_size", "pairs per model call"),
 ]
 
 
@@ -107,9 +122,11 @@ def _predict(args: argparse.Namespace) -> int:
     classifier = Classifier.from_args(config.model)
     if job.input is not None:
         records = [r for part in load_split(job.input).parts().values() for r in part]
-        predictions = classifier.predict(records, job.method, job.batch_size, job.progress)
+        predictions = classifier.predict(records, job.method, job.batch_size, job.progress,
+                                         job.min_confidence)
     else:
-        predictions = classifier.classify([(open_rgb(job.image), job.text)], job.method)
+        predictions = classifier.classify([(open_rgb(job.image), job.text)], job.method,
+                                          min_confidence=job.min_confidence)
         predictions[0].id = Path(job.image).name
     if job.out is not None:
         write_predictions(predictions, job.out)
@@ -120,6 +137,31 @@ def _predict(args: argparse.Namespace) -> int:
     if job.method == "generate":
         unparseable = sum(prediction.unparseable for prediction in predictions)
         print(f"unparseable answers: {unparseable} of {len(predictions)}", file=sys.stderr)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from llavac.evaluation.calibrate import calibrate
+
+    config = config_from_args(CalibrateConfig, args, CALIBRATE_FLAGS)
+    config.model.adapter = str(args.run_folder)
+    result = calibrate(config)
+    fitted = result["fitted_on"]
+    print(f"wrote {args.run_folder / 'calibration.json'} (fitted on {fitted['n']} "
+          f"{fitted['part']} pairs)")
+    for slot, temperature in result["temperatures"].items():
+        print(f"  {slot}: T = {temperature:.4f}, validation NLL "
+              f"{result['nll_before'][slot]:.4f} -> {result['nll_after'][slot]:.4f}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from llavac.evaluation.compare import compare_evaluations, format_comparison
+
+    result = compare_evaluations(args.eval_a, args.eval_b)
+    print(json.dumps(result, indent=2) if args.json else format_comparison(result))
     return 0
 
 
@@ -184,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
                     PREDICT_FLAGS, _predict)
     _config_command(commands, "evaluate", "metrics, predictions and plots on one split part",
                     EvalConfig, EVAL_FLAGS, _evaluate)
+    calibrate = commands.add_parser(
+        "calibrate", help="fit one temperature per slot on the validation part",
+        description="Temperature scaling: fit one temperature per slot on the validation part "
+        "(by NLL) and write RUN/calibration.json, which predict, evaluate and serve apply.")
+    calibrate.add_argument("run_folder", type=Path, metavar="RUN", help="a training run folder")
+    add_config_arguments(calibrate, CalibrateConfig, CALIBRATE_FLAGS)
+    calibrate.set_defaults(run=_calibrate)
+    compare = commands.add_parser(
+        "compare", help="paired comparison of two evaluation folders (bootstrap, McNemar)")
+    compare.add_argument("eval_a", type=Path, metavar="EVAL_A", help="an evaluate output folder")
+    compare.add_argument("eval_b", type=Path, metavar="EVAL_B", help="another, same test ids")
+    compare.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    compare.set_defaults(run=_compare)
     _config_command(commands, "experiment", "train + evaluate procedures x folds x seeds; "
                     "results.csv and the paper-shaped table", ExperimentConfig, [], _experiment)
 
