@@ -143,11 +143,17 @@ def _predict(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from llavac.evaluation.calibrate import calibrate
 
+    # RUN shares the positionals with the key=value overrides, so that it may stand before
+    # or after the options (argparse cannot split two positionals around options).
+    runs = [item for item in args.overrides if "=" not in item]
+    if len(runs) != 1:
+        raise ValueError(f"calibrate: name one training run folder (RUN), got {runs}")
+    args.overrides = [item for item in args.overrides if "=" in item]
     config = config_from_args(CalibrateConfig, args, CALIBRATE_FLAGS)
-    config.model.adapter = str(args.run_folder)
+    config.model.adapter = runs[0]
     result = calibrate(config)
     fitted = result["fitted_on"]
-    print(f"wrote {args.run_folder / 'calibration.json'} (fitted on {fitted['n']} "
+    print(f"wrote {Path(runs[0]) / 'calibration.json'} (fitted on {fitted['n']} "
           f"{fitted['part']} pairs)")
     for slot, temperature in result["temperatures"].items():
         print(f"  {slot}: T = {temperature:.4f}, validation NLL "
@@ -226,13 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                     PREDICT_FLAGS, _predict)
     _config_command(commands, "evaluate", "metrics, predictions and plots on one split part",
                     EvalConfig, EVAL_FLAGS, _evaluate)
-    calibrate = commands.add_parser(
-        "calibrate", help="fit one temperature per slot on the validation part",
-        description="Temperature scaling: fit one temperature per slot on the validation part "
-        "(by NLL) and write RUN/calibration.json, which predict, evaluate and serve apply.")
-    calibrate.add_argument("run_folder", type=Path, metavar="RUN", help="a training run folder")
-    add_config_arguments(calibrate, CalibrateConfig, CALIBRATE_FLAGS)
-    calibrate.set_defaults(run=_calibrate)
+    calibrate = _config_command(
+        commands, "calibrate", "temperature scaling: fit one temperature per slot on the "
+        "validation part (by NLL) and write RUN/calibration.json, which predict, evaluate and "
+        "serve apply", CalibrateConfig, CALIBRATE_FLAGS, _calibrate)
+    calibrate.usage = "llavac calibrate RUN [options] [key=value ...]  (RUN: a training run)"
     compare = commands.add_parser(
         "compare", help="paired comparison of two evaluation folders (bootstrap, McNemar)")
     compare.add_argument("eval_a", type=Path, metavar="EVAL_A", help="an evaluate output folder")
