@@ -238,14 +238,17 @@ def write_results(rows: list[dict], output: Path) -> None:
 def comparison_section(output: Path, other: Path, names: list[str]) -> str:
     """Markdown: this experiment (A) against ``other`` (B, e.g. the multimodal-only
     ablation), paired on every run both evaluated, multimodal label, B - A in points."""
-    lines = ["", f"## Paired comparison with `{other}` (B - A, multimodal label)", "",
-             "| run | accuracy A | accuracy B | B - A [95 % CI] | McNemar p "
-             "| weighted F1 B - A [95 % CI] |", "|---|---:|---:|---|---:|---|"]
-    for name in names:
-        eval_a, eval_b = output / "runs" / name / "eval", other / "runs" / name / "eval"
-        if not ((eval_a / "metrics.json").is_file() and (eval_b / "metrics.json").is_file()):
-            continue
-        figures = compare_evaluations(eval_a, eval_b)["slots"]["multimodal"]
+    title = ["", f"## Paired comparison with `{other}` (B - A, multimodal label)", ""]
+    shared = [name for name in names
+              if all((folder / "runs" / name / "eval" / "metrics.json").is_file()
+                     for folder in (output, other))]
+    if not shared:
+        return "\n".join(title + ["No run evaluated in both experiments yet."]) + "\n"
+    lines = title + ["| run | accuracy A | accuracy B | B - A [95 % CI] | McNemar p "
+                     "| weighted F1 B - A [95 % CI] |", "|---|---:|---:|---|---:|---|"]
+    for name in shared:
+        figures = compare_evaluations(output / "runs" / name / "eval",
+                                      other / "runs" / name / "eval")["slots"]["multimodal"]
         lines.append(f"| {name} | {100 * figures['accuracy_a']:.2f} | "
                      f"{100 * figures['accuracy_b']:.2f} | {_diff(figures, 'accuracy')} | "
                      f"{figures['mcnemar_p']:.4g} | {_diff(figures, 'weighted_f1')} |")

@@ -6,8 +6,10 @@ helpers), ``llavac compare`` against scipy's exact binomial test, ``llavac calib
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +254,55 @@ def test_predict_min_confidence_flag(runs, qmf, tmp_path, capsys):
     assert set(row["probabilities"]) == set(SLOTS)
     assert main([*command, "--min-confidence", "1.5"]) == 2
     assert "predict.min_confidence: expected a probability" in capsys.readouterr().err
+
+
+def test_server_returns_calibrated_probabilities_and_abstains(runs, qmf, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from llavac.data import load_split, open_rgb
+    from llavac.serve import create_app
+
+    record = load_split(qmf, procedure="qmf").test[0]
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    (run / "calibration.json").write_text(json.dumps({"temperatures": {"multimodal": 0.5}}))
+    classifier = Classifier.from_pretrained(adapter=run, device="cpu")
+    (expected,) = classifier.classify([(open_rgb(record.image), record.text)])
+    body = {"image_base64": base64.b64encode(Path(record.image).read_bytes()).decode(),
+            "text": record.text}
+    with TestClient(create_app(classifier)) as client:
+        answer = client.post("/v1/classify", json=body).json()
+        assert answer["probabilities"]["multimodal"] == pytest.approx(
+            expected.probabilities["multimodal"], rel=1e-6)
+        sure = client.post("/v1/classify?min_confidence=1", json=body).json()
+        assert {sure[f"{slot}_label"] for slot in SLOTS} == {"uncertain"}
+        assert sure["probabilities"] == answer["probabilities"]
+        bad = client.post("/v1/classify/batch?min_confidence=high", json=[body])
+        assert bad.status_code == 422 and bad.json()["field"] == "min_confidence"
+
+
+def test_experiment_table_intervals_and_paired_comparison(evaluations, tmp_path):
+    from llavac.evaluation.compare import compare_evaluations
+    from llavac.experiment import collect_results, comparison_section, write_results
+
+    outputs = [tmp_path / "full", tmp_path / "ablation"]
+    for output, evaluation in zip(outputs, evaluations, strict=True):
+        shutil.copytree(evaluation, output / "runs" / "qmf-seed0" / "eval")
+        (output / "runs" / "qmf-seed0" / "run.json").write_text(json.dumps(
+            {"name": "qmf-seed0", "procedure": "qmf", "fold": None, "seed": 0,
+             "model": "tiny-llava", "config_hash": "h"}))
+    rows = collect_results(outputs[0], {"qmf-seed0": "h"})
+    write_results(rows, outputs[0])
+    multimodal = json.loads((evaluations[0] / "metrics.json").read_text())["slots"]["multimodal"]
+    low, high = (100 * value for value in multimodal["accuracy_ci"])
+    table = (outputs[0] / "results.md").read_text()
+    assert f"{100 * multimodal['accuracy']:.2f} [{low:.2f}, {high:.2f}]" in table
+    assert "±" not in table.split("\n")[2]  # one run: its interval, not a std of one value
+
+    section = comparison_section(outputs[0], outputs[1], ["qmf-seed0", "not-run"])
+    figures = compare_evaluations(evaluations[0], evaluations[1])["slots"]["multimodal"]
+    (row,) = [line for line in section.splitlines() if line.startswith("| qmf-seed0")]
+    assert f"| {figures['mcnemar_p']:.4g} |" in row
+    assert f"{100 * figures['accuracy_diff']:+.2f}" in row
+    assert "No run evaluated" in comparison_section(outputs[0], tmp_path / "missing",
+                                                    ["qmf-seed0"])
