@@ -265,7 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills the key=value positionals from one run of arguments only: overrides
+    # after options (``calibrate RUN --data D key=value``) come back here, and belong to them.
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in item or item.startswith("-")
+                                                 for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     try:
         return args.run(args)
     except (FileNotFoundError, ValueError) as error:
