@@ -27,11 +27,16 @@ SLOTS = ("text", "image", "multimodal")
 
 
 def _train_qmf(data, tmp_path_factory, seed: int):
-    """The tiny LLaVA trained on the real QMF train part for a few steps."""
+    """The tiny LLaVA (base weights from ``seed``) trained on the real QMF train part.
+
+    Four steps at a low rate: the two runs then still disagree on many pairs, so the paired
+    tests have discordant pairs to count. Trained longer, both collapse onto the majority
+    label and every comparison is a trivial tie.
+    """
     output = tmp_path_factory.mktemp(f"qmf-seed{seed}") / "run"
-    return train(tiny_train_config(data, output, "data.procedure=qmf", "train.max_steps=30",
-                                   f"train.seed={seed}", "train.save_steps=100000",
-                                   "train.logging_steps=1000"))
+    return train(tiny_train_config(data, output, "data.procedure=qmf", "train.max_steps=4",
+                                   "train.lr=1e-4", f"model.seed={seed}", f"train.seed={seed}",
+                                   "train.save_steps=100000", "train.logging_steps=1000"))
 
 
 def _evaluate(run, data, output, *extra: str) -> dict:
@@ -44,6 +49,14 @@ def _evaluate(run, data, output, *extra: str) -> dict:
 @pytest.fixture(scope="module")
 def qmf(shared_data):
     return shared_data / "mvsa_single"
+
+
+@pytest.fixture(scope="module")
+def test_records(qmf):
+    """The first 24 pairs of the QMF test part (the split is read once: it opens every image)."""
+    from llavac.data import load_split
+
+    return load_split(qmf, procedure="qmf").test[:24]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +156,7 @@ def test_compare_gives_the_exact_mcnemar_p_and_the_paired_bootstrap(evaluations,
         only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
         expected_p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1
         assert (figures["a_only_right"], figures["b_only_right"]) == (only_a, only_b)
+        assert only_a and only_b  # the binomial test, not the no-discordant-pair shortcut
         assert figures["mcnemar_p"] == pytest.approx(expected_p, rel=1e-12)
         draws = _resampled(len(gold))
         diffs = (b[draws] == gold[draws]).mean(1) - (a[draws] == gold[draws]).mean(1)
@@ -211,10 +225,8 @@ def test_calibrate_needs_a_validation_part(tmp_path, image_file, capsys):
     assert "has no validation part" in capsys.readouterr().err
 
 
-def test_temperature_and_abstention_in_the_score_path(runs, qmf, tmp_path):
-    from llavac.data import load_split
-
-    records = load_split(qmf, procedure="qmf").test[:24]
+def test_temperature_and_abstention_in_the_score_path(runs, test_records, tmp_path):
+    records = test_records
     run = tmp_path / "run"
     shutil.copytree(runs[1], run)
     (run / "calibration.json").write_text(json.dumps({"temperatures": {"multimodal": 3.0}}))
@@ -242,10 +254,8 @@ def test_temperature_and_abstention_in_the_score_path(runs, qmf, tmp_path):
         calibrated.predict(records[:1], "generate", progress=False, min_confidence=0.5)
 
 
-def test_predict_min_confidence_flag(runs, qmf, tmp_path, capsys):
-    from llavac.data import load_split
-
-    record = load_split(qmf, procedure="qmf").test[0]
+def test_predict_min_confidence_flag(runs, test_records, capsys):
+    record = test_records[0]
     command = ["predict", "--adapter", str(runs[0]), "--image", record.image,
                "--text", record.text]
     assert main([*command, "--min-confidence", "1.0"]) == 0
@@ -256,13 +266,13 @@ def test_predict_min_confidence_flag(runs, qmf, tmp_path, capsys):
     assert "predict.min_confidence: expected a probability" in capsys.readouterr().err
 
 
-def test_server_returns_calibrated_probabilities_and_abstains(runs, qmf, tmp_path):
+def test_server_returns_calibrated_probabilities_and_abstains(runs, test_records, tmp_path):
     from fastapi.testclient import TestClient
 
-    from llavac.data import load_split, open_rgb
+    from llavac.data import open_rgb
     from llavac.serve import create_app
 
-    record = load_split(qmf, procedure="qmf").test[0]
+    record = test_records[0]
     run = tmp_path / "run"
     shutil.copytree(runs[0], run)
     (run / "calibration.json").write_text(json.dumps({"temperatures": {"multimodal": 0.5}}))
