@@ -22,7 +22,7 @@ from llavac.evaluation.metrics import plot_confusion
 from llavac.evaluation.report import (
     calibration_plots,
     gold_labels,
-    slot_report,
+    slot_reports,
     uncertainty_lines,
     write_predictions_with_gold,
 )
@@ -49,9 +49,7 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
     seconds = time.perf_counter() - start
 
     gold = gold_labels(records, classifier.fmt.slots)
-    temperatures = classifier.temperatures or {}
-    slots = {slot: slot_report(labels, predictions, slot, temperatures.get(slot))
-             for slot, labels in gold.items()}
+    slots = slot_reports(gold, predictions, classifier.temperatures)
     metrics = {
         "method": args.method,
         "prompt": classifier.fmt.name,

@@ -89,6 +89,13 @@ def slot_report(gold: Sequence[str | None], predictions: Sequence, slot: str,
     return values
 
 
+def slot_reports(gold: dict[str, list], predictions: Sequence,
+                 temperatures: dict[str, float] | None) -> dict[str, dict]:
+    """``slot_report`` of every slot in ``gold`` (``gold_labels``), with its temperature."""
+    return {slot: slot_report(labels, predictions, slot, (temperatures or {}).get(slot))
+            for slot, labels in gold.items()}
+
+
 def calibration_plots(gold: dict[str, list], predictions: Sequence, title: str,
                       output: Path) -> list[Path]:
     """``reliability_<slot>.png`` and ``coverage_<slot>.png`` (accuracy against coverage)
