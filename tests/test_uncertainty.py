@@ -282,6 +282,7 @@ def test_server_returns_calibrated_probabilities_and_abstains(runs, test_records
     body = {"image_base64": base64.b64encode(Path(record.image).read_bytes()).decode(),
             "text": record.text}
     with TestClient(create_app(classifier)) as client:
+        assert client.get("/v1/model").json()["temperatures"] == {"multimodal": 0.5}
         answer = client.post("/v1/classify", json=body).json()
         assert answer["probabilities"]["multimodal"] == pytest.approx(
             expected.probabilities["multimodal"], rel=1e-6)

@@ -56,6 +56,8 @@ def model_info(classifier, model_name: str | None = None, adapter: str | None = 
         "prompt": getattr(fmt, "name", None),
         "slots": list(getattr(fmt, "slots", ())),
         "labels": list(LABELS),
+        # The calibration.json temperatures applied to the probabilities; None: raw.
+        "temperatures": getattr(classifier, "temperatures", None),
         **{key: source.get(key) for key in ("family", "dtype", "device", "parameters")},
     }
 
