@@ -68,6 +68,9 @@ class ClassifierArgs(Section):
     prompt: str | None = None  # None: the training run's prompt, else "full"
     dtype: str | None = None  # None: the run's model.dtype, else the checkpoint's own
     device: str | None = None  # None: CUDA when available, else the CPU
+    # Apply the run folder's calibration.json (llavac calibrate) when it has one: the
+    # probabilities then mean what they say. false: the model's raw probabilities.
+    calibrated: bool = True
 
 
 @dataclass
@@ -186,9 +189,28 @@ class PredictArgs(Section):
     method: str = "score"
     batch_size: int = 16
     progress: bool = True
+    # Slots whose (calibrated) top probability is below this are labelled "uncertain"
+    # (probabilities kept); None: always answer. Needs method score.
+    min_confidence: float | None = None
 
     def __post_init__(self):
         self._one_of("method", METHODS)
+        self._at_least("batch_size", 1)
+        self._check("min_confidence", self.min_confidence is None
+                    or 0 <= self.min_confidence <= 1, "a probability in [0, 1] or null")
+        self._check("min_confidence", self.min_confidence is None or self.method == "score",
+                    "null with predict.method generate (it gives no probabilities)")
+
+
+@dataclass
+class CalibrateArgs(Section):
+    """``llavac calibrate``: fit one temperature per slot on the validation part."""
+
+    section: ClassVar[str] = "calibrate"
+    batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self):
         self._at_least("batch_size", 1)
 
 
@@ -220,6 +242,15 @@ class PredictConfig:
 
 
 @dataclass
+class CalibrateConfig:
+    """One ``llavac calibrate`` call; ``model.adapter`` is the run folder it writes into."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    calibrate: CalibrateArgs = field(default_factory=CalibrateArgs)
+
+
+@dataclass
 class ExperimentArgs(Section):
     """Which runs to make and how to evaluate them."""
 
@@ -231,6 +262,9 @@ class ExperimentArgs(Section):
     method: str = "score"  # score | generate (the paper generates and parses)
     batch_size: int = 16  # evaluation batch
     part: str = "test"
+    # Another experiment's output folder (e.g. the multimodal-only ablation of this one):
+    # its runs of the same name are compared with this one's (llavac compare) in results.md.
+    compare_with: str | None = None
 
 
 @dataclass

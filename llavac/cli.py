@@ -13,7 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from llavac.args import EvalConfig, ExperimentConfig, PredictConfig, TrainConfig
+from llavac.args import (
+    CalibrateConfig,
+    EvalConfig,
+    ExperimentConfig,
+    PredictConfig,
+    TrainConfig,
+)
 from llavac.config import Flag, add_config_arguments, config_from_args
 from llavac.console import default_threads, log
 
@@ -59,6 +65,15 @@ PREDICT_FLAGS = [
     Flag("--out", "predict.out", "write JSONL here instead of stdout"),
     Flag("--method", "predict.method", "score | generate"),
     Flag("--batch-size", "predict.batch_size", "pairs per model call"),
+    Flag("--min-confidence", "predict.min_confidence",
+         "label a slot 'uncertain' when its top probability is below P"),
+]
+CALIBRATE_FLAGS = [
+    Flag("--model", "model.name", "base model (default: the one the run names)"),
+    Flag("--dtype", "model.dtype", "float32 | bf16 | fp16 | auto"),
+    Flag("--device", "model.device", "cpu | cuda | cuda:0 ..."),
+    *DATA_FLAGS,
+    Flag("--batch-size", "calibrate.batch_size", "pairs per model call"),
 ]
 
 
@@ -154,9 +169,11 @@ def _predict(args: argparse.Namespace) -> int:
     classifier = Classifier.from_args(config.model)
     if job.input is not None:
         records = [r for part in load_split(job.input).parts().values() for r in part]
-        predictions = classifier.predict(records, job.method, job.batch_size, job.progress)
+        predictions = classifier.predict(records, job.method, job.batch_size, job.progress,
+                                         job.min_confidence)
     else:
-        predictions = classifier.classify([(open_rgb(job.image), job.text)], job.method)
+        predictions = classifier.classify([(open_rgb(job.image), job.text)], job.method,
+                                          min_confidence=job.min_confidence)
         predictions[0].id = Path(job.image).name
     if job.out is not None:
         write_predictions(predictions, job.out)
@@ -167,6 +184,37 @@ def _predict(args: argparse.Namespace) -> int:
     if job.method == "generate":
         unparseable = sum(prediction.unparseable for prediction in predictions)
         print(f"unparseable answers: {unparseable} of {len(predictions)}", file=sys.stderr)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from llavac.evaluation.calibrate import calibrate
+
+    # RUN shares the positionals with the key=value overrides, so that it may stand before
+    # or after the options (argparse cannot split two positionals around options).
+    runs = [item for item in args.overrides if "=" not in item]
+    if len(runs) != 1:
+        raise ValueError(f"calibrate: name one training run folder (RUN), got {runs}")
+    args.overrides = [item for item in args.overrides if "=" in item]
+    config = config_from_args(CalibrateConfig, args, CALIBRATE_FLAGS)
+    config.model.adapter = runs[0]
+    result = calibrate(config)
+    fitted = result["fitted_on"]
+    print(f"wrote {Path(runs[0]) / 'calibration.json'} (fitted on {fitted['n']} "
+          f"{fitted['part']} pairs)")
+    for slot, temperature in result["temperatures"].items():
+        print(f"  {slot}: T = {temperature:.4f}, validation NLL "
+              f"{result['nll_before'][slot]:.4f} -> {result['nll_after'][slot]:.4f}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from llavac.evaluation.compare import compare_evaluations, format_comparison
+
+    result = compare_evaluations(args.eval_a, args.eval_b)
+    print(json.dumps(result, indent=2) if args.json else format_comparison(result))
     return 0
 
 
@@ -274,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
                     PREDICT_FLAGS, _predict)
     _overwrite(_config_command(commands, "evaluate", "metrics, predictions and plots on one "
                                "split part", EvalConfig, EVAL_FLAGS, _evaluate))
+    calibrate = _config_command(
+        commands, "calibrate", "temperature scaling: fit one temperature per slot on the "
+        "validation part (by NLL) and write RUN/calibration.json, which predict, evaluate and "
+        "serve apply", CalibrateConfig, CALIBRATE_FLAGS, _calibrate)
+    calibrate.usage = "llavac calibrate RUN [options] [key=value ...]  (RUN: a training run)"
+    compare = _command(commands, "compare", "paired comparison of two evaluation folders "
+                       "(bootstrap, McNemar)", _compare)
+    compare.add_argument("eval_a", type=Path, metavar="EVAL_A", help="an evaluate output folder")
+    compare.add_argument("eval_b", type=Path, metavar="EVAL_B", help="another, same test ids")
+    compare.add_argument("--json", action="store_true", help="one JSON object instead of text")
     _overwrite(_config_command(commands, "experiment", "train + evaluate procedures x folds x "
                                "seeds; results.csv and the paper-shaped table",
                                ExperimentConfig, [], _experiment))
@@ -298,7 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills the key=value positionals from one run of arguments only: overrides
+    # after options (``calibrate RUN --data D key=value``) come back here, and belong to them.
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in item or item.startswith("-")
+                                                 for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     try:
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads: expected a number >= 1, got {args.threads}")

@@ -9,6 +9,10 @@ training resumes from its last checkpoint; a run folder left by other settings i
 afresh. So the same command can be repeated until everything is done. ``results.csv`` (one
 row per run) and ``results.md`` (mean ± std per procedure beside the paper's numbers) are
 rebuilt on every invocation from the planned runs that finished with the current settings.
+A procedure with one run (a single split, one seed) shows its 95 % bootstrap interval
+instead of a standard deviation. With ``experiment.compare_with`` (another experiment's
+output folder, e.g. the multimodal-only ablation), ``results.md`` also holds the paired
+comparison (``llavac compare``) of every run the two share, on the multimodal label.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from llavac.args import (
 from llavac.config import config_hash, save_config, to_dict
 from llavac.console import log
 from llavac.evaluation import evaluate
+from llavac.evaluation.compare import compare_evaluations
 from llavac.train import train
 from llavac.train.recipe import is_finished
 
@@ -48,7 +53,8 @@ PAPER = {
     "qmf": ("P3: the QMF split", 85.36, 85.06),
 }
 RESULT_COLUMNS = ("run", "model", "procedure", "fold", "seed", "config_hash", "accuracy",
-                  "weighted_f1", "macro_f1")
+                  "weighted_f1", "macro_f1", "accuracy_ci_low", "accuracy_ci_high",
+                  "weighted_f1_ci_low", "weighted_f1_ci_high")
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,10 @@ def run_experiment(config: ExperimentConfig) -> Path:
         state.wait_for_everyone()
     if state.is_main_process:
         write_results(collect_results(output, digests), output)
+        if config.experiment.compare_with:
+            with (output / "results.md").open("a", encoding="utf-8") as f:
+                f.write(comparison_section(output, Path(config.experiment.compare_with),
+                                           list(digests)))
     return output
 
 
@@ -193,14 +203,27 @@ def collect_results(output: Path, digests: dict[str, str]) -> list[dict]:
             "fold": run["fold"], "seed": run["seed"], "config_hash": run["config_hash"],
             "accuracy": multimodal["accuracy"], "weighted_f1": multimodal["weighted_f1"],
             "macro_f1": multimodal["macro_f1"],
+            **_interval_columns(multimodal),
         })
     return rows
 
 
-def _mean_std(values: list[float]) -> str:
-    percent = [100 * v for v in values]
-    std = statistics.stdev(percent) if len(percent) > 1 else 0.0
-    return f"{statistics.mean(percent):.2f} ± {std:.2f}"
+def _interval_columns(slot: dict) -> dict:
+    """The 95 % bootstrap intervals of a slot's metrics as four CSV columns."""
+    columns = {}
+    for metric in ("accuracy", "weighted_f1"):
+        low, high = slot[f"{metric}_ci"]
+        columns |= {f"{metric}_ci_low": low, f"{metric}_ci_high": high}
+    return columns
+
+
+def _mean_std(rows: list[dict], metric: str) -> str:
+    """Mean ± std over several runs; one run: its value and 95 % bootstrap interval."""
+    percent = [100 * row[metric] for row in rows]
+    if len(rows) == 1:
+        return (f"{percent[0]:.2f} [{100 * rows[0][f'{metric}_ci_low']:.2f}, "
+                f"{100 * rows[0][f'{metric}_ci_high']:.2f}]")
+    return f"{statistics.mean(percent):.2f} ± {statistics.stdev(percent):.2f}"
 
 
 def write_results(rows: list[dict], output: Path) -> None:
@@ -220,9 +243,34 @@ def write_results(rows: list[dict], output: Path) -> None:
         models = ", ".join(sorted({row["model"] for row in group}))
         lines.append(
             f"| {title} | {models} | {len(group)} | "
-            f"{_mean_std([r['accuracy'] for r in group])} | "
-            f"{_mean_std([r['weighted_f1'] for r in group])} | {paper} |"
+            f"{_mean_std(group, 'accuracy')} | {_mean_std(group, 'weighted_f1')} | {paper} |"
         )
-    note = ("\nMultimodal label, mean ± std over folds / seeds, in %. Paper: LLaVAC with "
+    note = ("\nMultimodal label, mean ± std over folds / seeds, in %; a procedure with one "
+            "run shows its 95 % bootstrap interval [low, high] instead. Paper: LLaVAC with "
             "LLaVA-1.5-7B (arXiv 2502.02938).\n")
     (output / "results.md").write_text("\n".join(lines) + "\n" + note, encoding="utf-8")
+
+
+def comparison_section(output: Path, other: Path, names: list[str]) -> str:
+    """Markdown: this experiment (A) against ``other`` (B, e.g. the multimodal-only
+    ablation), paired on every run both evaluated, multimodal label, B - A in points."""
+    title = ["", f"## Paired comparison with `{other}` (B - A, multimodal label)", ""]
+    shared = [name for name in names
+              if all((folder / "runs" / name / "eval" / "metrics.json").is_file()
+                     for folder in (output, other))]
+    if not shared:
+        return "\n".join(title + ["No run evaluated in both experiments yet."]) + "\n"
+    lines = title + ["| run | accuracy A | accuracy B | B - A [95 % CI] | McNemar p "
+                     "| weighted F1 B - A [95 % CI] |", "|---|---:|---:|---|---:|---|"]
+    for name in shared:
+        figures = compare_evaluations(output / "runs" / name / "eval",
+                                      other / "runs" / name / "eval")["slots"]["multimodal"]
+        lines.append(f"| {name} | {100 * figures['accuracy_a']:.2f} | "
+                     f"{100 * figures['accuracy_b']:.2f} | {_diff(figures, 'accuracy')} | "
+                     f"{figures['mcnemar_p']:.4g} | {_diff(figures, 'weighted_f1')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _diff(figures: dict, metric: str) -> str:
+    low, high = figures[f"{metric}_diff_ci"]
+    return f"{100 * figures[f'{metric}_diff']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"

@@ -71,7 +71,8 @@ def test_records_without_gold_are_excluded_from_that_slot(tmp_path, tiny_llava,
     assert list(metrics["slots"]) == ["multimodal"]
     multimodal = metrics["slots"]["multimodal"]
     assert (multimodal["n"], multimodal["no_gold"]) == (5, 1)
-    assert {p.name for p in (tmp_path / "eval").glob("*.png")} == {"confusion_multimodal.png"}
+    assert {p.name for p in (tmp_path / "eval").glob("*.png")} == {
+        "confusion_multimodal.png", "reliability_multimodal.png", "coverage_multimodal.png"}
 
 
 def test_unknown_part_is_an_error(tmp_path):

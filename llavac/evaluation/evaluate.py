@@ -1,11 +1,14 @@
 """Evaluation: predict one part of a split and write metrics, predictions and plots.
 
 Zero-shot evaluation is the same call without an adapter. The output folder holds
-``metrics.json`` (per slot: accuracy, weighted and macro F1, per-class precision / recall /
-F1 / support, the confusion matrix; the unparseable count), ``predictions.jsonl``,
-``confusion_<slot>.png``, ``summary.md``, and the ``config.yaml`` / ``manifest.json`` /
-``versions.json`` every output folder carries. What counts and what is left out is
-explained in :mod:`llavac.evaluation.metrics`.
+``metrics.json`` (per slot: accuracy, weighted and macro F1 with 95 % bootstrap intervals,
+per-class precision / recall / F1 / support, the confusion matrix; with ``score`` also ECE,
+NLL, Brier, AURC and accuracy / coverage at confidence thresholds; the unparseable count),
+``predictions.jsonl`` (with each record's gold labels), ``confusion_<slot>.png``,
+``reliability_<slot>.png`` and ``coverage_<slot>.png`` (``score``), ``summary.md``, and the
+``config.yaml`` / ``manifest.json`` / ``versions.json`` every output folder carries. What
+counts and what is left out is explained in :mod:`llavac.evaluation.metrics` and
+:mod:`llavac.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ from pathlib import Path
 
 from llavac.args import DataArgs, EvalConfig
 from llavac.data import load_data
-from llavac.evaluation.metrics import plot_confusion, slot_metrics
-from llavac.labels import slot_labels
-from llavac.predict import Classifier, write_predictions
+from llavac.evaluation.metrics import plot_confusion
+from llavac.evaluation.report import (
+    calibration_plots,
+    gold_labels,
+    slot_reports,
+    uncertainty_lines,
+    write_predictions_with_gold,
+)
+from llavac.predict import Classifier
 from llavac.runinfo import write_json, write_run_files
 
 
@@ -39,11 +48,8 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
     predictions = classifier.predict(records, args.method, args.batch_size, args.progress)
     seconds = time.perf_counter() - start
 
-    slots = {}
-    for slot in classifier.fmt.slots:
-        gold = [slot_labels(record)[slot] for record in records]
-        if any(label is not None for label in gold):  # the data has this label
-            slots[slot] = slot_metrics(gold, [p.label(slot) for p in predictions])
+    gold = gold_labels(records, classifier.fmt.slots)
+    slots = slot_reports(gold, predictions, classifier.temperatures)
     metrics = {
         "method": args.method,
         "prompt": classifier.fmt.name,
@@ -55,21 +61,38 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
         "unparseable": sum(p.unparseable for p in predictions),
         "seconds": round(seconds, 3),
         "pairs_per_second": round(len(records) / seconds, 2),
+        "calibration": calibration_info(classifier, args.method),
         "slots": slots,
     }
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    write_predictions(predictions, output / "predictions.jsonl")
+    write_predictions_with_gold(predictions, records, output / "predictions.jsonl")
     write_json(metrics, output / "metrics.json")
-    for slot, values in slots.items():
-        if values["n"]:
-            plot_confusion(values, f"{slot} label ({part}, {args.method})",
-                           output / f"confusion_{slot}.png")
+    write_plots(metrics, gold, predictions, output)
     (output / "summary.md").write_text(summary(metrics, classifier.source, data),
                                        encoding="utf-8")
     write_run_files(output, config, {"data": split.manifest, "model": classifier.source})
     return metrics
+
+
+def calibration_info(classifier: Classifier, method: str) -> dict:
+    """Which probabilities the headline calibration figures judge: ``calibrated`` (the run's
+    ``calibration.json`` applied; the raw ones are under each slot's ``raw``), ``raw``, or
+    None for ``generate`` (no probabilities)."""
+    temperatures = classifier.temperatures if method == "score" else None
+    headline = None if method != "score" else "calibrated" if temperatures else "raw"
+    return {"headline": headline, "temperatures": temperatures}
+
+
+def write_plots(metrics: dict, gold: dict, predictions: list, output: Path) -> None:
+    """Confusion matrices, and reliability / accuracy-coverage plots with probabilities."""
+    title = f"{metrics['part']}, {metrics['method']}"
+    for slot, values in metrics["slots"].items():
+        if values["n"]:
+            plot_confusion(values, f"{slot} label ({title})", output / f"confusion_{slot}.png")
+    calibration_plots(gold, predictions, f"{title}, {metrics['calibration']['headline']}",
+                      output)
 
 
 def summary(metrics: dict, source: dict, data: DataArgs) -> str:
@@ -95,4 +118,4 @@ def summary(metrics: dict, source: dict, data: DataArgs) -> str:
             lines.append(f"| {slot} | {values['n']} | {values['no_gold']} | "
                          f"{values['accuracy']:.4f} | "
                          f"{values['weighted_f1']:.4f} | {values['macro_f1']:.4f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + uncertainty_lines(metrics)) + "\n"

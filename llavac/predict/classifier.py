@@ -5,6 +5,11 @@
 names the base model, the seed of a tiny base model (whose random weights the adapter was
 trained on) and the prompt variant. A bare peft adapter folder or a plain base model (zero-
 shot) works too.
+
+A run folder calibrated by ``llavac calibrate`` holds ``calibration.json``: one temperature
+per slot, applied to the scored probabilities (temperature scaling, Guo et al. 2017; it never
+changes the most likely label). ``min_confidence`` marks the slots whose (calibrated) top
+probability falls below it as ``"uncertain"`` (abstention) and keeps their probabilities.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from llavac.predict.scoring import LabelScorer
 from llavac.prompt import PromptFormat
 
 METHODS = ("score", "generate")
+CALIBRATION_FILE = "calibration.json"  # written into a run folder by ``llavac calibrate``
+# The label of a slot whose top probability is below ``min_confidence``: a deliberate
+# non-answer. Metrics count it as wrong, as an unparseable answer; only the selective
+# (accuracy-at-coverage) figures treat it as "not answered".
+UNCERTAIN = "uncertain"
 
 
 @dataclass
@@ -37,7 +47,8 @@ class Prediction:
     ``score`` fills ``probabilities`` (``{slot: {label: p}}``, each slot summing to 1) and
     always gives a label for every slot the prompt asks. ``generate`` keeps the raw
     ``answer``; when it does not parse, all labels are ``None``. Slots the prompt does not ask
-    (text and image for the multimodal-only prompt) are ``None`` as well.
+    (text and image for the multimodal-only prompt) are ``None`` as well. A slot abstained
+    from (``min_confidence``) has the label ``"uncertain"`` and keeps its probabilities.
     """
 
     id: str
@@ -60,6 +71,19 @@ class Prediction:
         labels = labels or {}
         return cls(id, **{field: labels.get(slot) for slot, field in SLOT_FIELDS.items()},
                    **extra)
+
+    def abstain(self, min_confidence: float | None) -> Prediction:
+        """Label ``"uncertain"`` every slot whose top probability is below ``min_confidence``
+        (in place; returns ``self``). Needs probabilities, i.e. ``method="score"``."""
+        if min_confidence is None:
+            return self
+        if self.probabilities is None:
+            raise ValueError("min_confidence needs probabilities: predict with method "
+                             "'score' (generate gives none)")
+        for slot, probs in self.probabilities.items():
+            if max(probs.values()) < min_confidence:
+                setattr(self, SLOT_FIELDS[slot], UNCERTAIN)
+        return self
 
     def to_json(self) -> str:
         """The labels always; ``probabilities`` or ``answer``, whichever the method gave."""
@@ -132,6 +156,18 @@ class _Run:
         return model, processor
 
 
+def read_temperatures(adapter: str | Path | None) -> dict[str, float] | None:
+    """The per-slot temperatures of ``<adapter>/calibration.json``; None when there is none."""
+    path = Path(adapter) / CALIBRATION_FILE if adapter is not None else None
+    if path is None or not path.is_file():
+        return None
+    temperatures = json.loads(path.read_text(encoding="utf-8")).get("temperatures")
+    if not isinstance(temperatures, dict) or not all(
+            isinstance(t, int | float) and t > 0 for t in temperatures.values()):
+        raise ValueError(f"{path}: 'temperatures' must map slots to positive numbers")
+    return {slot: float(t) for slot, t in temperatures.items()}
+
+
 def _read_run(adapter: Path) -> tuple[Path, dict]:
     """(weights folder, the run's config) for a run folder; (adapter, {}) for a bare adapter."""
     if not adapter.exists():
@@ -155,8 +191,10 @@ def _read_run(adapter: Path) -> tuple[Path, dict]:
 class Classifier:
     """A vision-language model that labels (image, text) pairs as LLaVAC does."""
 
-    def __init__(self, model, processor, prompt: str = "full", source: dict | None = None):
+    def __init__(self, model, processor, prompt: str = "full", source: dict | None = None,
+                 temperatures: dict[str, float] | None = None):
         self.model = model.eval()
+        self.temperatures = temperatures  # {slot: T} from calibration.json; None: raw
         self.processor = processor
         self.fmt = PromptFormat.from_name(prompt)
         self.scorer = LabelScorer(self.model, processor, self.fmt)
@@ -168,7 +206,7 @@ class Classifier:
     def from_args(cls, args: ClassifierArgs) -> Classifier:
         """The classifier a config's ``model`` section names."""
         return cls.from_pretrained(args.name, args.adapter, args.prompt, args.dtype,
-                                   args.device)
+                                   args.device, calibrated=args.calibrated)
 
     @classmethod
     def from_pretrained(
@@ -178,6 +216,7 @@ class Classifier:
         prompt: str | None = None,
         dtype: str | None = None,
         device: str | None = None,
+        calibrated: bool = True,
     ) -> Classifier:
         """Load a base model, optionally with a fine-tuned adapter or a fully fine-tuned model.
 
@@ -186,56 +225,80 @@ class Classifier:
         bare peft adapter folder (the base model then comes from ``model`` or the adapter's
         ``base_model_name_or_path``). LoRA weights are merged into the base model: prediction
         runs at the base model's speed. ``device`` defaults to CUDA when available.
+        ``calibrated``: apply the adapter folder's ``calibration.json`` when it has one.
         """
         run = _Run.resolve(model, Path(adapter) if adapter is not None else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded, processor = run.load(dtype or run.model.get("dtype"), device)
+        temperatures = read_temperatures(adapter) if calibrated else None
         source = {"model": run.name, "adapter": str(adapter) if adapter else None,
-                  "seed": run.seed}
-        return cls(loaded, processor, prompt or run.prompt, source)
+                  "seed": run.seed, "temperatures": temperatures}
+        return cls(loaded, processor, prompt or run.prompt, source, temperatures)
 
     # -- prediction ----------------------------------------------------------------------
 
     def predict(self, records: Sequence, method: str = "score", batch_size: int = 16,
-                progress: bool = True) -> list[Prediction]:
-        """Predict ``Record``-like objects (``id``, ``text``, ``image`` path), in order."""
+                progress: bool = True, min_confidence: float | None = None) -> list[Prediction]:
+        """Predict ``Record``-like objects (``id``, ``text``, ``image`` path), in order.
+
+        ``min_confidence``: label ``"uncertain"`` the slots whose top probability is below it.
+        """
         from llavac.data import open_rgb
 
         def load(chunk):
             return [(record.id, open_rgb(record.image), record.text) for record in chunk]
 
-        return self._run(records, load, method, batch_size, progress)
+        return self._run(records, load, method, batch_size, progress, min_confidence)
 
-    def classify(self, items: Sequence[tuple], method: str = "score",
-                 batch_size: int = 16) -> list[Prediction]:
+    def classify(self, items: Sequence[tuple], method: str = "score", batch_size: int = 16,
+                 min_confidence: float | None = None) -> list[Prediction]:
         """Predict ``(PIL image, text)`` pairs (for serving); ids are the positions ``"0"``, ..."""
         numbered = [(str(i), image, text) for i, (image, text) in enumerate(items)]
-        return self._run(numbered, list, method, batch_size, progress=False)
+        return self._run(numbered, list, method, batch_size, False, min_confidence)
 
     def _run(self, items: Sequence, load, method: str, batch_size: int,
-             progress: bool) -> list[Prediction]:
+             progress: bool, min_confidence: float | None = None) -> list[Prediction]:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
+        if min_confidence is not None and method != "score":
+            raise ValueError("min_confidence needs probabilities: predict with method "
+                             "'score' (generate gives none)")
         predictions = []
         with tqdm(total=len(items), desc=f"predicting ({method})", unit="pair",
                   disable=not progress) as bar:
             for start in range(0, len(items), batch_size):
                 ids, images, texts = zip(*load(items[start : start + batch_size]), strict=True)
-                predictions += self._predict_batch(list(ids), images, list(texts), method)
+                predictions += self._predict_batch(list(ids), images, list(texts), method,
+                                                   min_confidence)
                 bar.update(len(ids))
         return predictions
 
-    def _predict_batch(self, ids, images, texts, method) -> list[Prediction]:
+    def _predict_batch(self, ids, images, texts, method,
+                       min_confidence: float | None = None) -> list[Prediction]:
         batch = encode_prompts(self.processor, self.fmt, images, texts, self.model)
         if method == "score":
             return [
                 Prediction.from_labels(
                     id, {slot: max(p, key=p.get) for slot, p in probs.items()},
-                    probabilities=probs,
-                )
+                    probabilities=self._calibrated(probs),
+                ).abstain(min_confidence)
                 for id, probs in zip(ids, self.scorer.score(batch), strict=True)
             ]
         answers = generate_answers(self.model, self.processor.tokenizer, batch,
                                    self.max_new_tokens)
         return [Prediction.from_labels(id, self.fmt.parse(answer), answer=answer)
                 for id, answer in zip(ids, answers, strict=True)]
+
+    def _calibrated(self, probs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """One pair's ``{slot: {label: p}}`` with each slot's temperature applied, if any."""
+        if not self.temperatures:
+            return probs
+        # Imported here: llavac.evaluation imports this module (an import cycle otherwise).
+        from llavac.evaluation.calibration import apply_temperature
+
+        scaled = dict(probs)
+        for slot, p in probs.items():
+            if slot in self.temperatures:
+                values = apply_temperature([list(p.values())], self.temperatures[slot])[0]
+                scaled[slot] = dict(zip(p, map(float, values), strict=True))
+        return scaled

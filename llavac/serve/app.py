@@ -56,6 +56,8 @@ def model_info(classifier, model_name: str | None = None, adapter: str | None = 
         "prompt": getattr(fmt, "name", None),
         "slots": list(getattr(fmt, "slots", ())),
         "labels": list(LABELS),
+        # The calibration.json temperatures applied to the probabilities; None: raw.
+        "temperatures": getattr(classifier, "temperatures", None),
         **{key: source.get(key) for key in ("family", "dtype", "device", "parameters")},
     }
 
@@ -95,6 +97,25 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def internal_error(request: Request, exc: Exception):
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal server error")
+
+
+def _min_confidence(request: Request, method: str) -> float | None:
+    """The optional ``?min_confidence=P`` query parameter: a slot whose (calibrated) top
+    probability is below P comes back labelled ``"uncertain"``, probabilities kept."""
+    value = request.query_params.get("min_confidence")
+    if value is None:
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = float("nan")
+    if not 0 <= threshold <= 1:  # also NaN
+        raise ApiError(422, f"min_confidence must be a probability in [0, 1], got {value!r}",
+                       "min_confidence")
+    if method != "score":
+        raise ApiError(422, "min_confidence needs probabilities: the server runs method "
+                       f"{method!r}", "min_confidence")
+    return threshold
 
 
 async def _read_json(request: Request):
@@ -154,10 +175,11 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
     _install_error_handlers(app)
 
-    def answer(predictions: list, started: float) -> dict:
+    def answer(predictions: list, started: float, min_confidence: float | None) -> dict:
         return {"model": info["model"], "latency_ms": round((time.perf_counter() - started)
                                                             * 1000, 2),
-                "predictions": [prediction_json(p) for p in predictions]}
+                "predictions": [prediction_json(p.abstain(min_confidence))
+                                for p in predictions]}
 
     @app.get("/health")
     async def health():
@@ -172,6 +194,7 @@ def create_app(
     async def classify(request: Request):
         """One image and text -> the text, image and multimodal labels with probabilities."""
         started = time.perf_counter()
+        min_confidence = _min_confidence(request, method)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
             item = await _form_item(request, limits)
@@ -180,13 +203,14 @@ def create_app(
         else:
             raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: {_USAGE}",
                            "body")
-        result = answer(await batcher.submit([item]), started)
+        result = answer(await batcher.submit([item]), started, min_confidence)
         return {**result.pop("predictions")[0], **result}
 
     @app.post("/v1/classify/batch")
     async def classify_batch(request: Request):
         """A JSON list of ``{image_base64, text}`` -> one prediction per item, in order."""
         started = time.perf_counter()
+        min_confidence = _min_confidence(request, method)
         payload = await _read_json(request)
         if isinstance(payload, dict) and isinstance(payload.get("items"), list):
             payload = payload["items"]
@@ -199,7 +223,7 @@ def create_app(
                            f"{limits.max_batch_items}", "body")
         items = [await run_in_threadpool(json_item, entry, limits, f"[{index}].")
                  for index, entry in enumerate(payload)]
-        return answer(await batcher.submit(items), started)
+        return answer(await batcher.submit(items), started, min_confidence)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
