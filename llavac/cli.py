@@ -177,7 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from llavac.export import export_run
 
-    print(f"exported: {export_run(args.run, args.output, overwrite=args.overwrite)}")
+    print(f"exported: {export_run(args.run_folder, args.output, overwrite=args.overwrite)}")
     return 0
 
 
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                     _serve)
     export = commands.add_parser("export", help="a training run as one folder that plain "
                                  "transformers loads: merged model, processor, model card")
-    export.add_argument("run", type=Path, help="a training run folder")
+    export.add_argument("run_folder", type=Path, metavar="RUN", help="a training run folder")
     export.add_argument("--output", type=Path, required=True, help="the folder to write")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     export.set_defaults(run=_export)
