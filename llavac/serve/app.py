@@ -97,6 +97,11 @@ class ServeState:
         request.state.key_id = hashlib.sha256(token.encode()).hexdigest()[:8]
 
     def admit(self, request: Request) -> None:
+        # Requests still being read or decoded wait ahead of the queue: bound them too, so
+        # an overload is refused before its bodies are parsed, not after.
+        if self.metrics.in_flight > self.args.max_queue:
+            raise QueueFull(f"{self.metrics.in_flight - 1} requests are being answered; the "
+                            f"limit is {self.args.max_queue}")
         if self.limiter is None:
             return
         client = getattr(request.state, "key_id", None) or (request.client or ("?",))[0]

@@ -42,7 +42,7 @@ async def require_key(request: Request) -> None:
 
 
 async def within_rate(request: Request) -> None:
-    """429 when this key (or client address) has used up its token bucket."""
+    """503 past the request bound, 429 when this key (or address) has used up its bucket."""
     _state(request).admit(request)
 
 
