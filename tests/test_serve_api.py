@@ -64,7 +64,7 @@ def assert_same_prediction(answer: dict, expected) -> None:
             assert answer["probabilities"][slot][label] == pytest.approx(probs[label], abs=1e-5)
 
 
-def test_health_and_model_info(client):
+def test_health_and_served_model_card(client):
     health = client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     info = client.get("/v1/model").json()

@@ -83,7 +83,7 @@ class ServeState:
         try:
             self.classifier = await self.batcher.in_model_thread(load)
         except Exception as error:  # reported by /ready and re-raised by serve()
-            log.error("the model failed to load", exc_info=error)
+            log.error("the model failed to load: %s", error)  # serve() raises it in full
             self.load_error = error
 
     def authorize(self, request: Request) -> None:
