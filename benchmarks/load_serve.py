@@ -201,10 +201,37 @@ def summarise(name: str, run: dict) -> dict:
     p50, p95, p99 = percentiles(run)
     print(f"valid 200 latency ms: p50={p50:.1f} p95={p95:.1f} p99={p99:.1f}")
     statuses = [status for _, status, _, _ in results]
-    return {"p50": p50, "p95": p95, "p99": p99,
+    print(f"mean time inside the server per classify request: {run['server_mean_ms']:.1f} ms")
+    return {"p50": p50, "p95": p95, "p99": p99, "server_mean": run["server_mean_ms"],
             **{f"shed_{code}": statuses.count(code) for code in SHED},
             "errors": sum(1 for s in statuses if (s >= 500 and s != 503) or s == 0),
             "problems": sum(1 for r in results if r[3]), "unfinished": run["unfinished"]}
+
+
+def server_seconds(server) -> tuple[float, float]:
+    """(sum, count) of the server's own ``llavac_request_seconds`` for ``/v1/classify``: the
+    time inside the server, without the client's share of this machine's cores."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    request = httpx.get(server.url + "/metrics", timeout=60,
+                        headers={"Authorization": f"Bearer {API_KEY}"})
+    totals = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(request.text):
+        for sample in family.samples:
+            kind = sample.name.removeprefix("llavac_request_seconds_")
+            if kind in totals and sample.labels.get("route") == "/v1/classify":
+                totals[kind] = sample.value
+    return totals["sum"], totals["count"]
+
+
+def timed_phase(server, plan: list[tuple], rate: float, deadline_s: float) -> dict:
+    """One phase, plus the server-side mean time of its classify requests."""
+    before = server_seconds(server)
+    run = asyncio.run(run_phase(server.url, plan, rate, deadline_s))
+    after = server_seconds(server)
+    count = after[1] - before[1]
+    run["server_mean_ms"] = 1000 * (after[0] - before[0]) / count if count else float("nan")
+    return run
 
 
 def recovered(server) -> bool:
@@ -249,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         warmup = [request for request in soak if request[1]][:100]
         asyncio.run(run_phase(server.url, warmup, args.rate * 2, 120))
         rss_before = rss_mb(server.pid)
-        soak_run = asyncio.run(run_phase(server.url, soak, args.rate, args.soak_s + 120))
+        soak_run = timed_phase(server, soak, args.rate, args.soak_s + 120)
         rss_after = rss_mb(server.pid)
-        burst_run = asyncio.run(run_phase(server.url, burst, burst_rate, args.burst_s + 120))
+        burst_run = timed_phase(server, burst, burst_rate, args.burst_s + 120)
         alive = recovered(server)
     soak_figures, burst_figures = summarise("soak", soak_run), summarise("burst", burst_run)
     soak_shed = soak_figures["shed_429"] + soak_figures["shed_503"]
@@ -262,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RESULT soak_rps={args.rate:g} burst_rps={burst_rate:g} "
           + " ".join(f"{phase}_{q}_ms={figures[q]:.1f}" for phase, figures in
                      (("soak", soak_figures), ("burst", burst_figures))
-                     for q in ("p50", "p95", "p99"))
+                     for q in ("p50", "p95", "p99", "server_mean"))
           + f" shed_429={soak_figures['shed_429'] + burst_figures['shed_429']}"
           f" shed_503={soak_figures['shed_503'] + burst_figures['shed_503']}"
           f" server_errors_non503={errors} rss_growth_mb={growth:.1f} recovered={alive}")
