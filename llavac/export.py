@@ -36,6 +36,8 @@ def export_run(run: str | Path, output: str | Path, overwrite: bool = False) -> 
     run, output = Path(run), Path(output)
     if not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"{run}: not a training run folder (no config.yaml)")
+    if output.resolve() == run.resolve() or output.resolve() in run.resolve().parents:
+        raise ValueError(f"--output {output}: would replace the run folder {run} itself")
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise ValueError(f"--output {output}: exists and is not empty (--overwrite replaces it)")
     classifier = Classifier.from_pretrained(adapter=run, device="cpu")  # LoRA merged here

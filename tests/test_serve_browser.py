@@ -120,7 +120,7 @@ def test_page_asks_for_the_key_once_per_tab(sync_playwright, tmp_path):
                 page.fill("#api-key", "wrong-key")
                 page.click("#key-save")
                 page.wait_for_function("document.getElementById('model-line')"
-                                       ".textContent.includes('API key')")
+                                       ".textContent.includes('not accepted')")
                 assert page.is_visible("#auth")  # a wrong key is refused and asked again
                 page.fill("#api-key", "page-secret")
                 page.click("#key-save")

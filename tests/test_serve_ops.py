@@ -139,6 +139,7 @@ def test_overload_is_shed_fast_and_the_server_recovers(classifier):
 
 
 def test_a_full_queue_answers_503_with_retry_after(classifier):
+    """One request holds the model, a 3-item batch fills the queue of 3: the next is refused."""
     gate = threading.Event()
 
     class Held:
@@ -148,21 +149,29 @@ def test_a_full_queue_answers_503_with_retry_after(classifier):
             gate.wait(timeout=60)
             return classifier.classify(items, method=method)
 
-    app = create_app(Held(), ServeArgs(max_queue=2, max_batch_items=2, max_batch_size=1))
+    app = create_app(Held(), ServeArgs(max_queue=3, max_batch_items=3, max_batch_size=1))
     with TestClient(app) as client:
-        threads = [threading.Thread(target=client.post, args=("/v1/classify",),
-                                    kwargs={"json": ITEM}) for _ in range(3)]
-        for thread in threads:  # one in the model, two waiting: the queue is full
-            thread.start()
-        deadline = time.monotonic() + 30
-        while client.get("/health").json()["queued"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        held = threading.Thread(target=client.post, args=("/v1/classify",),
+                                kwargs={"json": ITEM})
+        held.start()
+        wait_for(lambda: app.state.batcher.batches == 1, "the first request is in the model")
+        queued = threading.Thread(target=client.post, args=("/v1/classify/batch",),
+                                  kwargs={"json": [ITEM] * 3})
+        queued.start()
+        wait_for(lambda: client.get("/health").json()["queued"] == 3, "the queue is full")
         refused = client.post("/v1/classify", json=ITEM)
         gate.set()
-        for thread in threads:
-            thread.join(timeout=60)
+        held.join(timeout=60)
+        queued.join(timeout=60)
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-    assert set(refused.json()) == {"error", "field"}
+    assert set(refused.json()) == {"error", "field"} and "examples are waiting" in refused.text
+
+
+def wait_for(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
 
 
 def test_metrics_count_what_was_sent(classifier):
@@ -227,9 +236,7 @@ def test_ready_waits_for_the_model_while_health_answers(classifier):
         early = client.post("/v1/classify", json=ITEM)
         assert early.status_code == 503 and "loading" in early.json()["error"]
         loaded.set()
-        deadline = time.monotonic() + 30
-        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: client.get("/ready").status_code == 200, "the model is loaded")
         assert client.get("/ready").json()["status"] == "ready"
         assert client.post("/v1/classify", json=ITEM).status_code == 200
 
@@ -238,9 +245,7 @@ def test_ready_waits_for_the_model_while_health_answers(classifier):
 
     failed = create_app(args=ServeArgs(), load=broken)
     with TestClient(failed) as client:
-        deadline = time.monotonic() + 30
-        while failed.state.serve.load_error is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: failed.state.serve.load_error is not None, "the load has failed")
         assert client.get("/ready").json() == {"status": "failed"}
 
 

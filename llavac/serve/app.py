@@ -97,18 +97,18 @@ class ServeState:
         request.state.key_id = hashlib.sha256(token.encode()).hexdigest()[:8]
 
     def admit(self, request: Request) -> None:
-        # Requests still being read or decoded wait ahead of the queue: bound them too, so
-        # an overload is refused before its bodies are parsed, not after.
+        """429 past this key's rate (checked first: a client over its rate is told so), then
+        503 past the request bound: requests still being read or decoded wait ahead of the
+        queue, so an overload is refused before its bodies are parsed, not after."""
+        if self.limiter is not None:
+            client = getattr(request.state, "key_id", None) or (request.client or ("?",))[0]
+            wait = self.limiter.acquire(client)
+            if wait is not None:
+                raise ApiError(429, f"rate limit of {self.limiter.rate:g} requests per second "
+                               "exceeded", None, {"Retry-After": RateLimiter.retry_after(wait)})
         if self.metrics.in_flight > self.args.max_queue:
             raise QueueFull(f"{self.metrics.in_flight - 1} requests are being answered; the "
                             f"limit is {self.args.max_queue}")
-        if self.limiter is None:
-            return
-        client = getattr(request.state, "key_id", None) or (request.client or ("?",))[0]
-        wait = self.limiter.acquire(client)
-        if wait is not None:
-            raise ApiError(429, f"rate limit of {self.limiter.rate:g} requests per second "
-                           "exceeded", None, {"Retry-After": RateLimiter.retry_after(wait)})
 
     def require_ready(self) -> None:
         if not self.ready:
