@@ -121,7 +121,10 @@ SHED = (429, 503)
 async def run_phase(url: str, plan: list[tuple], rate: float, deadline_s: float) -> dict:
     """Send ``plan`` open-loop at ``rate`` per second; ``(kind, status, seconds, problem)``."""
     results: list[tuple[str, int, float, str | None]] = []
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    # Idle connections are dropped by the client before uvicorn's 5 s keep-alive timeout,
+    # so a request is never sent on a connection the server is closing at that moment.
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200,
+                          keepalive_expiry=2.0)
     headers = {"Authorization": f"Bearer {API_KEY}"}
 
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
