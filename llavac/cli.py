@@ -18,6 +18,7 @@ from llavac.args import (
     EvalConfig,
     ExperimentConfig,
     PredictConfig,
+    ServeConfig,
     TrainConfig,
 )
 from llavac.config import Flag, add_config_arguments, config_from_args
@@ -74,6 +75,28 @@ CALIBRATE_FLAGS = [
     Flag("--device", "model.device", "cpu | cuda | cuda:0 ..."),
     *DATA_FLAGS,
     Flag("--batch-size", "calibrate.batch_size", "pairs per model call"),
+]
+SERVE_FLAGS = [
+    *CLASSIFIER_FLAGS,
+    Flag("--method", "serve.method", "score | generate"),
+    Flag("--host", "serve.host", "address to bind; beyond loopback an API key is required"),
+    Flag("--port", "serve.port", "TCP port"),
+    Flag("--api-key", "serve.api_key", "required as 'Authorization: Bearer KEY' (several: "
+         "comma-separated; also read from LLAVAC_API_KEY)"),
+    Flag("--api-key-file", "serve.api_key_file", "keys, one per line"),
+    Flag("--insecure-no-auth", "serve.insecure_no_auth", "allow a non-loopback host without "
+         "any key"),
+    Flag("--max-queue", "serve.max_queue", "waiting examples; past it: 503 + Retry-After"),
+    Flag("--rate-limit", "serve.rate_limit", "requests per second per key; past it: 429"),
+    Flag("--shutdown-timeout", "serve.shutdown_timeout", "seconds SIGTERM waits for accepted "
+         "requests"),
+    Flag("--max-body-mb", "serve.max_body_mb", "largest request body"),
+    Flag("--max-text-chars", "serve.max_text_chars", "longest text"),
+    Flag("--max-batch-items", "serve.max_batch_items", "longest /v1/classify/batch list"),
+    Flag("--max-image-pixels", "serve.max_image_pixels", "largest decoded image"),
+    Flag("--max-batch-size", "serve.max_batch_size", "most examples in one model call"),
+    Flag("--max-wait-ms", "serve.max_wait_ms", "how long the queue waits to fill a batch"),
+    Flag("--log-level", "serve.log_level", "critical | error | warning | info | debug"),
 ]
 
 
@@ -238,6 +261,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from llavac.serve import serve
+
+    config = config_from_args(ServeConfig, args, SERVE_FLAGS)
+    if not config.model.name and not config.model.adapter:
+        raise ValueError("give --model (a model, or a folder llavac export wrote), or --adapter "
+                         "with a training run folder")
+    logging.basicConfig(level=config.serve.log_level.upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
+    serve(config)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from llavac.export import export_run
+
+    print(f"exported: {export_run(args.run_folder, args.output, overwrite=args.overwrite)}")
+    return 0
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
@@ -347,10 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", metavar="key=value",
                       help="training config overrides")
 
-    from llavac.serve.__main__ import add_arguments, run  # argparse only: no model code
-
-    serve = _command(commands, "serve", "HTTP API and web page around one model", run)
-    add_arguments(serve)
+    _config_command(commands, "serve", "HTTP API and web page around one model (API keys, "
+                    "backpressure, /metrics, draining on SIGTERM)", ServeConfig, SERVE_FLAGS,
+                    _serve)
+    export = _command(commands, "export", "a training run as one folder that plain "
+                      "transformers loads: merged model, processor, model card", _export)
+    export.add_argument("run_folder", type=Path, metavar="RUN", help="a training run folder")
+    export.add_argument("--output", type=Path, required=True, help="the folder to write")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
 
     return parser
 

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from llavac.args import ServeArgs
 from llavac.labels import LABELS
 from llavac.serve import create_app
 
@@ -63,7 +64,7 @@ def assert_same_prediction(answer: dict, expected) -> None:
             assert answer["probabilities"][slot][label] == pytest.approx(probs[label], abs=1e-5)
 
 
-def test_health_and_model_info(client):
+def test_health_and_served_model_card(client):
     health = client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     info = client.get("/v1/model").json()
@@ -134,7 +135,8 @@ def test_concurrent_requests_are_batched_and_get_their_own_answers(classifier):
     """Requests that arrive together share model calls, yet each gets its own prediction."""
     items = [(picture(seed), f"message {seed}: " + "so good " * seed) for seed in range(12)]
     expected = [classifier.classify([item])[0] for item in items]  # one by one, no batching
-    app = create_app(classifier, model_name="tiny-llava", max_batch_size=8, max_wait_ms=300)
+    app = create_app(classifier, ServeArgs(max_batch_size=8, max_wait_ms=300),
+                     model_name="tiny-llava")
     answers: dict[int, dict] = {}
     with TestClient(app) as test_client:
         barrier = threading.Barrier(len(items))
@@ -159,20 +161,22 @@ def test_concurrent_requests_are_batched_and_get_their_own_answers(classifier):
         assert_same_prediction(answers[index], want)
 
 
-class SlowClassifier:
-    """A real classifier whose model calls take at least ``delay`` seconds."""
+class BlockedClassifier:
+    """A real classifier whose model calls wait until the test releases them."""
 
-    def __init__(self, inner, delay: float):
-        self.inner, self.delay = inner, delay
-        self.fmt = inner.fmt
+    def __init__(self, inner):
+        self.inner, self.fmt = inner, inner.fmt
+        self.started, self.release = threading.Event(), threading.Event()
 
     def classify(self, items, method="score"):
-        time.sleep(self.delay)
+        self.started.set()
+        self.release.wait(timeout=60)
         return self.inner.classify(items, method=method)
 
 
 def test_health_answers_while_the_model_is_busy(classifier):
-    app = create_app(SlowClassifier(classifier, delay=1.5), model_name="tiny-llava")
+    blocked = BlockedClassifier(classifier)
+    app = create_app(blocked, model_name="tiny-llava")
     with TestClient(app) as test_client:
         worker = threading.Thread(
             target=test_client.post,
@@ -180,12 +184,13 @@ def test_health_answers_while_the_model_is_busy(classifier):
             kwargs={"json": {"image_base64": b64(picture(3)), "text": "slow"}},
         )
         worker.start()
-        time.sleep(0.3)  # the classify call is now sleeping in the worker thread
+        assert blocked.started.wait(timeout=60)  # the model thread is now inside classify
         started = time.perf_counter()
         health = test_client.get("/health")
         elapsed = time.perf_counter() - started
+        blocked.release.set()
         worker.join(timeout=60)
-    assert health.status_code == 200
+    assert health.status_code == 200 and health.json()["in_flight"] == 1
     assert elapsed < 0.5, f"/health took {elapsed:.2f} s while the model was busy"
 
 

@@ -36,25 +36,47 @@ def sync_playwright():
     return sync_playwright
 
 
-def test_page_classifies_an_upload_like_the_api(sync_playwright, tmp_path):
+def _launch(p):
+    return p.chromium.launch(
+        executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+        args=CHROMIUM_ARGS,
+    )
+
+
+def _classify_on_page(page, image_path: Path, text: str) -> dict:
+    """Upload, classify and read back the labels the page shows."""
+    page.set_input_files("#image", str(image_path))
+    page.fill("#text", text)
+    page.click("#submit")
+    page.wait_for_selector("#result[data-state=done]", timeout=60_000)
+    shown = {slot: page.get_attribute(f"#label-{slot}", "data-label") for slot in SLOTS}
+    visible = {slot: page.inner_text(f"#label-{slot}").strip() for slot in SLOTS}
+    assert shown == visible
+    return shown
+
+
+def _api_labels(server, image_path: Path, text: str, headers=None) -> dict:
+    answer = httpx.post(server.url + "/v1/classify", headers=headers or {},
+                        files={"image": ("p.png", image_path.read_bytes(), "image/png")},
+                        data={"text": text}, timeout=60).json()
+    return {slot: answer[f"{slot}_label"] for slot in SLOTS}
+
+
+def _sunset(tmp_path: Path) -> Path:
     image_path = tmp_path / "sunset.png"
     noise = Image.effect_noise((96, 72), 30).convert("RGB")
     Image.blend(noise, Image.new("RGB", (96, 72), (240, 140, 40)), 0.7).save(image_path)
+    return image_path
+
+
+def test_page_classifies_an_upload_like_the_api(sync_playwright, tmp_path):
+    image_path = _sunset(tmp_path)
     text = "Best sunset of the summer, feeling grateful"
 
     with running_server("tiny-llava") as server:
-        api = httpx.post(
-            server.url + "/v1/classify",
-            files={"image": ("sunset.png", image_path.read_bytes(), "image/png")},
-            data={"text": text},
-            timeout=60,
-        ).json()
-
+        api = _api_labels(server, image_path, text)
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-                args=CHROMIUM_ARGS,
-            )
+            browser = _launch(p)
             try:
                 page = browser.new_page(viewport={"width": 1100, "height": 720})
                 requests, problems = [], []
@@ -65,14 +87,8 @@ def test_page_classifies_an_upload_like_the_api(sync_playwright, tmp_path):
                 page.goto(server.url + "/")
                 page.wait_for_function("document.getElementById('model-line')"
                                        ".textContent.includes('tiny-llava')")
-                page.set_input_files("#image", str(image_path))
-                page.fill("#text", text)
-                page.click("#submit")
-                page.wait_for_selector("#result[data-state=done]", timeout=60_000)
-
-                shown = {slot: page.get_attribute(f"#label-{slot}", "data-label")
-                         for slot in SLOTS}
-                visible = {slot: page.inner_text(f"#label-{slot}") for slot in SLOTS}
+                assert not page.is_visible("#auth")  # no key configured: nothing to ask
+                shown = _classify_on_page(page, image_path, text)
                 error_box = page.inner_text("#error")
                 ARTIFACTS.mkdir(exist_ok=True)
                 screenshot = ARTIFACTS / "serve_page.png"
@@ -83,10 +99,43 @@ def test_page_classifies_an_upload_like_the_api(sync_playwright, tmp_path):
 
     assert error_box == ""
     assert problems == []
-    for slot in SLOTS:
-        assert shown[slot] == api[f"{slot}_label"] and shown[slot] in LABELS
-        assert visible[slot].strip() == shown[slot]
+    assert shown == api and all(label in LABELS for label in shown.values())
     outside = [url for url in requests
                if not url.startswith((server.url, "blob:", "data:"))]
     assert outside == [], f"the page fetched from elsewhere: {outside}"
     assert screenshot.stat().st_size > 5_000
+
+
+def test_page_asks_for_the_key_once_per_tab(sync_playwright, tmp_path):
+    image_path = _sunset(tmp_path)
+    text = "rainy commute again"
+    with running_server("tiny-llava", api_key="page-secret") as server:
+        api = _api_labels(server, image_path, text, {"Authorization": "Bearer page-secret"})
+        with sync_playwright() as p:
+            browser = _launch(p)
+            try:
+                page = browser.new_page()
+                page.goto(server.url + "/")
+                page.wait_for_selector("#auth", state="visible")
+                page.fill("#api-key", "wrong-key")
+                page.click("#key-save")
+                page.wait_for_function("document.getElementById('model-line')"
+                                       ".textContent.includes('not accepted')")
+                assert page.is_visible("#auth")  # a wrong key is refused and asked again
+                page.fill("#api-key", "page-secret")
+                page.click("#key-save")
+                page.wait_for_function("document.getElementById('model-line')"
+                                       ".textContent.includes('tiny-llava')")
+                assert not page.is_visible("#auth")
+                shown = _classify_on_page(page, image_path, text)
+                page.reload()  # same tab: the key is kept, nothing is asked again
+                page.wait_for_function("document.getElementById('model-line')"
+                                       ".textContent.includes('tiny-llava')")
+                assert not page.is_visible("#auth")
+                stored = page.evaluate("sessionStorage.getItem('llavac-api-key')")
+                fresh_tab = browser.new_page()  # another tab starts without it
+                fresh_tab.goto(server.url + "/")
+                fresh_tab.wait_for_selector("#auth", state="visible")
+            finally:
+                browser.close()
+    assert shown == api and stored == "page-secret"

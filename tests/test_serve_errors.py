@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from llavac.serve import ServeLimits, create_app
+from llavac.args import ServeArgs
+from llavac.serve import create_app
 
-LIMITS = ServeLimits(
-    max_body_bytes=200_000, max_text_chars=50, max_batch_items=4, max_image_pixels=1_000_000
-)
+LIMITS = ServeArgs(max_body_mb=200_000 / 2**20, max_text_chars=50, max_batch_items=4,
+                   max_image_pixels=1_000_000)
 
 
 def png_bytes(size=(24, 16), noise=True) -> bytes:
@@ -185,8 +185,8 @@ def test_internal_error_is_json_without_internals(classifier):
 
 
 def test_a_failing_request_does_not_fail_its_batch_neighbours(classifier):
-    app = create_app(FailingClassifier(classifier), model_name="tiny-llava",
-                     max_batch_size=8, max_wait_ms=300)
+    app = create_app(FailingClassifier(classifier), ServeArgs(max_batch_size=8, max_wait_ms=300),
+                     model_name="tiny-llava")
     texts = ["one", "boom", "three", "four"]
     statuses: dict[str, int] = {}
     with TestClient(app, raise_server_exceptions=False) as test_client:

@@ -10,7 +10,6 @@ import base64
 import http.client
 import io
 import json
-import signal
 import socket
 
 import httpx
@@ -38,8 +37,8 @@ def png_bytes(image: Image.Image) -> bytes:
 def server():
     with running_server("tiny-llava", ["--max-body-mb", str(MAX_BODY_MB)]) as running:
         yield running
-    # the context manager sent SIGTERM: uvicorn must have shut down cleanly, not been killed
-    assert running.process.returncode in (0, -signal.SIGTERM), running.process.returncode
+    # the context manager sent SIGTERM: a clean drain and stop is exit status 0
+    assert running.process.returncode == 0, running.process.returncode
 
 
 def test_server_process_classifies_like_the_library(server):

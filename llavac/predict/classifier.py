@@ -127,6 +127,9 @@ class _Run:
             peft_config = json.loads((weights / "adapter_config.json").read_text())
             model = peft_config.get("base_model_name_or_path")
         model = model or config.get("model", {}).get("name")
+        exported = Path(model or "") / "llavac.json"  # a folder `llavac export` wrote
+        if weights is None and model and exported.is_file():
+            config = {"train": {"prompt": json.loads(exported.read_text())["prompt"]}}
         if not model:
             raise ValueError(
                 "name the base model: the adapter is not a run folder and its "

@@ -1,12 +1,15 @@
 """HTTP serving of a LLaVAC classifier: a JSON API, a small offline page, one model per process.
 
-``create_app(classifier)`` builds the FastAPI app around an already-loaded classifier (what
-tests use); ``serve(model, ...)`` loads the model and runs it under uvicorn;
-``python -m llavac.serve --model NAME`` does the same from a shell.
+``create_app(classifier, ServeArgs(...))`` builds the FastAPI app around an already-loaded
+classifier (what tests use); ``serve(ServeConfig)`` runs it under uvicorn with the model
+loading behind the open port; ``llavac serve`` / ``python -m llavac.serve`` do the same from a
+shell.
 """
 
-from llavac.serve.app import create_app, model_info, prediction_json
-from llavac.serve.inputs import ApiError, ServeLimits
+from llavac.serve.app import create_app, served_model_card
+from llavac.serve.inputs import ApiError
+from llavac.serve.limits import ServeLimits
+from llavac.serve.routes import prediction_json
 from llavac.serve.server import is_loopback, serve
 
 __all__ = [
@@ -14,7 +17,7 @@ __all__ = [
     "ServeLimits",
     "create_app",
     "is_loopback",
-    "model_info",
     "prediction_json",
+    "served_model_card",
     "serve",
 ]

@@ -1,49 +1,40 @@
-"""The FastAPI app around one already-loaded :class:`~llavac.predict.Classifier`.
+"""The FastAPI app around one :class:`~llavac.predict.Classifier`, and the state it serves from.
 
-``create_app`` takes the classifier rather than a model name so tests, notebooks and
-``serve()`` share one code path and a model is loaded exactly once per process. Every
-answer, including every error, is JSON of a fixed shape; a client never sees a traceback.
+``create_app`` takes an already-loaded classifier (what tests and notebooks use) or a
+``load`` function that the app runs in its model thread after it starts (what ``serve()``
+uses, so ``/health`` answers while a large model loads and ``/ready`` says when it is done).
+Every answer, including every error, is JSON of a fixed shape; a client never sees a
+traceback.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import hashlib
 import logging
-import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from llavac.labels import LABELS, SLOT_FIELDS
-from llavac.serve.batcher import MicroBatcher
-from llavac.serve.inputs import (
-    ApiError,
-    ServeLimits,
-    check_text,
-    decode_image,
-    json_item,
-)
-from llavac.serve.limits import BodyLimitMiddleware
+from llavac.args import ServeArgs
+from llavac.labels import LABELS
+from llavac.serve.auth import api_keys, bearer_token, key_matches
+from llavac.serve.batcher import MicroBatcher, QueueFull
+from llavac.serve.inputs import ApiError
+from llavac.serve.limits import BodyLimitMiddleware, RateLimiter, ServeLimits
+from llavac.serve.observe import ObserveMiddleware, ServerMetrics
+from llavac.serve.routes import metrics_routes, model_routes, open_routes
 
 log = logging.getLogger(__name__)
-
-_USAGE = ("send multipart/form-data with an 'image' file and a 'text' field, or "
-          "application/json with 'image_base64' and 'text'")
-# The page is self-contained; the policy makes the browser refuse anything from elsewhere.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-    "style-src 'unsafe-inline'; img-src 'self' blob: data:; connect-src 'self'",
-    "X-Content-Type-Options": "nosniff",
-}
+QUEUE_RETRY_AFTER = "1"  # a full queue drains in about a second at the default sizes
 
 
-def model_info(classifier, model_name: str | None = None, adapter: str | None = None) -> dict:
+def served_model_card(classifier, model_name: str | None = None,
+                      adapter: str | None = None) -> dict:
     """What ``/v1/model`` reports, from the classifier's ``source`` manifest.
 
     ``model_name`` / ``adapter`` override it (for a classifier built by hand without one).
@@ -62,25 +53,84 @@ def model_info(classifier, model_name: str | None = None, adapter: str | None = 
     }
 
 
-def prediction_json(prediction) -> dict:
-    """One prediction as JSON: the three labels (``None`` where the prompt has no such slot or
-    a generated answer did not parse), the class probabilities per slot (``method="score"``)
-    and the generated answer (``method="generate"``)."""
-    return {
-        **{field: prediction.label(slot) for slot, field in SLOT_FIELDS.items()},
-        "probabilities": prediction.probabilities or {},
-        "answer": getattr(prediction, "answer", None),
-    }
+class ServeState:
+    """Everything the routes share: the model, its queue, the keys, the limits, the metrics."""
+
+    def __init__(self, classifier, args: ServeArgs, model_name: str | None,
+                 adapter: str | None):
+        self.classifier, self.args = classifier, args
+        self.names = (model_name, adapter)
+        self.limits = ServeLimits.from_args(args)
+        self.keys = api_keys(args)
+        self.limiter = RateLimiter(args.rate_limit, args.rate_burst) if args.rate_limit else None
+        self.load_error: BaseException | None = None
+        self.metrics = ServerMetrics(lambda: self.batcher.pending)
+        self.batcher = MicroBatcher(self._classify, args.max_batch_size, args.max_wait_ms,
+                                    args.max_queue, self.metrics.observe_batch)
+
+    def _classify(self, items: list) -> list:
+        return self.classifier.classify(items, method=self.args.method)
+
+    @property
+    def ready(self) -> bool:
+        return self.classifier is not None
+
+    @property
+    def info(self) -> dict:
+        return {**served_model_card(self.classifier, *self.names), "method": self.args.method,
+                "limits": self.limits.to_dict(), "auth": bool(self.keys)}
+
+    async def load(self, load: Callable[[], object]) -> None:
+        """Run ``load`` in the model thread; a failure is kept for ``/ready`` and ``serve``."""
+        try:
+            self.classifier = await self.batcher.in_model_thread(load)
+        except Exception as error:  # reported by /ready and re-raised by serve()
+            log.error("the model failed to load: %s", error)  # serve() raises it in full
+            self.load_error = error
+
+    def authorize(self, request: Request) -> None:
+        if not self.keys:
+            return
+        token = bearer_token(request.headers.get("authorization"))
+        if not key_matches(token, self.keys):
+            raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
+                           "authorization", {"WWW-Authenticate": "Bearer"})
+        # The access log names the key by a short digest, never by the key itself.
+        request.state.key_id = hashlib.sha256(token.encode()).hexdigest()[:8]
+
+    def admit(self, request: Request) -> None:
+        """429 past this key's rate (checked first: a client over its rate is told so), then
+        503 past the request bound: requests still being read or decoded wait ahead of the
+        queue, so an overload is refused before its bodies are parsed, not after."""
+        if self.limiter is not None:
+            client = getattr(request.state, "key_id", None) or (request.client or ("?",))[0]
+            wait = self.limiter.acquire(client)
+            if wait is not None:
+                raise ApiError(429, f"rate limit of {self.limiter.rate:g} requests per second "
+                               "exceeded", None, {"Retry-After": RateLimiter.retry_after(wait)})
+        if self.metrics.in_flight > self.args.max_queue:
+            raise QueueFull(f"{self.metrics.in_flight - 1} requests are being answered; the "
+                            f"limit is {self.args.max_queue}")
+
+    def require_ready(self) -> None:
+        if not self.ready:
+            raise ApiError(503, "the model is still loading", None, {"Retry-After": "5"})
 
 
-def _error(status: int, error: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "field": field}, status_code=status)
+def _error(status: int, error: str, field: str | None = None,
+           headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "field": field}, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.error, exc.field)
+        return _error(exc.status, exc.error, exc.field, exc.headers)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request: Request, exc: QueueFull):
+        return _error(503, f"the server is busy ({exc}); retry later", None,
+                      {"Retry-After": QUEUE_RETRY_AFTER})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -99,135 +149,31 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal server error")
 
 
-def _min_confidence(request: Request, method: str) -> float | None:
-    """The optional ``?min_confidence=P`` query parameter: a slot whose (calibrated) top
-    probability is below P comes back labelled ``"uncertain"``, probabilities kept."""
-    value = request.query_params.get("min_confidence")
-    if value is None:
-        return None
-    try:
-        threshold = float(value)
-    except ValueError:
-        threshold = float("nan")
-    if not 0 <= threshold <= 1:  # also NaN
-        raise ApiError(422, f"min_confidence must be a probability in [0, 1], got {value!r}",
-                       "min_confidence")
-    if method != "score":
-        raise ApiError(422, "min_confidence needs probabilities: the server runs method "
-                       f"{method!r}", "min_confidence")
-    return threshold
+def create_app(classifier=None, args: ServeArgs | None = None, *,
+               load: Callable[[], object] | None = None, model_name: str | None = None,
+               adapter: str | None = None) -> FastAPI:
+    """The HTTP app around ``classifier``, or around what ``load()`` returns once it ran.
 
-
-async def _read_json(request: Request):
-    body = await request.body()
-    try:
-        return await run_in_threadpool(json.loads, body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiError(422, f"body is not valid JSON: {error}", "body") from None
-
-
-async def _form_item(request: Request, limits: ServeLimits):
-    form = await request.form(max_files=4, max_fields=16, max_part_size=limits.max_body_bytes)
-    try:
-        upload, text = form.get("image"), form.get("text")
-        if upload is None:
-            raise ApiError(422, "image is missing (a file field named 'image')", "image")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, "image must be a file upload, not a text field", "image")
-        if isinstance(text, UploadFile):
-            raise ApiError(422, "text must be a text field, not a file", "text")
-        text = check_text(text, "text", limits)
-        data = await upload.read()
-    finally:
-        await form.close()
-    return await run_in_threadpool(decode_image, data, "image", limits), text
-
-
-def create_app(
-    classifier,
-    limits: ServeLimits | None = None,
-    *,
-    model_name: str | None = None,
-    adapter: str | None = None,
-    method: str = "score",
-    max_batch_size: int = 8,
-    max_wait_ms: float = 2.0,
-) -> FastAPI:
-    """The HTTP app around ``classifier``; nothing is loaded here.
-
-    ``method`` is passed to ``classifier.classify``; ``max_batch_size`` / ``max_wait_ms``
-    shape the micro-batching queue (see :mod:`llavac.serve.batcher`).
+    ``args`` (a :class:`~llavac.args.ServeArgs`) sets the method, limits, keys, queue and
+    rate limit; host, port and shutdown belong to :func:`llavac.serve.serve`.
     """
-    limits = limits or ServeLimits()
-    batcher = MicroBatcher(
-        lambda items: classifier.classify(items, method=method), max_batch_size, max_wait_ms
-    )
-    info = {**model_info(classifier, model_name, adapter), "method": method,
-            "limits": limits.to_dict()}
+    if (classifier is None) == (load is None):
+        raise ValueError("give a loaded classifier or a load function, not both or neither")
+    state = ServeState(classifier, args or ServeArgs(), model_name, adapter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(state.load(load)) if load is not None else None
         yield
-        await batcher.aclose()
+        if loading is not None:
+            await loading  # a load still running when the server stops is waited for
+        await state.batcher.aclose()
 
     app = FastAPI(title="llavac", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.classifier, app.state.batcher, app.state.limits = classifier, batcher, limits
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
+    app.state.serve, app.state.batcher = state, state.batcher
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=state.limits.max_body_bytes)
+    app.add_middleware(ObserveMiddleware, metrics=state.metrics)  # outermost: sees every 413
     _install_error_handlers(app)
-
-    def answer(predictions: list, started: float, min_confidence: float | None) -> dict:
-        return {"model": info["model"], "latency_ms": round((time.perf_counter() - started)
-                                                            * 1000, 2),
-                "predictions": [prediction_json(p.abstain(min_confidence))
-                                for p in predictions]}
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": info["model"], "queued": batcher.pending,
-                "batches": batcher.batches}
-
-    @app.get("/v1/model")
-    async def model():
-        return info
-
-    @app.post("/v1/classify")
-    async def classify(request: Request):
-        """One image and text -> the text, image and multimodal labels with probabilities."""
-        started = time.perf_counter()
-        min_confidence = _min_confidence(request, method)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "multipart/form-data":
-            item = await _form_item(request, limits)
-        elif content_type == "application/json" or content_type.endswith("+json"):
-            item = await run_in_threadpool(json_item, await _read_json(request), limits)
-        else:
-            raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: {_USAGE}",
-                           "body")
-        result = answer(await batcher.submit([item]), started, min_confidence)
-        return {**result.pop("predictions")[0], **result}
-
-    @app.post("/v1/classify/batch")
-    async def classify_batch(request: Request):
-        """A JSON list of ``{image_base64, text}`` -> one prediction per item, in order."""
-        started = time.perf_counter()
-        min_confidence = _min_confidence(request, method)
-        payload = await _read_json(request)
-        if isinstance(payload, dict) and isinstance(payload.get("items"), list):
-            payload = payload["items"]
-        if not isinstance(payload, list):
-            raise ApiError(422, "body must be a JSON list of {image_base64, text} objects", "body")
-        if not payload:
-            raise ApiError(422, "the batch is empty", "body")
-        if len(payload) > limits.max_batch_items:
-            raise ApiError(413, f"the batch has {len(payload)} items; the limit is "
-                           f"{limits.max_batch_items}", "body")
-        items = [await run_in_threadpool(json_item, entry, limits, f"[{index}].")
-                 for index, entry in enumerate(payload)]
-        return answer(await batcher.submit(items), started, min_confidence)
-
-    @app.get("/", response_class=HTMLResponse)
-    async def page():
-        html = resources.files("llavac.serve").joinpath("page.html").read_text("utf-8")
-        return HTMLResponse(html, headers=_PAGE_HEADERS)
-
+    for router in (open_routes, metrics_routes, model_routes):
+        app.include_router(router)
     return app

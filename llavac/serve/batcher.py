@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queue`` examples already: the caller should come back later."""
 
 
 @dataclass
@@ -35,7 +40,9 @@ class MicroBatcher:
 
     ``classify`` takes a list of items and returns one result per item, in order. If a
     batched call fails, its items are retried one by one, so one bad input cannot fail the
-    requests it happened to share a batch with.
+    requests it happened to share a batch with. ``max_queue`` bounds the waiting examples:
+    a submit that would pass it raises :class:`QueueFull` at once (whole requests are taken
+    or refused, never split). ``observe(size, seconds)`` hears of every model call.
     """
 
     def __init__(
@@ -43,12 +50,16 @@ class MicroBatcher:
         classify: Callable[[list], Sequence],
         max_batch_size: int = 8,
         max_wait_ms: float = 2.0,
+        max_queue: int | None = None,
+        observe: Callable[[int, float], None] | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._classify = classify
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.max_queue = max_queue
+        self._observe = observe
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llavac-model")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Job] | None = None
@@ -72,6 +83,9 @@ class MicroBatcher:
     async def submit(self, items: list) -> list:
         """The results for ``items``, in order; they may share batches with other requests."""
         queue = self._ensure_worker()
+        if self.max_queue is not None and queue.qsize() + len(items) > self.max_queue:
+            raise QueueFull(f"{queue.qsize()} examples are waiting; the limit is "
+                            f"{self.max_queue}")
         loop = asyncio.get_running_loop()
         jobs = [_Job(item, loop.create_future()) for item in items]
         for job in jobs:
@@ -82,6 +96,11 @@ class MicroBatcher:
             for job in jobs:  # a caller that went away: its queued items are skipped
                 job.future.cancel()
             raise
+
+    async def in_model_thread(self, function: Callable[[], object]):
+        """``function()`` on the model's thread (loading a model there keeps torch's
+        per-thread state where the model will run)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
     async def aclose(self) -> None:
         """Stop the worker; waiting callers get ``CancelledError``."""
@@ -148,7 +167,12 @@ class MicroBatcher:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(items))
         loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self._executor, self._classify, items)
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self._classify, items)
+        finally:
+            if self._observe is not None:
+                self._observe(len(items), time.perf_counter() - started)
         if len(results) != len(items):
             raise RuntimeError(f"classify returned {len(results)} results for {len(items)} items")
         return list(results)

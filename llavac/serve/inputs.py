@@ -11,39 +11,23 @@ import base64
 import binascii
 import io
 import re
-from dataclasses import asdict, dataclass
 
 from PIL import Image
 
 from llavac.data.images import UnreadableImage, open_rgb
+from llavac.serve.limits import ServeLimits
 
 
 class ApiError(Exception):
     """A request the server refuses: HTTP ``status``, a human ``error`` and the ``field``."""
 
-    def __init__(self, status: int, error: str, field: str | None = None):
+    def __init__(self, status: int, error: str, field: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(error)
         self.status = status
         self.error = error
         self.field = field
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """What one request may carry. Defaults suit a public demo on a small machine.
-
-    ``max_body_bytes`` bounds the whole HTTP body (multipart or JSON, base64 included);
-    ``max_image_pixels`` bounds the decoded size, because a few kilobytes of PNG can unpack
-    into gigabytes (a decompression bomb) long before the body limit is reached.
-    """
-
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_text_chars: int = 2000
-    max_batch_items: int = 32
-    max_image_pixels: int = 40_000_000
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        self.headers = headers  # e.g. Retry-After on 429 / 503, WWW-Authenticate on 401
 
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)

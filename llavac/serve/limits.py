@@ -1,4 +1,8 @@
-"""The request-body size limit, enforced before any route or parser sees the body.
+"""What a request may carry and how often a client may ask: the limits of the server.
+
+``ServeLimits`` bounds one request's content; ``RateLimiter`` bounds each API key's request
+rate (a token bucket); ``BodyLimitMiddleware`` enforces the body size before any route or
+parser sees the body.
 
 A limit checked only from ``Content-Length`` is bypassed by a chunked upload or a lying
 header, and one checked only after parsing lets a client make the server spool gigabytes
@@ -16,8 +20,68 @@ a broken connection instead of the 413. A declared length beyond that is refused
 from __future__ import annotations
 
 import json
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from llavac.args import ServeArgs
 
 _METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may carry. Defaults suit a public demo on a small machine.
+
+    ``max_body_bytes`` bounds the whole HTTP body (multipart or JSON, base64 included);
+    ``max_image_pixels`` bounds the decoded size, because a few kilobytes of PNG can unpack
+    into gigabytes (a decompression bomb) long before the body limit is reached.
+    """
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_text_chars: int = 2000
+    max_batch_items: int = 32
+    max_image_pixels: int = 40_000_000
+
+    @classmethod
+    def from_args(cls, args: ServeArgs) -> ServeLimits:
+        return cls(round(args.max_body_mb * 2**20), args.max_text_chars, args.max_batch_items,
+                   args.max_image_pixels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RateLimiter:
+    """A token bucket per client: ``rate`` requests per second, bursts of up to ``burst``.
+
+    ``acquire(client)`` takes one token and returns ``None``, or, when the bucket is empty,
+    the seconds until the next token (what ``Retry-After`` tells the client). Buckets refill
+    lazily from the clock, so idle clients cost nothing but one small entry.
+    """
+
+    def __init__(self, rate: float, burst: int | None = None):
+        self.rate = rate
+        self.burst = float(burst or max(1.0, rate))
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, last time)
+        self._lock = threading.Lock()  # the routes run on the event loop, tests use threads
+
+    def acquire(self, client: str) -> float | None:
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self._buckets[client] = (tokens - 1, now)
+                return None
+            self._buckets[client] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+    @staticmethod
+    def retry_after(seconds: float) -> str:
+        """``Retry-After`` takes whole seconds: round up, so a client that obeys succeeds."""
+        return str(max(1, math.ceil(seconds)))
 
 
 def _too_large(limit: int) -> bytes:

@@ -33,6 +33,7 @@ class ServerProcess:
     url: str
     process: subprocess.Popen
     log_path: Path
+    api_key: str | None = None  # sent as a bearer token by get_json
 
     @property
     def pid(self) -> int:
@@ -42,7 +43,9 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def get_json(self, path: str, timeout: float = 10.0) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        request = urllib.request.Request(self.url + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
 
@@ -52,8 +55,10 @@ def running_server(
     args: tuple[str, ...] | list[str] = (),
     port: int | None = None,
     startup_timeout: float = 180.0,
+    api_key: str | None = None,
 ) -> Iterator[ServerProcess]:
-    """A server on ``127.0.0.1``; yields once ``/health`` answers, stops it on exit.
+    """A server on ``127.0.0.1``; yields once ``/ready`` answers (the model is loaded), and
+    stops it with SIGTERM on exit. ``api_key`` is passed through ``LLAVAC_API_KEY``.
 
     The child's output goes to a temporary file (a pipe nobody reads could fill and stall
     it) and is included in the error if the server dies or never becomes ready.
@@ -65,8 +70,11 @@ def running_server(
     command = [sys.executable, "-m", "llavac.serve", "--model", model, "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("LLAVAC_API_KEY", None)
+    if api_key:
+        env["LLAVAC_API_KEY"] = api_key
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = ServerProcess(f"http://127.0.0.1:{port}", process, Path(log_file.name))
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, Path(log_file.name), api_key)
     try:
         _wait_ready(server, startup_timeout)
         yield server
@@ -90,7 +98,7 @@ def _wait_ready(server: ServerProcess, timeout: float) -> None:
                 f"server exited with code {server.process.returncode}:\n{server.log()[-4000:]}"
             )
         try:
-            if server.get_json("/health", timeout=2).get("status") == "ok":
+            if server.get_json("/ready", timeout=2).get("status") == "ready":
                 return
         except OSError:
             pass

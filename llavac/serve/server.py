@@ -1,11 +1,14 @@
-"""``serve()``: load the model once, then run the app under uvicorn until stopped."""
+"""``serve()``: run the app under uvicorn, load the model behind it, drain on SIGTERM."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 
-from llavac.serve.inputs import ServeLimits
+import uvicorn
+
+from llavac.args import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -20,45 +23,60 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(
-    model: str | None,
-    adapter: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    *,
-    prompt: str | None = None,
-    dtype=None,
-    device=None,
-    method: str = "score",
-    limits: ServeLimits | None = None,
-    max_batch_size: int = 8,
-    max_wait_ms: float = 2.0,
-    log_level: str = "info",
-) -> None:
-    """Serve ``model`` (+ ``adapter``) over HTTP on ``host:port``; blocks until interrupted.
-
-    ``model`` may be ``None`` when ``adapter`` is a training run folder that names its base
-    model. Binds to loopback by default: the API has no authentication, so exposing it on a
-    network address is a decision the caller makes explicitly with ``host=``. One example is
-    classified before the port opens, so a model that cannot serve ``method`` fails at
-    start-up rather than on every request.
-    """
-    import uvicorn
+def _warm_classifier(config: ServeConfig):
+    """The classifier, after one example: a model that cannot serve ``serve.method`` fails
+    while loading, not on every request."""
     from PIL import Image
 
     from llavac.predict import Classifier
-    from llavac.serve.app import create_app
 
-    if not is_loopback(host):
-        log.warning("serving on %s: reachable from other machines, and the API has no "
-                    "authentication", host)
-    classifier = Classifier.from_pretrained(
-        model, adapter=adapter, prompt=prompt, dtype=dtype, device=device
-    )
-    classifier.classify([(Image.new("RGB", (32, 32), "gray"), "warm-up")], method=method)
-    app = create_app(
-        classifier, limits, method=method,
-        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-    )
-    # One process: the model lives in this process's memory and the batcher serialises it.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+    classifier = Classifier.from_args(config.model)
+    classifier.classify([(Image.new("RGB", (32, 32), "gray"), "warm-up")],
+                        method=config.serve.method)
+    return classifier
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve ``config.model`` on ``serve.host:serve.port``; returns after a clean stop.
+
+    The port opens first and the model loads behind it (``/health`` answers at once,
+    ``/ready`` once the model is warm); a load failure stops the server and is raised here.
+    A non-loopback host without an API key is refused before anything starts. On SIGTERM or
+    Ctrl-C the server stops accepting, answers every request it accepted (their queued
+    examples included) for up to ``serve.shutdown_timeout`` seconds, and returns.
+    """
+    from llavac.serve.app import create_app
+    from llavac.serve.auth import api_keys, check_exposure
+
+    args = config.serve
+    check_exposure(args, api_keys(args))
+    server: _DrainingServer | None = None
+
+    def load():
+        try:
+            return _warm_classifier(config)
+        except BaseException:
+            server.should_exit = True  # nothing to serve: stop, serve() raises the error
+            raise
+
+    app = create_app(args=args, load=load)
+    server = _DrainingServer(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
+        access_log=False,  # llavac.access logs one JSON line per request instead
+        timeout_graceful_shutdown=args.shutdown_timeout))
+    server.run()  # one process: the model lives here and the batcher serialises it
+    if app.state.serve.load_error is not None:
+        raise app.state.serve.load_error
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM is an ordinary stop with exit status 0.
+
+    uvicorn drains on SIGTERM and then raises the signal again, so the process dies of it
+    (status -15) and a supervisor cannot tell a clean rolling restart from a crash.
+    """
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:  # drained and stopping: nothing to re-raise
+            self._captured_signals.remove(sig)

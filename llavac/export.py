@@ -1,0 +1,159 @@
+"""``llavac export RUN --output DIR``: a training run as one folder anyone can load.
+
+A run folder needs llavac to load (a LoRA adapter on a base model, possibly a tiny model
+built in-process). The exported folder does not: the adapter is merged into the model, which
+is saved with ``save_pretrained`` beside the processor, so ``AutoModelForImageTextToText`` /
+``AutoProcessor.from_pretrained(DIR)`` load it with plain transformers. Next to it:
+
+- ``llavac.json``: the prompt variant, its slots and labels, the question and answer format,
+  the base model and the source run (``Classifier.from_pretrained(DIR)`` reads the prompt
+  from it, so ``llavac serve --model DIR`` predicts exactly what the run folder did);
+- ``calibration.json``: copied from the run when it has one (per-slot temperatures);
+- ``README.md``: a model card written through ``huggingface_hub.ModelCard``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from llavac.labels import LABELS
+
+EXPORT_FILE = "llavac.json"  # marks a folder written by export_run
+CITATION = """@article{chayintr2025llavac,
+  title   = {LLaVAC: Fine-tuning LLaVA as a Multimodal Sentiment Classifier},
+  author  = {Chay-intr, T. and Chen, Y. and Viriyayudhakorn, K. and Theeramunkong, T.},
+  journal = {arXiv preprint arXiv:2502.02938},
+  year    = {2025}
+}"""
+
+
+def export_run(run: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """Write the merged model, processor, prompt format, calibration and card of ``run``."""
+    from llavac.predict import Classifier
+
+    run, output = Path(run), Path(output)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run}: not a training run folder (no config.yaml)")
+    if output.resolve() == run.resolve() or output.resolve() in run.resolve().parents:
+        raise ValueError(f"--output {output}: would replace the run folder {run} itself")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ValueError(f"--output {output}: exists and is not empty (--overwrite replaces it)")
+    classifier = Classifier.from_pretrained(adapter=run, device="cpu")  # LoRA merged here
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    classifier.model.save_pretrained(output)
+    classifier.processor.save_pretrained(output)
+    facts = export_facts(classifier, run)
+    (output / EXPORT_FILE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+    if (run / "calibration.json").is_file():
+        shutil.copy2(run / "calibration.json", output / "calibration.json")
+    model_card(facts, _run_json(run, "manifest.json"), _run_metrics(run)).save(
+        output / "README.md")
+    return output
+
+
+def export_facts(classifier, run: Path) -> dict:
+    """What ``llavac.json`` holds: enough to ask the question and read the answer."""
+    fmt = classifier.fmt
+    question, after = fmt.question_parts("{text}")
+    return {
+        "format": 1,
+        "prompt": fmt.name,
+        "slots": list(fmt.slots),
+        "labels": list(LABELS),
+        "question": {"before_image": question, "after_image": after},
+        "answer_example": fmt.answer({slot: LABELS[-1] for slot in fmt.slots}),
+        "method": "score",  # score the label candidates: probabilities, never unparseable
+        "base_model": classifier.source.get("model"),
+        "seed": classifier.source.get("seed"),
+        "source_run": str(run.resolve()),
+        "dtype": classifier.source.get("dtype"),
+        "calibrated": (run / "calibration.json").is_file(),
+    }
+
+
+def read_export(folder: str | Path) -> dict | None:
+    """``llavac.json`` of an exported folder, or ``None`` for anything else."""
+    path = Path(folder) / EXPORT_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _run_json(run: Path, name: str) -> dict:
+    path = run / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _run_metrics(run: Path) -> dict:
+    """The run's evaluation, when one was written into it (``metrics.json`` or ``*/``)."""
+    for path in [run / "metrics.json", *sorted(run.glob("*/metrics.json"))]:
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return {}
+
+
+def _metric_rows(metrics: dict) -> list[str]:
+    """Markdown rows ``slot | metric | value [CI]``; a CI is shown when the file has one."""
+    rows = []
+    for slot, values in (metrics.get("slots") or {}).items():
+        for name in ("accuracy", "weighted_f1", "macro_f1"):
+            if name not in values:
+                continue
+            ci = values.get(f"{name}_ci") or (values.get("ci") or {}).get(name)
+            shown = f"{values[name]:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+            rows.append(f"| {slot} | {name} | {shown} |")
+    return rows
+
+
+def model_card(facts: dict, manifest: dict, metrics: dict):
+    """The exported folder's ``README.md`` as a :class:`huggingface_hub.ModelCard`."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(base_model=facts["base_model"], license="apache-2.0",
+                         library_name="transformers", pipeline_tag="image-text-to-text",
+                         tags=["llavac", "multimodal-sentiment", "sentiment-analysis"])
+    sections = [f"# LLaVAC sentiment classifier ({facts['base_model']})",
+                _card_use(facts), _card_data(manifest), _card_metrics(metrics),
+                _CARD_LIMITS, f"## Citation\n\n```bibtex\n{CITATION}\n```"]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def _card_use(facts: dict) -> str:
+    slots = ", ".join(facts["slots"])
+    return (
+        "A vision-language model fine-tuned as a multimodal sentiment classifier, following "
+        "LLaVAC (Chay-intr et al., arXiv 2502.02938). Given an image and a short text, it "
+        f"answers one label ({', '.join(facts['labels'])}) for each of: {slots}, in that "
+        f"order, e.g. `{facts['answer_example']}`.\n\n## Intended use\n\nSentiment of social "
+        "media posts that pair an image with a short text, in research and in moderated "
+        "analytics. The LoRA adapter is merged: load it with `AutoModelForImageTextToText` "
+        "and `AutoProcessor` from this folder. The question is in `llavac.json` (prompt "
+        f"`{facts['prompt']}`); `llavac serve --model <this folder>` serves it over HTTP.")
+
+
+def _card_data(manifest: dict) -> str:
+    data = manifest.get("data") or {}
+    lines = [f"- {key}: {value}" for key, value in data.items()
+             if value is not None and not isinstance(value, (dict, list))]
+    return "## Training data and procedure\n\n" + ("\n".join(lines) or
+                                                    "- not recorded in the run") + (
+        "\n\nFine-tuned with the LLaVA task-LoRA recipe (transformers Trainer + peft), "
+        "answer-only loss; the run's `config.yaml` has every setting.")
+
+
+def _card_metrics(metrics: dict) -> str:
+    rows = _metric_rows(metrics)
+    if not rows:
+        return "## Metrics\n\nNo evaluation was stored with the run."
+    where = f"{metrics.get('part', '?')} part, method {metrics.get('method', '?')}"
+    return ("## Metrics\n\n" + f"On the {where} (95 % bootstrap CI in brackets where "
+            "computed).\n\n| slot | metric | value |\n|---|---|---|\n" + "\n".join(rows))
+
+
+_CARD_LIMITS = (
+    "## Limitations\n\nTrained on Twitter posts (MVSA), in English: other languages, domains "
+    "and image styles shift its accuracy. Sarcasm and posts whose image and text disagree are "
+    "the hardest cases. Labels are three coarse classes, not a measure of intensity; do not "
+    "use it to make decisions about individual people.")
