@@ -37,7 +37,7 @@ from llavac.args import (
 from llavac.config import config_hash, save_config, to_dict
 from llavac.evaluation import evaluate
 from llavac.train import train
-from llavac.train.recipe import is_finished
+from llavac.train.recipe import is_finished, with_input_defaults
 
 # LLaVAC (arXiv 2502.02938), MVSA-Single, multimodal label: accuracy / weighted F1 in %.
 PAPER = {
@@ -112,6 +112,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
     # bookkeeping below runs on one rank; gloo on CPU, and the Trainer's own 30-minute
     # timeout, since the other ranks wait while the main process evaluates a 7B model.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
+    config = with_input_defaults(config)  # as each run records them, so finished runs match
     output = Path(config.experiment.output)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,14 @@ from tqdm import tqdm
 
 from llavac.args import ClassifierArgs
 from llavac.labels import SLOT_FIELDS
-from llavac.models import load_model, model_facts, resolve_dtype
+from llavac.models import (
+    apply_image_mode,
+    load_model,
+    model_facts,
+    model_family,
+    resolve_dtype,
+    resolve_inputs,
+)
 from llavac.predict.batching import encode_prompts
 from llavac.predict.generation import answer_token_budget, generate_answers
 from llavac.predict.scoring import LabelScorer
@@ -99,6 +106,15 @@ class _Run:
     def prompt(self) -> str:
         return self.config.get("train", {}).get("prompt") or "full"
 
+    def inputs(self, image_mode: str | None, system: str | None) -> tuple[str | None, ...]:
+        """``(image_mode, system)``: the given ones, else what the training run recorded; a
+        run from before they were recorded was trained on the processor's images without a
+        system sentence. ``None`` (no run): the family's default."""
+        if self.config:
+            image_mode = image_mode or self.model.get("image_mode") or "processor"
+            system = system or self.model.get("system") or "none"
+        return image_mode, system
+
     @classmethod
     def resolve(cls, model: str | None, adapter: Path | None) -> _Run:
         """The base model and weights for ``model`` and / or ``adapter``."""
@@ -159,20 +175,22 @@ def _read_run(adapter: Path) -> tuple[Path, dict]:
 class Classifier:
     """A vision-language model that labels (image, text) pairs as LLaVAC does."""
 
-    def __init__(self, model, processor, prompt: str = "full", source: dict | None = None):
+    def __init__(self, model, processor, prompt: str = "full", source: dict | None = None,
+                 system: str = "none"):
         self.model = model.eval()
         self.processor = processor
-        self.fmt = PromptFormat.from_name(prompt)
+        self.fmt = PromptFormat.from_name(prompt, system)
         self.scorer = LabelScorer(self.model, processor, self.fmt)
         self.max_new_tokens = answer_token_budget(processor.tokenizer, self.fmt,
                                                   self.scorer.lead)
-        self.source = {**(source or {}), "prompt": self.fmt.name, **model_facts(model)}
+        self.source = {**(source or {}), "prompt": self.fmt.name, "system": system,
+                       **model_facts(model)}
 
     @classmethod
     def from_args(cls, args: ClassifierArgs) -> Classifier:
         """The classifier a config's ``model`` section names."""
         return cls.from_pretrained(args.name, args.adapter, args.prompt, args.dtype,
-                                   args.device)
+                                   args.device, args.image_mode, args.system)
 
     @classmethod
     def from_pretrained(
@@ -182,11 +200,14 @@ class Classifier:
         prompt: str | None = None,
         dtype: str | None = None,
         device: str | None = None,
+        image_mode: str | None = None,
+        system: str | None = None,
     ) -> Classifier:
         """Load a base model, optionally with a fine-tuned adapter or a fully fine-tuned model.
 
         ``adapter``: a training run folder (its ``config.yaml`` supplies the base model name,
-        the tiny-model seed, the dtype and the prompt variant; explicit arguments win) or a
+        the tiny-model seed, the dtype, the prompt variant, the image mode and the system
+        choice; explicit arguments win) or a
         bare peft adapter folder (the base model then comes from ``model`` or the adapter's
         ``base_model_name_or_path``). LoRA weights are merged into the base model: prediction
         runs at the base model's speed. ``device`` defaults to CUDA when available.
@@ -194,9 +215,11 @@ class Classifier:
         run = _Run.resolve(model, Path(adapter) if adapter is not None else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded, processor = run.load(dtype or run.model.get("dtype"), device)
+        image_mode, system = resolve_inputs(model_family(loaded), *run.inputs(image_mode, system))
+        apply_image_mode(processor, image_mode)  # the images training saw, in every stage
         source = {"model": run.name, "adapter": str(adapter) if adapter else None,
-                  "seed": run.seed}
-        return cls(loaded, processor, prompt or run.prompt, source)
+                  "seed": run.seed, "image_mode": image_mode}
+        return cls(loaded, processor, prompt or run.prompt, source, system)
 
     # -- prediction ----------------------------------------------------------------------
 
