@@ -5,7 +5,13 @@ a built-in ``tiny-*`` name; the helpers tell training and prediction what they n
 model's layout (LoRA targets, projector, prefix-LM masking) without naming families.
 """
 
-from llavac.models.factory import four_bit_config, load_model, model_type, resolve_dtype
+from llavac.models.factory import (
+    four_bit_config,
+    load_model,
+    load_processor,
+    model_type,
+    resolve_dtype,
+)
 from llavac.models.inputs import (
     IMAGE_MODES,
     apply_image_mode,
@@ -39,6 +45,7 @@ __all__ = [
     "is_tiny_name",
     "language_model_linear_names",
     "load_model",
+    "load_processor",
     "model_family",
     "model_type",
     "model_facts",

@@ -55,6 +55,14 @@ def model_type(name_or_path: str) -> str:
     return AutoConfig.from_pretrained(name_or_path).model_type
 
 
+def load_processor(name_or_path: str, seed: int = 0) -> ProcessorMixin:
+    """The processor :func:`load_model` would return, without loading a real model's weights
+    (a tiny model is built whole: it takes a second)."""
+    if is_tiny_name(name_or_path):
+        return build_tiny(name_or_path, seed)[1]
+    return AutoProcessor.from_pretrained(name_or_path)
+
+
 def _tiny_device(device_map) -> torch.device:
     """The single device a tiny model goes to; tiny models are never sharded."""
     if device_map is None:
