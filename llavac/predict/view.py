@@ -95,8 +95,9 @@ def _answer(fmt: PromptFormat, answer: str | None) -> str | None:
         return None
     labels = fmt.parse(answer)
     if labels is None:
+        example = fmt.answer(dict.fromkeys(fmt.slots, "neutral"))
         raise ValueError(f"--answer {answer!r}: expected one label per slot of the "
-                         f"'{fmt.name}' prompt, e.g. {fmt.answer(dict.fromkeys(fmt.slots, 'neutral'))!r}")
+                         f"'{fmt.name}' prompt, e.g. {example!r}")
     return fmt.answer(labels)
 
 
