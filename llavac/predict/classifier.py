@@ -207,10 +207,11 @@ class Classifier:
 
         ``adapter``: a training run folder (its ``config.yaml`` supplies the base model name,
         the tiny-model seed, the dtype, the prompt variant, the image mode and the system
-        choice; explicit arguments win) or a
-        bare peft adapter folder (the base model then comes from ``model`` or the adapter's
-        ``base_model_name_or_path``). LoRA weights are merged into the base model: prediction
-        runs at the base model's speed. ``device`` defaults to CUDA when available.
+        choice; explicit arguments win) or a bare peft adapter folder (the base model then
+        comes from ``model`` or the adapter's ``base_model_name_or_path``). LoRA weights are
+        merged into the base model: prediction runs at the base model's speed. ``device``
+        defaults to CUDA when available. ``image_mode`` / ``system`` left unset and not
+        recorded by a run: the model family's defaults (:mod:`llavac.models.inputs`).
         """
         run = _Run.resolve(model, Path(adapter) if adapter is not None else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
