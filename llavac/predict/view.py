@@ -9,6 +9,7 @@ processor is loaded, never the weights, so a 7B model's prompt shows in seconds.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from llavac.models import (
 )
 from llavac.predict.classifier import _Run
 from llavac.prompt import PromptFormat, render
-from llavac.train.collator import IGNORE_INDEX, TrainCollator, with_end_token
+from llavac.train.collator import IGNORE_INDEX, TrainCollator
+
+_REPEATED_MARKER = re.compile(r"(<[^<>\s]+>)\1+")
 
 # The image that stands in when none is given: LLaVA-1.5's input side; the token count of a
 # fixed-resolution model does not depend on it.
@@ -42,7 +45,7 @@ class PromptView:
     prompt: str  # the prompt variant
     image_mode: str
     system: str
-    text: str  # the rendered text, each image placeholder shown as <image × count>
+    text: str  # the token ids decoded, each run of image tokens shown as <image × count>
     tokens: int  # the whole sequence, image tokens included
     image_tokens: int
     image: dict | None  # describe_image's facts; None: no image given, a blank one stood in
@@ -68,14 +71,12 @@ def view_prompt(config: PromptConfig) -> PromptView:
         rendered = render(processor, fmt, example.text)
         batch = processor(images=[[image]], text=[rendered], return_tensors="pt")
     else:
-        rendered = with_end_token(render(processor, fmt, example.text, answer),
-                                  processor.tokenizer)
         collator = TrainCollator(processor, fmt, is_prefix_lm(processor))
         batch = collator.encode(["example"], [image], [example.text], [answer])
     return PromptView(
         model=run.name, family=family, prompt=fmt.name, image_mode=image_mode, system=system,
         image=describe_image(processor, image_mode, image) if example.image else None,
-        **_encoded(processor, batch, rendered))
+        **_encoded(processor, batch))
 
 
 def _run_processor(run: _Run):
@@ -101,25 +102,31 @@ def _answer(fmt: PromptFormat, answer: str | None) -> str | None:
     return fmt.answer(labels)
 
 
-def _encoded(processor, batch, rendered: str) -> dict:
-    """The shown text, the token counts and the trained tokens of a one-example batch."""
+def _encoded(processor, batch) -> dict:
+    """The shown text, the token counts and the trained tokens of a one-example batch.
+
+    The text is the token ids decoded, special tokens and the processor's image expansion
+    included, so it is what the model gets rather than what was rendered. A run of one
+    repeated marker token (the image features' placeholders: ``<image>`` for LLaVA,
+    ``<image_soft_token>`` for Gemma3) is shown as ``<image × count>``.
+    """
     tokenizer = processor.tokenizer
-    ids = batch["input_ids"][0]
-    image_token = getattr(processor, "image_token", None)
-    n_image = int((ids == tokenizer.convert_tokens_to_ids(image_token)).sum()) \
-        if image_token else 0
-    text = rendered.replace(image_token, f"<image × {n_image}>", 1) if image_token else rendered
-    bos = tokenizer.bos_token
-    if bos and int(ids[0]) == tokenizer.bos_token_id and not rendered.startswith(bos):
-        text = bos + text  # the tokenizer adds it: the model sees it all the same
+    ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    runs = []
+
+    def collapse(run: re.Match) -> str:
+        runs.append(run.group(0).count(run.group(1)))
+        return f"{run.group(1)[:-1]} × {runs[-1]}>"
+
+    text = _REPEATED_MARKER.sub(collapse, tokenizer.decode(ids))
     trained = None
     if "labels" in batch:
         labels = batch["labels"][0]
         trained = labels[labels != IGNORE_INDEX].tolist()
     return {
         "text": text,
-        "tokens": int(batch["attention_mask"][0].sum()),
-        "image_tokens": n_image,
+        "tokens": len(ids),
+        "image_tokens": sum(runs),
         "trained": tokenizer.convert_ids_to_tokens(trained) if trained is not None else None,
         "trained_text": tokenizer.decode(trained) if trained is not None else None,
     }
