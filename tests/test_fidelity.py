@@ -161,6 +161,13 @@ def test_prompt_command_shows_the_v1_conversation(capsys):
     assert "= ' positive, neutral, positive</s>'" in shown
 
 
+def test_prompt_command_keeps_other_families_chat_template(capsys):
+    assert main(["prompt", "--model", "tiny-gemma3", "--text", "so happy today"]) == 0
+    shown = capsys.readouterr().out
+    assert "image_mode=processor, system=none" in shown and V1_SYSTEM not in shown
+    assert "<start_of_turn>user" in shown and "<image_soft_token × 16>" in shown
+
+
 def test_prompt_command_reports_the_padding(tmp_path, capsys):
     noise_image(64, 40).save(tmp_path / "wide.png")
     assert main(["prompt", "--model", "tiny-llava", "--text", "t", "--image",
