@@ -20,6 +20,7 @@ from typing import ClassVar
 PROCEDURES = ("cheema10", "random811", "clmlf", "qmf", "none")
 METHODS = ("score", "generate")
 TRAIN_METHODS = ("lora", "full")
+IMAGE_MODES = ("pad", "crop", "processor")  # llavac.models.inputs says what each does
 
 
 class Section:
@@ -53,9 +54,22 @@ class ModelArgs(Section):
     attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
     load_in_4bit: bool = False  # QLoRA through bitsandbytes; needs CUDA
     seed: int = 0  # the weights of a built-in tiny-* model; ignored for real checkpoints
+    # How images and the conversation reach the model (llavac.models.inputs). None: the
+    # family's default, filled in when training starts so the run records it: for LLaVA-1.5
+    # the paper's inputs (images padded to a square, LLaVA's v1 conversation), for other
+    # families their processor's images and their own chat template.
+    image_mode: str | None = None  # pad | crop | processor
+    system: str | None = None  # llava_v1 | none | a system sentence of your own
 
     def __post_init__(self):
         self._check("name", bool(self.name), "a model name or path")
+        _check_inputs(self)
+
+
+def _check_inputs(section: Section) -> None:
+    section._one_of("image_mode", IMAGE_MODES, optional=True)
+    section._check("system", section.system is None or bool(section.system.strip()),
+                   "llava_v1, none, a system sentence or null")
 
 
 @dataclass
@@ -71,6 +85,13 @@ class ClassifierArgs(Section):
     # Apply the run folder's calibration.json (llavac calibrate) when it has one: the
     # probabilities then mean what they say. false: the model's raw probabilities.
     calibrated: bool = True
+    # None: what the training run recorded (a run from before these existed: processor,
+    # none), else the family's default; see ModelArgs. Training and prediction then agree.
+    image_mode: str | None = None  # pad | crop | processor
+    system: str | None = None  # llava_v1 | none | a system sentence of your own
+
+    def __post_init__(self):
+        _check_inputs(self)
 
 
 @dataclass
@@ -215,6 +236,16 @@ class CalibrateArgs(Section):
 
 
 @dataclass
+class PromptArgs(Section):
+    """``llavac prompt``: one example to show as the model sees it."""
+
+    section: ClassVar[str] = "prompt"
+    text: str | None = None
+    image: str | None = None  # None: a blank square of the processor's size stands in
+    answer: str | None = None  # e.g. "positive, neutral, positive": show the trained tokens
+
+
+@dataclass
 class TrainConfig:
     """Everything one training run needs; saved as ``config.yaml`` in its output folder."""
 
@@ -248,6 +279,14 @@ class CalibrateConfig:
     model: ClassifierArgs = field(default_factory=ClassifierArgs)
     data: DataArgs = field(default_factory=DataArgs)
     calibrate: CalibrateArgs = field(default_factory=CalibrateArgs)
+
+
+@dataclass
+class PromptConfig:
+    """One ``llavac prompt`` call."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    prompt: PromptArgs = field(default_factory=PromptArgs)
 
 
 @dataclass

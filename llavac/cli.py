@@ -18,6 +18,7 @@ from llavac.args import (
     EvalConfig,
     ExperimentConfig,
     PredictConfig,
+    PromptConfig,
     ServeConfig,
     TrainConfig,
 )
@@ -40,6 +41,10 @@ CLASSIFIER_FLAGS = [
     Flag("--prompt", "model.prompt", "prompt variant: full | multimodal-only | a slot order"),
     Flag("--dtype", "model.dtype", "float32 | bf16 | fp16 | auto"),
     Flag("--device", "model.device", "cpu | cuda | cuda:0 ..."),
+    Flag("--image-mode", "model.image_mode",
+         "pad | crop | processor; unset: the run's, else the family's"),
+    Flag("--system", "model.system",
+         "llava_v1 | none | a system sentence; unset: the run's, else the family's"),
 ]
 TRAIN_FLAGS = [
     Flag("--model", "model.name", "hub id, local path or tiny-* name"),
@@ -97,6 +102,14 @@ SERVE_FLAGS = [
     Flag("--max-batch-size", "serve.max_batch_size", "most examples in one model call"),
     Flag("--max-wait-ms", "serve.max_wait_ms", "how long the queue waits to fill a batch"),
     Flag("--log-level", "serve.log_level", "critical | error | warning | info | debug"),
+]
+
+PROMPT_FLAGS = [
+    *[flag for flag in CLASSIFIER_FLAGS if flag.key not in ("model.dtype", "model.device")],
+    Flag("--text", "prompt.text", "the text of the example"),
+    Flag("--image", "prompt.image", "its image (else a blank square stands in)"),
+    Flag("--answer", "prompt.answer", "an answer, e.g. 'positive, neutral, positive': "
+         "shows the tokens training puts the loss on"),
 ]
 
 
@@ -241,6 +254,36 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompt(args: argparse.Namespace) -> int:
+    from llavac.predict.view import view_prompt
+
+    view = view_prompt(config_from_args(PromptConfig, args, PROMPT_FLAGS))
+    print(f"model:   {view.model} ({view.family}), prompt {view.prompt}")
+    print(f"inputs:  image_mode={view.image_mode}, system={view.system}")
+    print(f"tokens:  {view.tokens} ({view.image_tokens} image)")
+    if view.image is not None:
+        print(f"image:   {_image_line(view.image)}")
+    print("-" * 72 + f"\n{view.text}\n" + "-" * 72)
+    if view.trained is not None:
+        print(f"trained: {len(view.trained)} tokens {view.trained}")
+        print(f"         = {view.trained_text!r}; every other token is label -100")
+    return 0
+
+
+def _image_line(facts: dict) -> str:
+    """``640x360 -> padded to 640x640 (left 0, top 140, ...; fill 122,116,104) -> 336x336``."""
+    width, height = facts["size"]
+    line = f"{width}x{height}"
+    if facts["padding"] is not None:
+        left, top, right, bottom = facts["padding"]
+        side = width + left + right
+        fill = ",".join(map(str, facts["fill"]))
+        line += (f" -> padded to {side}x{side} (left {left}, top {top}, right {right}, "
+                 f"bottom {bottom}; fill {fill})")
+    pixels = "x".join(map(str, facts["pixels"]))
+    return f"{line} -> {pixels} pixels ({facts['image_mode']})"
+
+
 def _experiment(args: argparse.Namespace) -> int:
     from llavac.experiment import claim_experiment, run_experiment
 
@@ -365,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite(fit)
     _config_command(commands, "predict", "label image + text pairs", PredictConfig,
                     PREDICT_FLAGS, _predict)
+    _config_command(commands, "prompt", "show one example exactly as the model sees it",
+                    PromptConfig, PROMPT_FLAGS, _prompt)
     _overwrite(_config_command(commands, "evaluate", "metrics, predictions and plots on one "
                                "split part", EvalConfig, EVAL_FLAGS, _evaluate))
     calibrate = _config_command(

@@ -43,7 +43,7 @@ from llavac.console import log
 from llavac.evaluation import evaluate
 from llavac.evaluation.compare import compare_evaluations
 from llavac.train import train
-from llavac.train.recipe import is_finished
+from llavac.train.recipe import is_finished, with_input_defaults
 
 # LLaVAC (arXiv 2502.02938), MVSA-Single, multimodal label: accuracy / weighted F1 in %.
 PAPER = {
@@ -135,6 +135,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
     # bookkeeping below runs on one rank; gloo on CPU, and the Trainer's own 30-minute
     # timeout, since the other ranks wait while the main process evaluates a 7B model.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
+    config = with_input_defaults(config)  # as each run records them, so finished runs match
     output = Path(config.experiment.output)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,10 @@ def export_facts(classifier, run: Path) -> dict:
         "labels": list(LABELS),
         "question": {"before_image": question, "after_image": after},
         "answer_example": fmt.answer({slot: LABELS[-1] for slot in fmt.slots}),
+        # How the inputs were made in training: the saved processor already pads (or crops)
+        # as the run did; the system choice decides the conversation around the question.
+        "image_mode": classifier.source.get("image_mode"),
+        "system": classifier.source.get("system"),
         "method": "score",  # score the label candidates: probabilities, never unparseable
         "base_model": classifier.source.get("model"),
         "seed": classifier.source.get("seed"),

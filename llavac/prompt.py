@@ -10,8 +10,13 @@ Variants (one option, ``prompt=``):
 - ``multimodal-only``: the paper's ablation, ask and answer only the multimodal label.
 - any other order of the three slots, e.g. ``multimodal,text,image``.
 
-The question is rendered through each model's own chat template, so the image placeholder
-and the turn markers are that model's (``USER: <image> ... ASSISTANT:`` for LLaVA-1.5).
+The conversation around the question (``system=``):
+- ``llava_v1`` (LLaVA-1.5's default): the LLaVA repository's ``v1`` conversation, which the
+  paper trained with, rendered here from its definition rather than from a checkpoint's chat
+  template: ``{system sentence} USER: <image>\n{question} ASSISTANT: {answer}</s>``, the image
+  moved to the front of the question as LLaVA's ``preprocess_multimodal`` does.
+- ``none`` (other families' default): the model's own chat template, no system turn.
+- any other text: the model's own chat template with that text as the system turn.
 """
 
 from __future__ import annotations
@@ -23,26 +28,33 @@ from llavac.labels import LABELS, SLOTS
 
 _SLOT_NAMES = {"text": "Text", "image": "Image", "multimodal": "Multimodal"}
 
+LLAVA_V1_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant "
+    "gives helpful, detailed, and polite answers to the human's questions."
+)
+
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """Which labels the prompt asks for, in the order the answer gives them."""
+    """Which labels the prompt asks for, in the order the answer gives them, and the
+    conversation around the question (``llava_v1``, ``none`` or a system sentence)."""
 
     slots: tuple[str, ...] = SLOTS
+    system: str = "none"
 
     @classmethod
-    def from_name(cls, name: str) -> PromptFormat:
+    def from_name(cls, name: str, system: str = "none") -> PromptFormat:
         if name == "full":
-            return cls(SLOTS)
+            return cls(SLOTS, system)
         if name == "multimodal-only":
-            return cls(("multimodal",))
+            return cls(("multimodal",), system)
         slots = tuple(part.strip() for part in name.split(","))
         if sorted(slots) != sorted(SLOTS):
             raise ValueError(
                 f"unknown prompt variant {name!r}: use 'full', 'multimodal-only' or an order "
                 f"of the three slots such as 'multimodal,text,image'"
             )
-        return cls(slots)
+        return cls(slots, system)
 
     @property
     def name(self) -> str:
@@ -77,7 +89,10 @@ class PromptFormat:
     def conversation(self, text: str, answer: str | None = None) -> list[dict]:
         """The chat messages (Hugging Face format) for one example, with the answer if given."""
         before, after = self.question_parts(text)
+        system = [] if self.system == "none" else [
+            {"role": "system", "content": [{"type": "text", "text": self.system}]}]
         messages = [
+            *system,
             {
                 "role": "user",
                 "content": [
@@ -117,10 +132,16 @@ def render(processor, fmt: PromptFormat, text: str, answer: str | None = None) -
     with one, the assistant turn holds it. The first is a string prefix of the second for
     every template the project ships and for LLaVA-1.5's; the collator checks it.
 
-    A processor without a chat template (PaliGemma checkpoints ship none) gets the plain
-    question after its image token, and the answer after a space.
+    ``fmt.system == "llava_v1"`` renders LLaVA's v1 conversation (:func:`llava_v1`) instead of
+    the chat template. A processor without a chat template (PaliGemma checkpoints ship none)
+    gets the plain question after its image token, and the answer after a space.
     """
+    if fmt.system == "llava_v1":
+        return llava_v1(processor, fmt, text, answer)
     if processor.chat_template is None:
+        if fmt.system != "none":
+            raise ValueError("model.system: this processor has no chat template to hold a "
+                             "system sentence; use none or llava_v1")
         before, after = fmt.question_parts(text)
         prompt = f"{getattr(processor, 'image_token', '<image>')}{before}{after}"
         return prompt if answer is None else f"{prompt} {answer}"
@@ -133,6 +154,21 @@ def render(processor, fmt: PromptFormat, text: str, answer: str | None = None) -
     if bos and rendered.startswith(bos) and _tokenizer_adds_bos(processor.tokenizer):
         rendered = rendered[len(bos):]
     return rendered
+
+
+def llava_v1(processor, fmt: PromptFormat, text: str, answer: str | None = None) -> str:
+    """LLaVA's ``v1`` conversation (``conv_vicuna_v1``), re-implemented from its description.
+
+    The system sentence and the user turn are joined by a space, the turns are
+    ``USER: `` / ``ASSISTANT:``, the answer follows a space and ends with the end token.
+    The paper's question holds the image in place (``Image: <image>\nText: ...``); as
+    LLaVA's ``preprocess_multimodal`` does, the image token is taken out (``Image: \nText``)
+    and put in front of the question, followed by a newline.
+    """
+    image = getattr(processor, "image_token", "<image>")
+    before, after = fmt.question_parts(text)
+    prompt = f"{LLAVA_V1_SYSTEM} USER: {image}\n{before} {after} ASSISTANT:"
+    return prompt if answer is None else f"{prompt} {answer}{processor.tokenizer.eos_token}"
 
 
 @functools.lru_cache(maxsize=8)

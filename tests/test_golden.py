@@ -3,6 +3,11 @@
 The numbers pin the whole inference path at once (tiny model build, tokenizer, chat
 template, prompt wording, image preprocessing, cached label scoring, greedy decoding): a
 change in any of them moves them. Recorded on x86-64 with torch 2.13 in float32.
+
+``default`` is LLaVA-1.5's default inputs (the v1 system sentence, padded images);
+``plain`` is the processor's images without a system sentence, the inputs before those
+defaults existed: its numbers are the ones recorded then, so nothing else moved. The pair's
+image is square, so padding leaves it as it is; the two differ by the system sentence.
 """
 
 from __future__ import annotations
@@ -14,20 +19,38 @@ import pytest
 from llavac.predict import Classifier
 from llavac.synthetic import synthetic_image
 
-GOLDEN_PROBABILITIES = {
-    "text": {"negative": 0.411764, "neutral": 0.318380, "positive": 0.269856},
-    "image": {"negative": 0.358365, "neutral": 0.276124, "positive": 0.365511},
-    "multimodal": {"negative": 0.357355, "neutral": 0.276345, "positive": 0.366300},
+GOLDEN = {
+    "default": {
+        "inputs": {},
+        "probabilities": {
+            "text": {"negative": 0.411102, "neutral": 0.326868, "positive": 0.262030},
+            "image": {"negative": 0.353488, "neutral": 0.294809, "positive": 0.351703},
+            "multimodal": {"negative": 0.353003, "neutral": 0.294497, "positive": 0.352500},
+        },
+        "labels": ("negative", "negative", "negative"),
+        "answer": "SYSTEM1\ufffdtim:SYSTEM1",  # untrained: unparseable, and kept
+    },
+    "plain": {
+        "inputs": {"image_mode": "processor", "system": "none"},
+        "probabilities": {
+            "text": {"negative": 0.411764, "neutral": 0.318380, "positive": 0.269856},
+            "image": {"negative": 0.358365, "neutral": 0.276124, "positive": 0.365511},
+            "multimodal": {"negative": 0.357355, "neutral": 0.276345, "positive": 0.366300},
+        },
+        "labels": ("negative", "positive", "positive"),
+        "answer": "cebeautiful1 ` determinetoday winning",
+    },
 }
-GOLDEN_ANSWER = "cebeautiful1 ` determinetoday winning"  # untrained: unparseable, and kept
 
 
-@pytest.fixture(scope="module")
-def outputs():
+@pytest.fixture(scope="module", params=list(GOLDEN))
+def outputs(request):
+    golden = GOLDEN[request.param]
     image = synthetic_image("positive", random.Random(0), 48)
-    classifier = Classifier.from_pretrained("tiny-llava", dtype="float32", device="cpu")
+    classifier = Classifier.from_pretrained("tiny-llava", dtype="float32", device="cpu",
+                                            **golden["inputs"])
     pair = [(image, "I love this great day")]
-    return classifier.classify(pair, "score")[0], classifier.classify(pair, "generate")[0]
+    return golden, classifier.classify(pair, "score")[0], classifier.classify(pair, "generate")[0]
 
 
 def _flat(probabilities: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -37,13 +60,12 @@ def _flat(probabilities: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def test_golden_label_probabilities(outputs):
-    scored, _ = outputs
-    assert _flat(scored.probabilities) == pytest.approx(_flat(GOLDEN_PROBABILITIES), abs=1e-5)
-    assert (scored.text_label, scored.image_label, scored.multimodal_label) == (
-        "negative", "positive", "positive")
+    golden, scored, _ = outputs
+    assert _flat(scored.probabilities) == pytest.approx(_flat(golden["probabilities"]), abs=1e-5)
+    assert (scored.text_label, scored.image_label, scored.multimodal_label) == golden["labels"]
 
 
 def test_golden_generated_answer(outputs):
-    _, generated = outputs
-    assert generated.answer == GOLDEN_ANSWER
+    golden, _, generated = outputs
+    assert generated.answer == golden["answer"]
     assert generated.unparseable and generated.multimodal_label is None

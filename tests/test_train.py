@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import tiny_train_config
 from safetensors.torch import load_file
 
@@ -98,20 +99,36 @@ def test_example_too_long_is_an_error_naming_its_id(records):
 
 # Seed 0, tiny-llava (model seed 0), synthetic release seed 0, batch 4: measured on x86-64
 # CPUs with torch 2.13. A change here means the recipe, the collator or the data changed.
-GOLDEN_LORA_LOSSES = [6.910937, 6.882635, 6.750040, 6.638770]
+# LLaVA-1.5's default inputs (v1 system sentence, padded images); the synthetic images are
+# square, so the system sentence alone moved them from the plain inputs' losses.
+GOLDEN_LORA_LOSSES = [6.913963, 6.885976, 6.744608, 6.645924]
+# The processor's images, no system sentence: the losses recorded before those defaults.
+GOLDEN_PLAIN_LOSSES = [6.910937, 6.882635, 6.750040, 6.638770]
+
+
+def _golden_run(release, output, *overrides) -> tuple[Path, list[dict]]:
+    config = tiny_train_config(release, output, "train.method=lora", "lora.projector_lr=2e-5",
+                               "train.lr=2e-3", "train.max_steps=4", "train.logging_steps=1",
+                               "train.batch_size=4", *overrides)
+    output = train(config)
+    return output, [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+
+
+def test_golden_losses_of_the_plain_inputs(synthetic_release, tmp_path):
+    _, log = _golden_run(synthetic_release, tmp_path / "run", "model.image_mode=processor",
+                         "model.system=none")
+    assert [entry["loss"] for entry in log] == pytest.approx(GOLDEN_PLAIN_LOSSES, abs=1e-4)
 
 
 def test_golden_losses_and_run_artifacts(synthetic_release, tmp_path):
     """The paper's recipe (LoRA + projector) on the tiny LLaVA: exact first losses for seed 0
     and every artifact a run must leave."""
-    config = tiny_train_config(synthetic_release, tmp_path / "run", "train.method=lora",
-                               "lora.projector_lr=2e-5", "train.lr=2e-3", "train.max_steps=4",
-                               "train.logging_steps=1", "train.batch_size=4")
-    output = train(config)
-    log = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    output, log = _golden_run(synthetic_release, tmp_path / "run")
     assert [entry["step"] for entry in log] == [1, 2, 3, 4]
     assert [entry["loss"] for entry in log] == pytest.approx(GOLDEN_LORA_LOSSES, abs=1e-4)
     assert all(entry["samples_per_s"] and entry["peak_memory_mb"] > 0 for entry in log)
+    recorded = yaml.safe_load((output / "config.yaml").read_text())["model"]
+    assert (recorded["image_mode"], recorded["system"]) == ("pad", "llava_v1")
 
     for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                  "processor/processor_config.json", "config.yaml", "manifest.json",

@@ -5,7 +5,20 @@ a built-in ``tiny-*`` name; the helpers tell training and prediction what they n
 model's layout (LoRA targets, projector, prefix-LM masking) without naming families.
 """
 
-from llavac.models.factory import four_bit_config, load_model, resolve_dtype
+from llavac.models.factory import (
+    four_bit_config,
+    load_model,
+    load_processor,
+    model_type,
+    resolve_dtype,
+)
+from llavac.models.inputs import (
+    IMAGE_MODES,
+    apply_image_mode,
+    describe_image,
+    input_defaults,
+    resolve_inputs,
+)
 from llavac.models.introspect import (
     PROJECTOR_NAMES,
     is_prefix_lm,
@@ -18,19 +31,26 @@ from llavac.models.tiny import build_tiny, is_tiny_name, tiny_names
 from llavac.models.tiny_parts import LLAVA_7B_SIZES, SMALL_SIZES, TinySizes
 
 __all__ = [
+    "IMAGE_MODES",
     "LLAVA_7B_SIZES",
     "SMALL_SIZES",
     "PROJECTOR_NAMES",
     "TinySizes",
     "build_tiny",
+    "apply_image_mode",
+    "describe_image",
     "four_bit_config",
+    "input_defaults",
     "is_prefix_lm",
     "is_tiny_name",
     "language_model_linear_names",
     "load_model",
+    "load_processor",
     "model_family",
+    "model_type",
     "model_facts",
     "projector_module_names",
     "resolve_dtype",
+    "resolve_inputs",
     "tiny_names",
 ]

@@ -12,6 +12,7 @@ import tempfile
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForImageTextToText,
     AutoProcessor,
     PreTrainedModel,
@@ -20,7 +21,7 @@ from transformers import (
 
 from llavac.hub import require_reachable
 from llavac.models.introspect import PROJECTOR_NAMES
-from llavac.models.tiny import build_tiny, is_tiny_name
+from llavac.models.tiny import TINY_PREFIX, build_tiny, is_tiny_name
 
 _DTYPES = {
     "float32": torch.float32,
@@ -46,6 +47,21 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
     except KeyError:
         known = ", ".join(_DTYPES)
         raise ValueError(f"unknown dtype {dtype!r}; use one of {known} or 'auto'") from None
+
+
+def model_type(name_or_path: str) -> str:
+    """The family (``config.model_type``) of a model name, without loading its weights."""
+    if is_tiny_name(name_or_path):  # each tiny family is named after its model_type
+        return name_or_path.removeprefix(TINY_PREFIX).replace("-", "_")
+    return AutoConfig.from_pretrained(name_or_path).model_type
+
+
+def load_processor(name_or_path: str, seed: int = 0) -> ProcessorMixin:
+    """The processor :func:`load_model` would return, without loading a real model's weights
+    (a tiny model is built whole: it takes a second)."""
+    if is_tiny_name(name_or_path):
+        return build_tiny(name_or_path, seed)[1]
+    return AutoProcessor.from_pretrained(name_or_path)
 
 
 def _tiny_device(device_map) -> torch.device:

@@ -26,7 +26,14 @@ from tqdm import tqdm
 from llavac.args import ClassifierArgs
 from llavac.jsonl import write_jsonl
 from llavac.labels import SLOT_FIELDS
-from llavac.models import load_model, model_facts, resolve_dtype
+from llavac.models import (
+    apply_image_mode,
+    load_model,
+    model_facts,
+    model_family,
+    resolve_dtype,
+    resolve_inputs,
+)
 from llavac.predict.batching import encode_prompts
 from llavac.predict.generation import answer_token_budget, generate_answers
 from llavac.predict.scoring import LabelScorer
@@ -119,6 +126,15 @@ class _Run:
     def prompt(self) -> str:
         return self.config.get("train", {}).get("prompt") or "full"
 
+    def inputs(self, image_mode: str | None, system: str | None) -> tuple[str | None, ...]:
+        """``(image_mode, system)``: the given ones, else what the training run recorded; a
+        run from before they were recorded was trained on the processor's images without a
+        system sentence. ``None`` (no run): the family's default."""
+        if self.config:
+            image_mode = image_mode or self.model.get("image_mode") or "processor"
+            system = system or self.model.get("system") or "none"
+        return image_mode, system
+
     @classmethod
     def resolve(cls, model: str | None, adapter: Path | None) -> _Run:
         """The base model and weights for ``model`` and / or ``adapter``."""
@@ -129,7 +145,9 @@ class _Run:
         model = model or config.get("model", {}).get("name")
         exported = Path(model or "") / "llavac.json"  # a folder `llavac export` wrote
         if weights is None and model and exported.is_file():
-            config = {"train": {"prompt": json.loads(exported.read_text())["prompt"]}}
+            facts = json.loads(exported.read_text())
+            config = {"train": {"prompt": facts["prompt"]},
+                      "model": {key: facts.get(key) for key in ("image_mode", "system")}}
         if not model:
             raise ValueError(
                 "name the base model: the adapter is not a run folder and its "
@@ -195,21 +213,23 @@ class Classifier:
     """A vision-language model that labels (image, text) pairs as LLaVAC does."""
 
     def __init__(self, model, processor, prompt: str = "full", source: dict | None = None,
-                 temperatures: dict[str, float] | None = None):
+                 temperatures: dict[str, float] | None = None, system: str = "none"):
         self.model = model.eval()
         self.temperatures = temperatures  # {slot: T} from calibration.json; None: raw
         self.processor = processor
-        self.fmt = PromptFormat.from_name(prompt)
+        self.fmt = PromptFormat.from_name(prompt, system)
         self.scorer = LabelScorer(self.model, processor, self.fmt)
         self.max_new_tokens = answer_token_budget(processor.tokenizer, self.fmt,
                                                   self.scorer.answer_separator)
-        self.source = {**(source or {}), "prompt": self.fmt.name, **model_facts(model)}
+        self.source = {**(source or {}), "prompt": self.fmt.name, "system": system,
+                       **model_facts(model)}
 
     @classmethod
     def from_args(cls, args: ClassifierArgs) -> Classifier:
         """The classifier a config's ``model`` section names."""
         return cls.from_pretrained(args.name, args.adapter, args.prompt, args.dtype,
-                                   args.device, calibrated=args.calibrated)
+                                   args.device, args.image_mode, args.system,
+                                   calibrated=args.calibrated)
 
     @classmethod
     def from_pretrained(
@@ -219,24 +239,31 @@ class Classifier:
         prompt: str | None = None,
         dtype: str | None = None,
         device: str | None = None,
+        image_mode: str | None = None,
+        system: str | None = None,
         calibrated: bool = True,
     ) -> Classifier:
         """Load a base model, optionally with a fine-tuned adapter or a fully fine-tuned model.
 
         ``adapter``: a training run folder (its ``config.yaml`` supplies the base model name,
-        the tiny-model seed, the dtype and the prompt variant; explicit arguments win) or a
-        bare peft adapter folder (the base model then comes from ``model`` or the adapter's
-        ``base_model_name_or_path``). LoRA weights are merged into the base model: prediction
-        runs at the base model's speed. ``device`` defaults to CUDA when available.
+        the tiny-model seed, the dtype, the prompt variant, the image mode and the system
+        choice; explicit arguments win) or a bare peft adapter folder (the base model then
+        comes from ``model`` or the adapter's ``base_model_name_or_path``). LoRA weights are
+        merged into the base model: prediction runs at the base model's speed. ``device``
+        defaults to CUDA when available. ``image_mode`` / ``system`` left unset and not
+        recorded by a run: the model family's defaults (:mod:`llavac.models.inputs`).
         ``calibrated``: apply the adapter folder's ``calibration.json`` when it has one.
         """
         run = _Run.resolve(model, Path(adapter) if adapter is not None else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded, processor = run.load(dtype or run.model.get("dtype"), device)
+        image_mode, system = resolve_inputs(model_family(loaded), *run.inputs(image_mode, system))
+        apply_image_mode(processor, image_mode)  # the images training saw, in every stage
         temperatures = read_temperatures(adapter) if calibrated else None
         source = {"model": run.name, "adapter": str(adapter) if adapter else None,
-                  "seed": run.seed, "temperatures": temperatures}
-        return cls(loaded, processor, prompt or run.prompt, source, temperatures)
+                  "seed": run.seed, "image_mode": image_mode, "temperatures": temperatures}
+        return cls(loaded, processor, prompt or run.prompt, source, temperatures=temperatures,
+                   system=system)
 
     # -- prediction ----------------------------------------------------------------------
 

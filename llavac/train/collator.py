@@ -34,31 +34,38 @@ class TrainCollator:
     max_length: int | None = None
 
     def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
-        # One image list per prompt: the nested form is the one every family accepts.
-        images = [[open_rgb(record.image)] for record in records]
         answers = [self.fmt.answer(slot_labels(record)) for record in records]
+        return self.encode([record.id for record in records],
+                           [open_rgb(record.image) for record in records],
+                           [record.text for record in records], answers)
+
+    def encode(self, ids: list[str], images: list, texts: list[str],
+               answers: list[str]) -> dict[str, torch.Tensor]:
+        """The training batch of ``(id, PIL image, text, answer)`` examples (``llavac prompt``
+        shows one through this too)."""
+        images = [[image] for image in images]  # one list per prompt: every family takes it
         if self.prefix_lm:
-            batch = self._prefix_lm_batch(records, images, answers)
+            batch = self._prefix_lm_batch(texts, images, answers)
         else:
-            batch = self._causal_batch(records, images, answers)
+            batch = self._causal_batch(ids, texts, images, answers)
         if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
             lengths = batch["attention_mask"].sum(1).tolist()
-            too_long = [r.id for r, n in zip(records, lengths, strict=True) if n > self.max_length]
+            too_long = [id for id, n in zip(ids, lengths, strict=True) if n > self.max_length]
             raise ValueError(
                 f"examples {too_long} need more than max_length={self.max_length} tokens; "
                 "image tokens are never truncated: raise max_length or shorten the texts"
             )
         return batch
 
-    def _causal_batch(self, records, images, answers) -> dict[str, torch.Tensor]:
+    def _causal_batch(self, ids, texts, images, answers) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
         prompts, fulls = [], []
-        for record, answer in zip(records, answers, strict=True):
-            prompt = render(self.processor, self.fmt, record.text)
-            full = with_end_token(render(self.processor, self.fmt, record.text, answer), tokenizer)
+        for id, text, answer in zip(ids, texts, answers, strict=True):
+            prompt = render(self.processor, self.fmt, text)
+            full = with_end_token(render(self.processor, self.fmt, text, answer), tokenizer)
             if not full.startswith(prompt):
                 raise ValueError(
-                    f"record {record.id}: the chat template's prompt is not a prefix of "
+                    f"record {id}: the chat template's prompt is not a prefix of "
                     "prompt + answer, so the answer tokens cannot be located"
                 )
             prompts.append(prompt)
@@ -72,22 +79,22 @@ class TrainCollator:
         full_ids = tokenizer(fulls)["input_ids"]
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
         lengths = batch["attention_mask"].sum(1).tolist()
-        for row, (record, p_ids, f_ids, length) in enumerate(
-            zip(records, prompt_ids, full_ids, lengths, strict=True)
+        for row, (id, p_ids, f_ids, length) in enumerate(
+            zip(ids, prompt_ids, full_ids, lengths, strict=True)
         ):
             n_answer = len(f_ids) - len(p_ids)
             answer_ids = batch["input_ids"][row, length - n_answer : length]
             if f_ids[: len(p_ids)] != p_ids or answer_ids.tolist() != f_ids[len(p_ids) :]:
                 raise ValueError(
-                    f"record {record.id}: the prompt's tokens are not a prefix of "
+                    f"record {id}: the prompt's tokens are not a prefix of "
                     "prompt + answer (the tokenizer merges across the boundary)"
                 )
             labels[row, length - n_answer : length] = answer_ids
         batch["labels"] = labels
         return dict(batch)
 
-    def _prefix_lm_batch(self, records, images, answers) -> dict[str, torch.Tensor]:
-        prompts = [render(self.processor, self.fmt, record.text) for record in records]
+    def _prefix_lm_batch(self, texts, images, answers) -> dict[str, torch.Tensor]:
+        prompts = [render(self.processor, self.fmt, text) for text in texts]
         self.processor.tokenizer.padding_side = "right"
         batch = self.processor(
             images=images, text=prompts, suffix=answers, padding=True, return_tensors="pt"

@@ -24,6 +24,7 @@ The output folder holds ``adapter/`` (or ``model/``), ``processor/``, ``config.y
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,14 @@ from llavac.config import save_config
 from llavac.data import Record, load_data
 from llavac.labels import slot_labels
 from llavac.models import (
+    apply_image_mode,
     is_prefix_lm,
     language_model_linear_names,
     load_model,
     model_facts,
+    model_type,
     projector_module_names,
+    resolve_inputs,
 )
 from llavac.prompt import PromptFormat
 from llavac.runinfo import write_run_files
@@ -139,6 +143,7 @@ class Setup:
 def train(config: TrainConfig, resume: bool = False,
           callbacks: list[TrainerCallback] | None = None) -> Path:
     """Fine-tune ``config.model`` on the train split of ``config.data``; return its output."""
+    config = with_input_defaults(config)
     output = Path(config.train.output)
     set_seed(config.train.seed)
     if is_main_process():  # an interrupted run's folder names its config
@@ -148,6 +153,18 @@ def train(config: TrainConfig, resume: bool = False,
     trainer = fit(config, built, resume, callbacks or [])
     save(config, built, trainer)
     return output
+
+
+def with_input_defaults(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``model.image_mode`` / ``model.system`` left unset filled in with the
+    family's defaults (:mod:`llavac.models.inputs`), so the run records the inputs it was
+    trained on and prediction reads them back from its ``config.yaml``."""
+    if config.model.image_mode and config.model.system:
+        return config
+    image_mode, system = resolve_inputs(model_type(config.model.name), config.model.image_mode,
+                                        config.model.system)
+    model = dataclasses.replace(config.model, image_mode=image_mode, system=system)
+    return dataclasses.replace(config, model=model)
 
 
 def setup(config: TrainConfig) -> Setup:
@@ -160,7 +177,8 @@ def setup(config: TrainConfig) -> Setup:
     part, records = split.part(None, default="train")
     if not records:
         raise ValueError(f"no trainable records in {config.data.path} (the {part} part is empty)")
-    fmt = PromptFormat.from_name(config.train.prompt)
+    config = with_input_defaults(config)
+    fmt = PromptFormat.from_name(config.train.prompt, config.model.system)
     require_labels(records, fmt, config.data.path)
     model, processor = load_model(
         config.model.name,
@@ -169,6 +187,7 @@ def setup(config: TrainConfig) -> Setup:
         load_in_4bit=config.model.load_in_4bit,
         seed=config.model.seed,
     )
+    apply_image_mode(processor, config.model.image_mode)  # saved with the run's processor/
     collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length)
     model = make_trainable(model, config.lora, config.train.method)
     return Setup(records, split.manifest, model, processor, collator)

@@ -1,0 +1,101 @@
+"""How images and conversations are presented to a model: the image mode and the system choice.
+
+LLaVAC fine-tunes LLaVA-1.5 with the LLaVA repository's recipe, which pads every image to a
+square filled with the CLIP mean colour (``--image_aspect_ratio pad``, LLaVA's
+``expand2square``) and wraps every example in the ``v1`` conversation (a system sentence,
+``USER:`` / ``ASSISTANT:`` turns, ``</s>`` after the answer). A plain Hugging Face processor
+centre-crops instead and its chat template has no system sentence. Both choices are named
+here, with the defaults per model family:
+
+=============  ==============  ===========  ===================================================
+family         ``image_mode``  ``system``   why
+=============  ==============  ===========  ===================================================
+``llava``      ``pad``         ``llava_v1``  LLaVA-1.5 (and ``tiny-llava``): the paper's inputs
+others         ``processor``   ``none``     their processor's images and their chat template
+=============  ==============  ===========  ===================================================
+
+``image_mode``: ``pad`` centres the image on a square of the processor's mean colour, then the
+processor resizes it (transformers' own ``LlavaImageProcessor(do_pad=True)``); ``crop``
+resizes the short side and centre-crops (what the CLIP processor of ``llava-hf`` checkpoints
+does); ``processor`` leaves the processor as the checkpoint ships it. ``pad`` and ``crop``
+apply to the fixed-resolution square inputs of LLaVA-1.5 (CLIP / LLaVA image processors);
+other families (LLaVA-NeXT's tiles, PaliGemma's squash-resize, Idefics3's splits, Gemma3)
+keep ``processor``. The system choice is rendered by :func:`llavac.prompt.render`.
+"""
+
+from __future__ import annotations
+
+import transformers
+from PIL import Image
+
+from llavac.args import IMAGE_MODES
+
+# model_type -> (image_mode, system) a run of that family gets when it names neither.
+_FAMILY_DEFAULTS = {"llava": ("pad", "llava_v1")}
+_OTHERS = ("processor", "none")
+
+# The image processors whose square, fixed-resolution input ``pad`` and ``crop`` describe.
+_SQUARE_PROCESSORS = ("CLIPImageProcessor", "LlavaImageProcessor")
+
+
+def input_defaults(model_type: str) -> tuple[str, str]:
+    """``(image_mode, system)`` for a family (``config.model_type``) that names neither."""
+    return _FAMILY_DEFAULTS.get(model_type, _OTHERS)
+
+
+def resolve_inputs(model_type: str, image_mode: str | None,
+                   system: str | None) -> tuple[str, str]:
+    """The given choices, a ``None`` replaced by the family's default."""
+    default_mode, default_system = input_defaults(model_type)
+    return image_mode or default_mode, system or default_system
+
+
+def apply_image_mode(processor, mode: str):
+    """Configure ``processor``'s image processor for ``mode``; returns the processor.
+
+    ``pad`` goes through transformers' ``LlavaImageProcessor(do_pad=True)``: a CLIP image
+    processor (what ``llava-hf`` checkpoints ship) is replaced by the LLaVA one with the same
+    settings, since CLIP's own ``do_pad`` pads to a fixed size at the bottom right instead.
+    """
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"model.image_mode: expected one of {', '.join(IMAGE_MODES)}, "
+                         f"got {mode!r}")
+    if mode == "processor":
+        return processor
+    images = processor.image_processor
+    kind = type(images).__name__.removesuffix("Pil")
+    if kind not in _SQUARE_PROCESSORS:
+        raise ValueError(
+            f"model.image_mode={mode}: defined for LLaVA-1.5's square inputs (CLIP / LLaVA "
+            f"image processors), not for {type(images).__name__}; use model.image_mode=processor"
+        )
+    if mode == "pad" and kind == "CLIPImageProcessor":
+        backend = "Pil" if type(images).__name__.endswith("Pil") else ""
+        settings = {key: value for key, value in images.to_dict().items()
+                    if key not in ("image_processor_type", "processor_class")}
+        images = getattr(transformers, "LlavaImageProcessor" + backend)(**settings)
+        processor.image_processor = images
+    if hasattr(images, "pad_to_square"):
+        images.do_pad = mode == "pad"
+    images.do_center_crop = True  # a no-op on a padded (square) image
+    return processor
+
+
+def pad_fill(processor) -> tuple[int, int, int]:
+    """The padding colour: the mean colour in 8 bits, truncated as LLaVA's expand2square."""
+    return tuple(int(x * 255) for x in processor.image_processor.image_mean)
+
+
+def describe_image(processor, mode: str, image: Image.Image) -> dict:
+    """What preprocessing does to ``image`` under ``mode``: its size, the padding (left, top,
+    right, bottom pixels and colour) or the crop, and the size of the pixels the model gets."""
+    width, height = image.size
+    pixels = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    facts = {"image_mode": mode, "size": [width, height],
+             "pixels": list(pixels.shape[-2:])[::-1], "padding": None, "fill": None}
+    if mode == "pad":
+        side = max(width, height)
+        left, top = (side - width) // 2, (side - height) // 2  # as transformers' pad_to_square
+        facts["padding"] = [left, top, side - width - left, side - height - top]
+        facts["fill"] = list(pad_fill(processor))
+    return facts

@@ -1,0 +1,132 @@
+"""``llavac prompt``: one example exactly as the model sees it, the first thing to look at when
+a result looks wrong.
+
+The example goes through the code that training and prediction run: the run's (or the
+family's) image mode and conversation, :func:`llavac.prompt.render`, the processor, and,
+with an answer, the training collator, whose labels say which tokens carry the loss. Only the
+processor is loaded, never the weights, so a 7B model's prompt shows in seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from llavac.args import PromptConfig
+from llavac.data import open_rgb
+from llavac.models import (
+    apply_image_mode,
+    describe_image,
+    is_prefix_lm,
+    load_processor,
+    model_type,
+    resolve_inputs,
+)
+from llavac.predict.classifier import _Run
+from llavac.prompt import PromptFormat, render
+from llavac.train.collator import IGNORE_INDEX, TrainCollator
+
+_REPEATED_MARKER = re.compile(r"(<[^<>\s]+>)\1+")
+
+# The image that stands in when none is given: LLaVA-1.5's input side; the token count of a
+# fixed-resolution model does not depend on it.
+_STAND_IN_SIDE = 336
+
+
+@dataclass
+class PromptView:
+    """One example as the model sees it."""
+
+    model: str
+    family: str  # config.model_type
+    prompt: str  # the prompt variant
+    image_mode: str
+    system: str
+    text: str  # the token ids decoded, each run of image tokens shown as <image × count>
+    tokens: int  # the whole sequence, image tokens included
+    image_tokens: int
+    image: dict | None  # describe_image's facts; None: no image given, a blank one stood in
+    trained: list[str] | None  # with an answer: the tokens that carry the loss, in order
+    trained_text: str | None  # ... and what they decode to
+
+
+def view_prompt(config: PromptConfig) -> PromptView:
+    """Render ``config.prompt``'s example for ``config.model``, as training would with an
+    answer and as prediction does without one."""
+    args, example = config.model, config.prompt
+    if not example.text:
+        raise ValueError("--text: give the text of the example")
+    run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
+    family = model_type(run.name)
+    image_mode, system = resolve_inputs(family, *run.inputs(args.image_mode, args.system))
+    processor = apply_image_mode(_run_processor(run), image_mode)
+    fmt = PromptFormat.from_name(args.prompt or run.prompt, system)
+    image = open_rgb(example.image) if example.image else Image.new(
+        "RGB", (_STAND_IN_SIDE, _STAND_IN_SIDE), "grey")
+    answer = _answer(fmt, example.answer)
+    if answer is None:
+        rendered = render(processor, fmt, example.text)
+        batch = processor(images=[[image]], text=[rendered], return_tensors="pt")
+    else:
+        collator = TrainCollator(processor, fmt, is_prefix_lm(processor))
+        batch = collator.encode(["example"], [image], [example.text], [answer])
+    return PromptView(
+        model=run.name, family=family, prompt=fmt.name, image_mode=image_mode, system=system,
+        image=describe_image(processor, image_mode, image) if example.image else None,
+        **_encoded(processor, batch))
+
+
+def _run_processor(run: _Run):
+    """The processor a training run saved (it may differ from the base model's), else the
+    base model's."""
+    saved = run.weights.parent / "processor" if run.weights is not None else None
+    if run.config and saved is not None and saved.is_dir():
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(saved)
+    return load_processor(run.name, run.seed)
+
+
+def _answer(fmt: PromptFormat, answer: str | None) -> str | None:
+    """The answer as training writes it, or ``None``; one that does not parse is an error."""
+    if answer is None:
+        return None
+    labels = fmt.parse(answer)
+    if labels is None:
+        example = fmt.answer(dict.fromkeys(fmt.slots, "neutral"))
+        raise ValueError(f"--answer {answer!r}: expected one label per slot of the "
+                         f"'{fmt.name}' prompt, e.g. {example!r}")
+    return fmt.answer(labels)
+
+
+def _encoded(processor, batch) -> dict:
+    """The shown text, the token counts and the trained tokens of a one-example batch.
+
+    The text is the token ids decoded, special tokens and the processor's image expansion
+    included, so it is what the model gets rather than what was rendered. A run of one
+    repeated marker token (the image features' placeholders: ``<image>`` for LLaVA,
+    ``<image_soft_token>`` for Gemma3) is shown as ``<image × count>``.
+    """
+    tokenizer = processor.tokenizer
+    ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    runs = []
+
+    def collapse(run: re.Match) -> str:
+        runs.append(run.group(0).count(run.group(1)))
+        return f"{run.group(1)[:-1]} × {runs[-1]}>"
+
+    text = _REPEATED_MARKER.sub(collapse, tokenizer.decode(ids))
+    trained = None
+    if "labels" in batch:
+        labels = batch["labels"][0]
+        trained = labels[labels != IGNORE_INDEX].tolist()
+    return {
+        "text": text,
+        "tokens": len(ids),
+        "image_tokens": sum(runs),
+        "trained": tokenizer.convert_ids_to_tokens(trained) if trained is not None else None,
+        "trained_text": tokenizer.decode(trained) if trained is not None else None,
+    }
