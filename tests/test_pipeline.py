@@ -83,8 +83,8 @@ def test_tiny_paligemma_learns_the_image_label(demo_sized_release, tmp_path):
     What is known: this is optimisation, not masking. The tiny PaliGemma learns the image
     label first and the text keyword only after a seed-dependent plateau; over 6 seeds at
     8 epochs its text accuracy ranged 30-100 %. Seen again here (8 epochs, 1,000 pairs):
-    seed 0 text 0.45 / image 1.00 / multimodal 0.76, seed 1 text 0.28 / image 0.97 /
-    multimodal 0.67. The prefix-LM masks (prompt bidirectional, answer causal as the
+    seed 0 text 0.45 / image 1.00 / multimodal 0.76, seed 1 0.28 / 0.97 / 0.67, seed 2
+    0.47 / 0.99 / 0.73. The prefix-LM masks (prompt bidirectional, answer causal as the
     processor's ``suffix=``), the prompt and the positions (from 1) were checked, and the
     scorer matches the suffix forward pass (tests/test_predict.py). A strict xfail on the
     multimodal accuracy would hang on where one seed's plateau ends on one machine, so this
