@@ -44,7 +44,7 @@ def lora_run(tmp_path_factory):
     (run / "eval" / "metrics.json").write_text(json.dumps({"part": "test", "method": "score",
         "slots": {"multimodal": {"accuracy": 0.75, "accuracy_ci": [0.7, 0.8],
                                  "weighted_f1": 0.74, "macro_f1": 0.6}}}))
-    (run / "calibration.json").write_text(json.dumps({"multimodal": {"temperature": 1.3}}))
+    (run / "calibration.json").write_text(json.dumps({"temperatures": {"multimodal": 1.3}}))
     return run
 
 

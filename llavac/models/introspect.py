@@ -28,15 +28,20 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def is_prefix_lm(model: nn.Module) -> bool:
-    """True when the prompt attends bidirectionally (PaliGemma), read from the model's
-    ``config.model_type`` (a peft wrapper is looked through).
+def is_prefix_lm(model_or_processor) -> bool:
+    """True when the prompt attends bidirectionally (PaliGemma).
 
     For such models the answer must be passed as the processor's ``suffix=`` (token type 1),
     never appended to the prompt text: inside the bidirectional prefix the answer tokens
     would be visible to the positions that predict them, and training would learn nothing.
+    Accepts a model (reads ``config.model_type``) or a processor (reads its class name:
+    ``llavac prompt`` shows the training text without loading any weights).
     """
-    return getattr(_unwrap(model).config, "model_type", None) in _PREFIX_LM_TYPES
+    config = getattr(_unwrap(model_or_processor), "config", None)
+    if config is not None:
+        return getattr(config, "model_type", None) in _PREFIX_LM_TYPES
+    name = type(model_or_processor).__name__.lower()
+    return any(name.startswith(family) for family in _PREFIX_LM_TYPES)
 
 
 def _module_name(root: nn.Module, target: nn.Module) -> str:

@@ -123,6 +123,11 @@ class _Run:
         return self.model.get("seed", 0)
 
     @property
+    def exported(self) -> Path | None:
+        """The folder ``llavac export`` wrote, when the base model is one."""
+        return Path(self.name) if (Path(self.name) / "llavac.json").is_file() else None
+
+    @property
     def prompt(self) -> str:
         return self.config.get("train", {}).get("prompt") or "full"
 
@@ -259,7 +264,8 @@ class Classifier:
         loaded, processor = run.load(dtype or run.model.get("dtype"), device)
         image_mode, system = resolve_inputs(model_family(loaded), *run.inputs(image_mode, system))
         apply_image_mode(processor, image_mode)  # the images training saw, in every stage
-        temperatures = read_temperatures(adapter) if calibrated else None
+        # calibration.json lies in the run folder, or in the folder `llavac export` wrote.
+        temperatures = read_temperatures(adapter or run.exported) if calibrated else None
         source = {"model": run.name, "adapter": str(adapter) if adapter else None,
                   "seed": run.seed, "image_mode": image_mode, "temperatures": temperatures}
         return cls(loaded, processor, prompt or run.prompt, source, temperatures=temperatures,
