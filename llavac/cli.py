@@ -13,7 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from llavac.args import EvalConfig, ExperimentConfig, PredictConfig, TrainConfig
+from llavac.args import (
+    EvalConfig,
+    ExperimentConfig,
+    PredictConfig,
+    RobustnessConfig,
+    SweepConfig,
+    TrainConfig,
+)
 from llavac.config import Flag, add_config_arguments, config_from_args
 
 # -- flag tables: one per command, flag -> config key ------------------------------------------
@@ -57,6 +64,24 @@ PREDICT_FLAGS = [
     Flag("--out", "predict.out", "write JSONL here instead of stdout"),
     Flag("--method", "predict.method", "score | generate"),
     Flag("--batch-size", "predict.batch_size", "pairs per model call"),
+]
+
+ROBUSTNESS_FLAGS = [
+    *CLASSIFIER_FLAGS,
+    *DATA_FLAGS,
+    Flag("--variants", "robustness.variants", "prompt variants YAML (default: the shipped set)"),
+    Flag("--part", "robustness.part", "train | validation | test | all"),
+    Flag("--method", "robustness.method", "score | generate"),
+    Flag("--batch-size", "robustness.batch_size", "pairs per model call"),
+    Flag("--output", "robustness.output", "output folder"),
+]
+SWEEP_FLAGS = [
+    *(flag for flag in TRAIN_FLAGS if flag.key != "train.output"),  # each trial has its own
+    Flag("--output", "sweep.output", "output folder (study.db, trials/, best.yaml)"),
+    Flag("--trials", "sweep.trials", "finished trials the study should hold in all"),
+    Flag("--storage", "sweep.storage", "Optuna storage URL shared by several machines"),
+    Flag("--space", "sweep.space", "search-space YAML (default: the shipped one)"),
+    Flag("--metric", "sweep.metric", "validation multimodal accuracy | weighted_f1"),
 ]
 
 
@@ -130,6 +155,33 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustness(args: argparse.Namespace) -> int:
+    from llavac.robustness import robustness
+
+    # RUN is the one positional without "=" (argparse cannot put a positional before the
+    # key=value overrides once flags come between them).
+    runs = [item for item in args.overrides if "=" not in item]
+    if len(runs) > 1 or (runs and args.adapter):
+        raise ValueError(f"give one training run folder (RUN or --adapter), got {runs}")
+    args.adapter = runs[0] if runs else args.adapter
+    args.overrides = [item for item in args.overrides if "=" in item]
+    config = config_from_args(RobustnessConfig, args, ROBUSTNESS_FLAGS)
+    robustness(config)
+    print((Path(config.robustness.output) / "robustness.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from llavac.sweep import run_sweep
+
+    config = config_from_args(SweepConfig, args, SWEEP_FLAGS)
+    study = run_sweep(config)
+    print(f"{len(study.trials)} trials in {config.sweep.output}; best value "
+          f"{study.best_value:.4f} (trial {study.best_trial.number}): "
+          f"{Path(config.sweep.output) / 'best.yaml'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from llavac.demo import run_demo
 
@@ -186,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
                     EvalConfig, EVAL_FLAGS, _evaluate)
     _config_command(commands, "experiment", "train + evaluate procedures x folds x seeds; "
                     "results.csv and the paper-shaped table", ExperimentConfig, [], _experiment)
+    robust = _config_command(
+        commands, "robustness", "one trained run under every prompt variant: how much its "
+        "labels move (llavac robustness RUN --data D --output O)", RobustnessConfig,
+        ROBUSTNESS_FLAGS, _robustness)
+    robust.usage = "llavac robustness RUN [--data D] [--output O] [flags] [key=value ...]"
+    _config_command(commands, "sweep", "Optuna hyperparameter search on the validation part; "
+                    "same flags and overrides as train", SweepConfig, SWEEP_FLAGS, _sweep)
 
     demo = commands.add_parser("demo", help="the whole pipeline on a synthetic release")
     demo.add_argument("--output", default="runs/demo")
@@ -206,7 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives a positional list only the words before the first flag: key=value
+    # overrides (and robustness's RUN) after a flag come back here.
+    if extra and hasattr(args, "overrides") and not any(x.startswith("-") for x in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
     except (FileNotFoundError, ValueError) as error:

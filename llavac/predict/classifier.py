@@ -159,10 +159,12 @@ def _read_run(adapter: Path) -> tuple[Path, dict]:
 class Classifier:
     """A vision-language model that labels (image, text) pairs as LLaVAC does."""
 
-    def __init__(self, model, processor, prompt: str = "full", source: dict | None = None):
+    def __init__(self, model, processor, prompt: str | PromptFormat = "full",
+                 source: dict | None = None):
         self.model = model.eval()
         self.processor = processor
-        self.fmt = PromptFormat.from_name(prompt)
+        # A PromptFormat: a prompt variant of the robustness study (llavac.robustness).
+        self.fmt = prompt if isinstance(prompt, PromptFormat) else PromptFormat.from_name(prompt)
         self.scorer = LabelScorer(self.model, processor, self.fmt)
         self.max_new_tokens = answer_token_budget(processor.tokenizer, self.fmt,
                                                   self.scorer.lead)

@@ -22,6 +22,7 @@ import torch
 from llavac.data import Record, open_rgb
 from llavac.labels import slot_labels
 from llavac.prompt import PromptFormat, render
+from llavac.prompt_variants import draw_variant
 
 IGNORE_INDEX = -100
 
@@ -32,15 +33,23 @@ class TrainCollator:
     fmt: PromptFormat
     prefix_lm: bool = False
     max_length: int | None = None
+    # train.prompt_variants: each example asks one of these (drawn by seed and id) instead
+    # of ``fmt``; empty: every example asks ``fmt``.
+    variants: tuple[PromptFormat, ...] = ()
+    seed: int = 0
+
+    def format_for(self, record: Record) -> PromptFormat:
+        return draw_variant(self.variants, self.seed, record.id) if self.variants else self.fmt
 
     def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
         # One image list per prompt: the nested form is the one every family accepts.
         images = [[open_rgb(record.image)] for record in records]
-        answers = [self.fmt.answer(slot_labels(record)) for record in records]
+        fmts = [self.format_for(record) for record in records]
+        answers = [fmt.answer(slot_labels(r)) for fmt, r in zip(fmts, records, strict=True)]
         if self.prefix_lm:
-            batch = self._prefix_lm_batch(records, images, answers)
+            batch = self._prefix_lm_batch(records, fmts, images, answers)
         else:
-            batch = self._causal_batch(records, images, answers)
+            batch = self._causal_batch(records, fmts, images, answers)
         if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
             lengths = batch["attention_mask"].sum(1).tolist()
             too_long = [r.id for r, n in zip(records, lengths, strict=True) if n > self.max_length]
@@ -50,12 +59,12 @@ class TrainCollator:
             )
         return batch
 
-    def _causal_batch(self, records, images, answers) -> dict[str, torch.Tensor]:
+    def _causal_batch(self, records, fmts, images, answers) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
         prompts, fulls = [], []
-        for record, answer in zip(records, answers, strict=True):
-            prompt = render(self.processor, self.fmt, record.text)
-            full = with_end_token(render(self.processor, self.fmt, record.text, answer), tokenizer)
+        for record, fmt, answer in zip(records, fmts, answers, strict=True):
+            prompt = render(self.processor, fmt, record.text)
+            full = with_end_token(render(self.processor, fmt, record.text, answer), tokenizer)
             if not full.startswith(prompt):
                 raise ValueError(
                     f"record {record.id}: the chat template's prompt is not a prefix of "
@@ -86,8 +95,8 @@ class TrainCollator:
         batch["labels"] = labels
         return dict(batch)
 
-    def _prefix_lm_batch(self, records, images, answers) -> dict[str, torch.Tensor]:
-        prompts = [render(self.processor, self.fmt, record.text) for record in records]
+    def _prefix_lm_batch(self, records, fmts, images, answers) -> dict[str, torch.Tensor]:
+        prompts = [render(self.processor, fmt, r.text) for fmt, r in zip(fmts, records, strict=True)]
         self.processor.tokenizer.padding_side = "right"
         batch = self.processor(
             images=images, text=prompts, suffix=answers, padding=True, return_tensors="pt"

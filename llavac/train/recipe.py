@@ -45,6 +45,7 @@ from llavac.models import (
     projector_module_names,
 )
 from llavac.prompt import PromptFormat
+from llavac.prompt_variants import load_variants
 from llavac.runinfo import write_run_files
 from llavac.train.collator import TrainCollator
 from llavac.train.steplog import StepLog, plot_loss
@@ -168,7 +169,13 @@ def setup(config: TrainConfig) -> Setup:
         load_in_4bit=config.model.load_in_4bit,
         seed=config.model.seed,
     )
-    collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length)
+    # train.prompt_variants: every example asks one variant of the question (robustness).
+    variants = tuple(load_variants(config.train.prompt_variants, fmt).values()
+                     if config.train.prompt_variants else ())
+    for variant in variants:
+        require_labels(records, variant, config.data.path)
+    collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length,
+                             variants, config.train.seed)
     model = make_trainable(model, config.lora, config.train.method)
     return Setup(records, split.manifest, model, processor, collator)
 
@@ -241,7 +248,9 @@ def trainer_arguments(args: TrainArgs, checkpoints: Path) -> TrainingArguments:
         dataloader_persistent_workers=args.num_workers > 0,  # not restarted every epoch
         remove_unused_columns=False,  # the collator needs the whole record
         disable_tqdm=not args.progress,
-        report_to="none",
+        # none | tensorboard | wandb | mlflow; TensorBoard writes under output_dir (the run's
+        # checkpoints/runs/), wandb and mlflow where their own environment variables say.
+        report_to=args.report_to,
         deepspeed=args.deepspeed,
         fsdp=args.fsdp or None,
         use_cpu=not on_cuda,
