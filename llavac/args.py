@@ -291,7 +291,9 @@ class SweepArgs(Section):
     metric: str = "accuracy"  # of the multimodal label on the validation part (never test)
     method: str = "score"  # how validation is predicted: score (fast) | generate
     batch_size: int = 16  # validation batch
-    seed: int = 0  # the TPE sampler's
+    # The TPE sampler's, plus the trials already in the study; machines sharing a storage
+    # each need their own (or they start from the same draws).
+    seed: int = 0
     # Median pruning on the training loss: a trial stops when its loss at a step is worse
     # than the median of earlier trials at that step, once this many trials are complete.
     startup_trials: int = 5

@@ -47,8 +47,8 @@ PAPER = {
     "clmlf": ("P2: the public CLMLF 8:1:1 split", 77.05, 76.76),
     "qmf": ("P3: the QMF split", 85.36, 85.06),
 }
-RESULT_COLUMNS = ("run", "model", "procedure", "fold", "seed", "config_hash", "accuracy",
-                  "weighted_f1", "macro_f1")
+RESULT_COLUMNS = ("run", "model", "procedure", "fold", "seed", "config_hash", "train_data",
+                  "test_data", "accuracy", "weighted_f1", "macro_f1")
 
 
 @dataclass(frozen=True)

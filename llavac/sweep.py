@@ -53,11 +53,13 @@ def run_sweep(config: SweepConfig) -> optuna.Study:
         storage=args.storage or f"sqlite:///{(output / 'study.db').resolve()}",
         load_if_exists=True,  # a second call continues the study
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=args.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials)
         if args.pruning else optuna.pruners.NopPruner(),
     )
     done = len(study.get_trials(deepcopy=False, states=_FINISHED))
+    # Seeded by the trials already there: a continued study draws new settings instead of
+    # repeating the first call's (TPE samples its first trials at random).
+    study.sampler = optuna.samplers.TPESampler(seed=args.seed + len(study.trials))
     if done < args.trials:
         # MaxTrialsCallback counts the trials of every machine sharing the storage.
         study.optimize(lambda trial: objective(trial, config, space), n_trials=args.trials - done,
