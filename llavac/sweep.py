@@ -22,6 +22,7 @@ call rewrites ``trials.csv``, ``best.yaml`` (the best trial's full training conf
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import optuna
@@ -167,7 +168,9 @@ def write_reports(study: optuna.Study, output: Path) -> None:
     matplotlib.use("Agg")  # files only; the plotly backend of optuna.visualization is optional
     import matplotlib.pyplot as plt
 
-    axes = optuna.visualization.matplotlib.plot_optimization_history(study)
+    with warnings.catch_warnings():  # the matplotlib backend is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = optuna.visualization.matplotlib.plot_optimization_history(study)
     axes.figure.tight_layout()
     axes.figure.savefig(output / "history.png", dpi=120)
     plt.close(axes.figure)

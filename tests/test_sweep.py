@@ -80,3 +80,20 @@ def test_bad_search_space_names_the_key(tmp_path, space, message):
     path.write_text(yaml.safe_dump(space))
     with pytest.raises(ValueError, match=message):
         load_space(path)
+
+
+def test_median_pruning_on_the_training_loss_stops_a_worse_trial():
+    from transformers import TrainerState
+
+    from llavac.sweep import PruneOnLoss
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(
+        n_startup_trials=1, n_warmup_steps=0))
+    step = TrainerState(global_step=5)
+    good = study.ask()
+    PruneOnLoss(good).on_log(None, step, None, logs={"loss": 0.2})
+    study.tell(good, 0.9)
+    worse = study.ask()
+    PruneOnLoss(worse).on_log(None, step, None, logs={"learning_rate": 1e-3})  # no loss: no-op
+    with pytest.raises(optuna.TrialPruned, match="training loss 0.9000 at step 5"):
+        PruneOnLoss(worse).on_log(None, step, None, logs={"loss": 0.9})

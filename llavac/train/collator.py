@@ -96,7 +96,8 @@ class TrainCollator:
         return dict(batch)
 
     def _prefix_lm_batch(self, records, fmts, images, answers) -> dict[str, torch.Tensor]:
-        prompts = [render(self.processor, fmt, r.text) for fmt, r in zip(fmts, records, strict=True)]
+        prompts = [render(self.processor, fmt, record.text)
+                   for fmt, record in zip(fmts, records, strict=True)]
         self.processor.tokenizer.padding_side = "right"
         batch = self.processor(
             images=images, text=prompts, suffix=answers, padding=True, return_tensors="pt"
