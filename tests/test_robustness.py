@@ -55,18 +55,18 @@ def test_a_run_trained_on_variants_scores_as_it_generates_under_a_paraphrase(tmp
     from llavac.synthetic import write_synthetic_release
 
     data = write_synthetic_release(tmp_path / "data", n=200, seed=4)
-    run = train(tiny_train_config(data, tmp_path / "run", "train.max_steps=150",
+    run = train(tiny_train_config(data, tmp_path / "run", "train.max_steps=100",
                                   f"train.prompt_variants={VARIANTS_FILE}",
                                   "train.logging_steps=1000"))
     base = Classifier.from_pretrained(adapter=run)
     fmt = load_variants(None, base.fmt)["paraphrase-question"]
     assert "What sentiment" in render(base.processor, fmt, "t")
     classifier = Classifier(base.model, base.processor, fmt, base.source)
-    records = load_split(data, "none").all[:40]
+    records = load_split(data, "none").all[:24]
     scored = classifier.predict(records, "score", progress=False)
     generated = classifier.predict(records, "generate", progress=False)
     parsed = [(s, g) for s, g in zip(scored, generated, strict=True) if not g.unparseable]
-    assert len(parsed) >= 0.8 * len(records)
+    assert len(parsed) >= 0.8 * len(records), len(parsed)
     for s, g in parsed:
         assert [s.label(k) for k in SLOTS] == [g.label(k) for k in SLOTS], g.answer
 
