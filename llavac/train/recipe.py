@@ -162,6 +162,12 @@ def setup(config: TrainConfig) -> Setup:
         raise ValueError(f"no trainable records in {config.data.path} (the {part} part is empty)")
     fmt = PromptFormat.from_name(config.train.prompt)
     require_labels(records, fmt, config.data.path)
+    # train.prompt_variants: every example asks one variant of the question (robustness),
+    # read before the model is loaded so a bad file fails fast.
+    variants = tuple(load_variants(config.train.prompt_variants, fmt).values()
+                     if config.train.prompt_variants else ())
+    for variant in variants:
+        require_labels(records, variant, config.data.path)
     model, processor = load_model(
         config.model.name,
         dtype=config.model.dtype,
@@ -169,11 +175,6 @@ def setup(config: TrainConfig) -> Setup:
         load_in_4bit=config.model.load_in_4bit,
         seed=config.model.seed,
     )
-    # train.prompt_variants: every example asks one variant of the question (robustness).
-    variants = tuple(load_variants(config.train.prompt_variants, fmt).values()
-                     if config.train.prompt_variants else ())
-    for variant in variants:
-        require_labels(records, variant, config.data.path)
     collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length,
                              variants, config.train.seed)
     model = make_trainable(model, config.lora, config.train.method)
