@@ -14,7 +14,7 @@ from llavac.labels import SLOTS
 from llavac.models import load_model
 from llavac.predict import Classifier
 from llavac.prompt import PromptFormat, render
-from llavac.prompt_variants import load_variants
+from llavac.prompt_variants import VARIANTS_FILE, load_variants
 from llavac.train import train
 from llavac.train.collator import TrainCollator
 
@@ -51,7 +51,6 @@ def test_a_run_trained_on_variants_scores_as_it_generates_under_a_paraphrase(tmp
     needs no scorer change: on a run trained with train.prompt_variants, score and generate
     agree under a paraphrase wherever generate parses."""
     from llavac.data import load_split
-    from llavac.prompt_variants import VARIANTS_FILE
     from llavac.synthetic import write_synthetic_release
 
     data = write_synthetic_release(tmp_path / "data", n=200, seed=4)
@@ -96,15 +95,18 @@ def test_robustness_on_a_run_trained_on_the_real_qmf_split(shared_data, tmp_path
     data = shared_data / "mvsa_single"
     run = train(tiny_train_config(data, tmp_path / "run", "data.procedure=qmf",
                                   "train.max_steps=10"))
-    common = ["--data", str(data), "--procedure", "qmf", "eval.progress=false"]
+    common = ["--data", str(data), "--procedure", "qmf", "--batch-size", "64"]
     assert main(["evaluate", "--adapter", str(run), "--output", str(tmp_path / "eval"),
-                 *common]) == 0
-    common[-1] = "robustness.progress=false"
-    assert main(["robustness", str(run), "--output", str(tmp_path / "rob"), *common]) == 0
+                 *common, "eval.progress=false"]) == 0
+    shipped = yaml.safe_load(VARIANTS_FILE.read_text())["variants"]
+    variants = tmp_path / "variants.yaml"  # four of the shipped five: --variants replaces them
+    variants.write_text(yaml.safe_dump({"variants": shipped[:2] + shipped[3:]}))
+    assert main(["robustness", str(run), "--output", str(tmp_path / "rob"), *common,
+                 "--variants", str(variants), "robustness.progress=false"]) == 0
     result = json.loads((tmp_path / "rob" / "robustness.json").read_text())
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     names = [variant["name"] for variant in result["variants"]]
-    assert len(names) >= 4 and names[0] == "original"
+    assert names == ["original", "paraphrase-short", "paraphrase-question", "slot-order"]
     original = result["variants"][0]
     for slot in SLOTS:
         for key in ("n", "accuracy", "weighted_f1", "macro_f1"):
@@ -123,7 +125,6 @@ def test_robustness_cli_errors(tmp_path, capsys):
 
 
 def test_train_prompt_variants_reach_the_collator(tmp_path):
-    from llavac.prompt_variants import VARIANTS_FILE
     from llavac.synthetic import write_synthetic_release
     from llavac.train.recipe import setup
 
