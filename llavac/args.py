@@ -21,6 +21,8 @@ PROCEDURES = ("cheema10", "random811", "clmlf", "qmf", "none")
 METHODS = ("score", "generate")
 TRAIN_METHODS = ("lora", "full")
 IMAGE_MODES = ("pad", "crop", "processor")  # llavac.models.inputs says what each does
+SWEEP_METRICS = ("accuracy", "weighted_f1")
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 
 
 class Section:
@@ -164,6 +166,10 @@ class TrainArgs(Section):
     progress: bool = True  # a progress bar on stderr (plain lines when it is not a terminal)
     deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. llavac/configs/zero3.json
     fsdp: str | None = None  # the Trainer's FSDP option, e.g. "full_shard auto_wrap"
+    # A prompt variants file (llavac/configs/prompt_variants.yaml): each example asks one
+    # variant, drawn by train.seed and its id; None: the fixed prompt, as in the paper.
+    prompt_variants: str | None = None
+    report_to: str = "none"  # tensorboard | wandb | mlflow | none: nothing leaves the machine
 
     def __post_init__(self):
         self._one_of("method", TRAIN_METHODS)
@@ -179,6 +185,7 @@ class TrainArgs(Section):
         self._at_least("save_total_limit", 1, optional=True)
         self._at_least("seed", 0)
         self._at_least("num_workers", 0)
+        self._one_of("report_to", REPORT_TO)
 
 
 @dataclass
@@ -290,6 +297,33 @@ class PromptConfig:
 
 
 @dataclass
+class RobustnessArgs(Section):
+    """``llavac robustness``: one trained run evaluated under every prompt variant."""
+
+    section: ClassVar[str] = "robustness"
+    output: str = "runs/robustness"
+    variants: str | None = None  # a variants YAML; None: llavac/configs/prompt_variants.yaml
+    part: str | None = None  # None: test (all for own data without a split)
+    method: str = "score"  # score | generate: the paper generates, so its parser is tested too
+    batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self):
+        self._one_of("part", ("train", "validation", "test", "all"), optional=True)
+        self._one_of("method", METHODS)
+        self._at_least("batch_size", 1)
+
+
+@dataclass
+class RobustnessConfig:
+    """One ``llavac robustness`` call; saved as ``config.yaml`` in its output folder."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    robustness: RobustnessArgs = field(default_factory=RobustnessArgs)
+
+
+@dataclass
 class ExperimentArgs(Section):
     """Which runs to make and how to evaluate them."""
 
@@ -311,6 +345,46 @@ class ExperimentConfig(TrainConfig):
     """An experiment preset: the training config every run shares, plus which runs to make."""
 
     experiment: ExperimentArgs = field(default_factory=ExperimentArgs)
+    # Cross-dataset runs: test on this data instead of the training data (e.g. train on
+    # MVSA-Single, test on MVSA-Multiple). Empty path: the training data; unset procedure /
+    # fold: the run's.
+    eval_data: DataArgs = field(default_factory=DataArgs)
+
+
+@dataclass
+class SweepArgs(Section):
+    """``llavac sweep``: an Optuna search over training settings, scored on validation."""
+
+    section: ClassVar[str] = "sweep"
+    output: str = "runs/sweep"
+    trials: int = 20  # in the study in all: a second call with more continues it
+    space: str | None = None  # a search-space YAML; None: llavac/configs/sweep_space.yaml
+    storage: str | None = None  # an Optuna storage URL; None: sqlite in output/study.db
+    study: str = "llavac"  # the study's name inside the storage
+    metric: str = "accuracy"  # of the multimodal label on the validation part (never test)
+    method: str = "score"  # how validation is predicted: score (fast) | generate
+    batch_size: int = 16  # validation batch
+    # The TPE sampler's, plus the trials already in the study; machines sharing a storage
+    # each need their own (or they start from the same draws).
+    seed: int = 0
+    # Median pruning on the training loss: a trial stops when its loss at a step is worse
+    # than the median of earlier trials at that step, once this many trials are complete.
+    startup_trials: int = 5
+    pruning: bool = True
+
+    def __post_init__(self):
+        self._at_least("trials", 1)
+        self._one_of("metric", SWEEP_METRICS)
+        self._one_of("method", METHODS)
+        self._at_least("batch_size", 1)
+        self._at_least("startup_trials", 0)
+
+
+@dataclass
+class SweepConfig(TrainConfig):
+    """A sweep: the training config every trial starts from, plus the search's settings."""
+
+    sweep: SweepArgs = field(default_factory=SweepArgs)
 
 
 @dataclass

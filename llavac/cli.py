@@ -19,7 +19,9 @@ from llavac.args import (
     ExperimentConfig,
     PredictConfig,
     PromptConfig,
+    RobustnessConfig,
     ServeConfig,
+    SweepConfig,
     TrainConfig,
 )
 from llavac.config import Flag, add_config_arguments, config_from_args
@@ -110,6 +112,24 @@ PROMPT_FLAGS = [
     Flag("--image", "prompt.image", "its image (else a blank square stands in)"),
     Flag("--answer", "prompt.answer", "an answer, e.g. 'positive, neutral, positive': "
          "shows the tokens training puts the loss on"),
+]
+
+ROBUSTNESS_FLAGS = [
+    *CLASSIFIER_FLAGS,
+    *DATA_FLAGS,
+    Flag("--variants", "robustness.variants", "prompt variants YAML (default: the shipped set)"),
+    Flag("--part", "robustness.part", "train | validation | test | all"),
+    Flag("--method", "robustness.method", "score | generate"),
+    Flag("--batch-size", "robustness.batch_size", "pairs per model call"),
+    Flag("--output", "robustness.output", "output folder"),
+]
+SWEEP_FLAGS = [
+    *(flag for flag in TRAIN_FLAGS if flag.key != "train.output"),  # each trial has its own
+    Flag("--output", "sweep.output", "output folder (study.db, trials/, best.yaml)"),
+    Flag("--trials", "sweep.trials", "finished trials the study should hold in all"),
+    Flag("--storage", "sweep.storage", "Optuna storage URL shared by several machines"),
+    Flag("--space", "sweep.space", "search-space YAML (default: the shipped one)"),
+    Flag("--metric", "sweep.metric", "validation multimodal accuracy | weighted_f1"),
 ]
 
 
@@ -295,6 +315,33 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustness(args: argparse.Namespace) -> int:
+    from llavac.robustness import robustness
+
+    # RUN is the one positional without "=" (argparse cannot put a positional before the
+    # key=value overrides once flags come between them).
+    runs = [item for item in args.overrides if "=" not in item]
+    if len(runs) > 1 or (runs and args.adapter):
+        raise ValueError(f"give one training run folder (RUN or --adapter), got {runs}")
+    args.adapter = runs[0] if runs else args.adapter
+    args.overrides = [item for item in args.overrides if "=" in item]
+    config = config_from_args(RobustnessConfig, args, ROBUSTNESS_FLAGS)
+    robustness(config)
+    print((Path(config.robustness.output) / "robustness.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from llavac.sweep import run_sweep
+
+    config = config_from_args(SweepConfig, args, SWEEP_FLAGS)
+    study = run_sweep(config)
+    print(f"{len(study.trials)} trials in {config.sweep.output}; best value "
+          f"{study.best_value:.4f} (trial {study.best_trial.number}): "
+          f"{Path(config.sweep.output) / 'best.yaml'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from llavac.demo import run_demo
     from llavac.runinfo import claim_output
@@ -425,6 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite(_config_command(commands, "experiment", "train + evaluate procedures x folds x "
                                "seeds; results.csv and the paper-shaped table",
                                ExperimentConfig, [], _experiment))
+    robust = _config_command(
+        commands, "robustness", "one trained run under every prompt variant: how much its "
+        "labels move (llavac robustness RUN --data D --output O)", RobustnessConfig,
+        ROBUSTNESS_FLAGS, _robustness)
+    robust.usage = "llavac robustness RUN [--data D] [--output O] [flags] [key=value ...]"
+    _config_command(commands, "sweep", "Optuna hyperparameter search on the validation part; "
+                    "same flags and overrides as train", SweepConfig, SWEEP_FLAGS, _sweep)
 
     demo = _command(commands, "demo", "the whole pipeline on a synthetic release", _demo)
     demo.add_argument("--output", default="runs/demo", help="output folder [default: "
@@ -453,12 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse fills the key=value positionals from one run of arguments only: overrides
-    # after options (``calibrate RUN --data D key=value``) come back here, and belong to them.
+    # after options (``calibrate RUN --data D key=value``) come back here, and belong to them
+    # (as does the RUN of calibrate and robustness, which share the positionals).
     if extra:
-        if not hasattr(args, "overrides") or any("=" not in item or item.startswith("-")
-                                                 for item in extra):
+        if not hasattr(args, "overrides") or any(item.startswith("-") for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides += extra
+        args.overrides = [*args.overrides, *extra]
     try:
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads: expected a number >= 1, got {args.threads}")

@@ -32,6 +32,7 @@ from accelerate import PartialState
 
 from llavac.args import (
     ClassifierArgs,
+    DataArgs,
     EvalArgs,
     EvalConfig,
     ExperimentArgs,
@@ -52,9 +53,9 @@ PAPER = {
     "clmlf": ("P2: the public CLMLF 8:1:1 split", 77.05, 76.76),
     "qmf": ("P3: the QMF split", 85.36, 85.06),
 }
-RESULT_COLUMNS = ("run", "model", "procedure", "fold", "seed", "config_hash", "accuracy",
-                  "weighted_f1", "macro_f1", "accuracy_ci_low", "accuracy_ci_high",
-                  "weighted_f1_ci_low", "weighted_f1_ci_high")
+RESULT_COLUMNS = ("run", "model", "procedure", "fold", "seed", "config_hash", "train_data",
+                  "test_data", "accuracy", "weighted_f1", "macro_f1", "accuracy_ci_low",
+                  "accuracy_ci_high", "weighted_f1_ci_low", "weighted_f1_ci_high")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def run_configs(config: ExperimentConfig, run: Run,
         train=dataclasses.replace(config.train, seed=run.seed, output=str(folder / "train")),
     )
     eval_config = EvalConfig(
-        model=ClassifierArgs(adapter=str(folder / "train")), data=data,
+        model=ClassifierArgs(adapter=str(folder / "train")), data=eval_data(config, data),
         eval=EvalArgs(output=str(folder / "eval"), part=config.experiment.part,
                       method=config.experiment.method, batch_size=config.experiment.batch_size,
                       progress=config.train.progress),
@@ -97,10 +98,25 @@ def run_configs(config: ExperimentConfig, run: Run,
     return train_config, eval_config
 
 
+def eval_data(config: ExperimentConfig, data: DataArgs) -> DataArgs:
+    """What a run is tested on: ``data`` (its training data), or the ``eval_data`` section
+    (cross-dataset), whose unset procedure / fold are the run's."""
+    other = config.eval_data
+    if not other.path:
+        return data
+    return dataclasses.replace(other, procedure=other.procedure or data.procedure,
+                               fold=other.fold if other.fold is not None else data.fold)
+
+
+def source_name(data: DataArgs) -> str:
+    """``MVSA_Single (qmf)``: a data source as the results table names it."""
+    return f"{Path(data.path).name if data.path else None} ({data.procedure or 'as exported'})"
+
+
 # What changes how a run goes but not its numbers: left out of the key that decides
 # whether a finished run is reused, so raising num_workers does not retrain a 7B model.
 _NOT_RESULTS = ("output", "progress", "num_workers", "logging_steps", "save_steps",
-                "save_total_limit")
+                "save_total_limit", "report_to")
 
 
 def results_key(train_config: dict) -> dict:
@@ -146,8 +162,10 @@ def run_experiment(config: ExperimentConfig) -> Path:
         folder = output / "runs" / run.name
         train_config, eval_config = run_configs(config, run, folder)
         key = results_key(to_dict(train_config))
-        digest = digests[run.name] = config_hash(key, {"method": eval_config.eval.method,
-                                                       "part": eval_config.eval.part})
+        tested = {"method": eval_config.eval.method, "part": eval_config.eval.part}
+        if config.eval_data.path:  # cross-dataset: another test set is another result
+            tested["eval_data"] = to_dict(eval_config.data)
+        digest = digests[run.name] = config_hash(key, tested)
         if _finished_run(folder) == digest:
             log.info(f"[{index}/{len(runs)}] {run.name}: done before (config {digest}), skipped")
             continue
@@ -166,7 +184,8 @@ def run_experiment(config: ExperimentConfig) -> Path:
             evaluate(eval_config)
             (folder / "run.json").write_text(json.dumps({
                 **dataclasses.asdict(run), "name": run.name, "model": config.model.name,
-                "config_hash": digest,
+                "config_hash": digest, "train_data": source_name(train_config.data),
+                "test_data": source_name(eval_config.data),
             }))
         state.wait_for_everyone()
     if state.is_main_process:
@@ -202,6 +221,7 @@ def collect_results(output: Path, digests: dict[str, str]) -> list[dict]:
         rows.append({
             "run": run["name"], "model": run["model"], "procedure": run["procedure"],
             "fold": run["fold"], "seed": run["seed"], "config_hash": run["config_hash"],
+            "train_data": run.get("train_data"), "test_data": run.get("test_data"),
             "accuracy": multimodal["accuracy"], "weighted_f1": multimodal["weighted_f1"],
             "macro_f1": multimodal["macro_f1"],
             **_interval_columns(multimodal),
@@ -233,17 +253,19 @@ def write_results(rows: list[dict], output: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| procedure | model | runs | accuracy | weighted F1 "
+        "| procedure | model | train data | test data | runs | accuracy | weighted F1 "
         "| paper accuracy | paper weighted F1 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for procedure in dict.fromkeys(row["procedure"] for row in rows):
         group = [row for row in rows if row["procedure"] == procedure]
         title, paper_acc, paper_f1 = PAPER.get(procedure, (procedure, None, None))
         paper = (f"{paper_acc:.2f} | {paper_f1:.2f}" if paper_acc is not None else "– | –")
         models = ", ".join(sorted({row["model"] for row in group}))
+        sources = [", ".join(sorted({str(row[k]) for row in group}))
+                   for k in ("train_data", "test_data")]
         lines.append(
-            f"| {title} | {models} | {len(group)} | "
+            f"| {title} | {models} | {sources[0]} | {sources[1]} | {len(group)} | "
             f"{_mean_std(group, 'accuracy')} | {_mean_std(group, 'weighted_f1')} | {paper} |"
         )
     note = ("\nMultimodal label, mean ± std over folds / seeds, in %; a procedure with one "

@@ -36,11 +36,17 @@ LLAVA_V1_SYSTEM = (
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """Which labels the prompt asks for, in the order the answer gives them, and the
+    """Which labels the prompt asks for, in the order the answer gives them, in which words
+    (``instruction``, for the prompt-robustness study; None: the paper's), and the
     conversation around the question (``llava_v1``, ``none`` or a system sentence)."""
 
     slots: tuple[str, ...] = SLOTS
     system: str = "none"
+    # A template for the task paragraph after the pair's text: ``{labels}`` becomes
+    # "negative, neutral, positive" and ``{slots}`` the asked slots in answer order
+    # ("Text, Image, and Multimodal"). Only the question's words change; the answer is
+    # always ``fmt.answer(...)``, so a paraphrase keeps the format a run was trained on.
+    instruction: str | None = None
 
     @classmethod
     def from_name(cls, name: str, system: str = "none") -> PromptFormat:
@@ -71,7 +77,9 @@ class PromptFormat:
         text = text.strip()  # as the readers store it, so served and trained prompts match
         before = "Consider the following Image and Text.\nImage:"
         choices = ", ".join(LABELS)
-        if self.slots == ("multimodal",):
+        if self.instruction is not None:
+            task = self.instruction.format(labels=choices, slots=self._slot_list())
+        elif self.slots == ("multimodal",):
             task = (
                 f"Jointly analyze the Image and Text and classify their multimodal sentiment "
                 f"label ({choices}).\nProvide a short answer with 1 label for the Multimodal label."
@@ -85,6 +93,10 @@ class PromptFormat:
                 f"{names[0]}, {names[1]}, and {names[2]} labels, respectively."
             )
         return before, f"\nText: {text}\n{task}"
+
+    def _slot_list(self) -> str:
+        names = [_SLOT_NAMES[slot] for slot in self.slots]
+        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])}, and {names[-1]}"
 
     def conversation(self, text: str, answer: str | None = None) -> list[dict]:
         """The chat messages (Hugging Face format) for one example, with the answer if given."""

@@ -1,4 +1,4 @@
-"""A small synthetic release in the MVSA-Single layout, for the demo, tests and benchmarks.
+"""A small synthetic release in the MVSA-Single (or MVSA-Multiple) layout, for the demo, tests
 
 The task is built so that the multimodal label needs both modalities: the text label is
 carried by one keyword, the image label by the image's colour, and the multimodal label is
@@ -50,21 +50,30 @@ def synthetic_text(label: str, rng: random.Random) -> str:
 
 
 def write_synthetic_release(folder: str | Path, n: int = 600, seed: int = 0,
-                            image_size: int = 48) -> Path:
+                            image_size: int = 48, annotators: int = 1) -> Path:
     """Write ``n`` image + text pairs as ``labelResultAll.txt`` and ``data/<id>.jpg|txt``.
 
     Text and image labels are drawn independently and uniformly, so about 2 in 9 pairs
     conflict (positive with negative) and are dropped by the Xu & Mao rule when read.
+    ``annotators=3`` writes the MVSA-Multiple layout (three ``text,image`` columns): two
+    annotators give the drawn labels, one random labels, so the majority is the drawn pair.
     """
+    if annotators not in (1, 3):
+        raise ValueError(f"annotators: 1 (MVSA-Single) or 3 (MVSA-Multiple), got {annotators}")
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    rows = ["ID\ttext,image"]
+    dissent = random.Random(f"{seed}:dissent")  # its own stream: the pairs match annotators=1
+    rows = ["\t".join(["ID"] + ["text,image"] * annotators)]
     for i in range(1, n + 1):
         text_label, image_label = rng.choice(LABELS), rng.choice(LABELS)
         (folder / "data" / f"{i}.txt").write_text(synthetic_text(text_label, rng) + "\n")
         synthetic_image(image_label, rng, image_size).save(folder / "data" / f"{i}.jpg",
                                                            quality=90)
-        rows.append(f"{i}\t{text_label},{image_label}")
+        votes = [f"{text_label},{image_label}"] * min(annotators, 2)
+        if annotators == 3:
+            votes.insert(dissent.randrange(3),
+                         f"{dissent.choice(LABELS)},{dissent.choice(LABELS)}")
+        rows.append("\t".join([str(i), *votes]))
     (folder / "labelResultAll.txt").write_text("\n".join(rows) + "\n")
     return folder

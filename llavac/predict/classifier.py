@@ -217,16 +217,19 @@ def _read_run(adapter: Path) -> tuple[Path, dict]:
 class Classifier:
     """A vision-language model that labels (image, text) pairs as LLaVAC does."""
 
-    def __init__(self, model, processor, prompt: str = "full", source: dict | None = None,
-                 temperatures: dict[str, float] | None = None, system: str = "none"):
+    def __init__(self, model, processor, prompt: str | PromptFormat = "full",
+                 source: dict | None = None, temperatures: dict[str, float] | None = None,
+                 system: str = "none"):
         self.model = model.eval()
         self.temperatures = temperatures  # {slot: T} from calibration.json; None: raw
         self.processor = processor
-        self.fmt = PromptFormat.from_name(prompt, system)
+        # A PromptFormat: a prompt variant of the robustness study (llavac.robustness).
+        self.fmt = (prompt if isinstance(prompt, PromptFormat)
+                    else PromptFormat.from_name(prompt, system))
         self.scorer = LabelScorer(self.model, processor, self.fmt)
         self.max_new_tokens = answer_token_budget(processor.tokenizer, self.fmt,
                                                   self.scorer.answer_separator)
-        self.source = {**(source or {}), "prompt": self.fmt.name, "system": system,
+        self.source = {**(source or {}), "prompt": self.fmt.name, "system": self.fmt.system,
                        **model_facts(model)}
 
     @classmethod

@@ -22,6 +22,7 @@ import torch
 from llavac.data import Record, open_rgb
 from llavac.labels import slot_labels
 from llavac.prompt import PromptFormat, render
+from llavac.prompt_variants import draw_variant
 
 IGNORE_INDEX = -100
 
@@ -32,22 +33,31 @@ class TrainCollator:
     fmt: PromptFormat
     prefix_lm: bool = False
     max_length: int | None = None
+    # train.prompt_variants: each example asks one of these (drawn by seed and id) instead
+    # of ``fmt``; empty: every example asks ``fmt``.
+    variants: tuple[PromptFormat, ...] = ()
+    seed: int = 0
+
+    def format_for(self, record: Record) -> PromptFormat:
+        return draw_variant(self.variants, self.seed, record.id) if self.variants else self.fmt
 
     def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
-        answers = [self.fmt.answer(slot_labels(record)) for record in records]
+        fmts = [self.format_for(record) for record in records]
+        answers = [fmt.answer(slot_labels(r)) for fmt, r in zip(fmts, records, strict=True)]
         return self.encode([record.id for record in records],
                            [open_rgb(record.image) for record in records],
-                           [record.text for record in records], answers)
+                           [record.text for record in records], answers, fmts)
 
-    def encode(self, ids: list[str], images: list, texts: list[str],
-               answers: list[str]) -> dict[str, torch.Tensor]:
-        """The training batch of ``(id, PIL image, text, answer)`` examples (``llavac prompt``
-        shows one through this too)."""
+    def encode(self, ids: list[str], images: list, texts: list[str], answers: list[str],
+               fmts: list[PromptFormat] | None = None) -> dict[str, torch.Tensor]:
+        """The training batch of ``(id, PIL image, text, answer)`` examples, each asked in
+        its ``fmts`` entry (default: ``fmt``); ``llavac prompt`` shows one through this too."""
         images = [[image] for image in images]  # one list per prompt: every family takes it
+        fmts = fmts or [self.fmt] * len(ids)
         if self.prefix_lm:
-            batch = self._prefix_lm_batch(texts, images, answers)
+            batch = self._prefix_lm_batch(fmts, texts, images, answers)
         else:
-            batch = self._causal_batch(ids, texts, images, answers)
+            batch = self._causal_batch(ids, fmts, texts, images, answers)
         if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
             lengths = batch["attention_mask"].sum(1).tolist()
             too_long = [id for id, n in zip(ids, lengths, strict=True) if n > self.max_length]
@@ -57,12 +67,12 @@ class TrainCollator:
             )
         return batch
 
-    def _causal_batch(self, ids, texts, images, answers) -> dict[str, torch.Tensor]:
+    def _causal_batch(self, ids, fmts, texts, images, answers) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
         prompts, fulls = [], []
-        for id, text, answer in zip(ids, texts, answers, strict=True):
-            prompt = render(self.processor, self.fmt, text)
-            full = with_end_token(render(self.processor, self.fmt, text, answer), tokenizer)
+        for id, fmt, text, answer in zip(ids, fmts, texts, answers, strict=True):
+            prompt = render(self.processor, fmt, text)
+            full = with_end_token(render(self.processor, fmt, text, answer), tokenizer)
             if not full.startswith(prompt):
                 raise ValueError(
                     f"record {id}: the chat template's prompt is not a prefix of "
@@ -93,8 +103,9 @@ class TrainCollator:
         batch["labels"] = labels
         return dict(batch)
 
-    def _prefix_lm_batch(self, texts, images, answers) -> dict[str, torch.Tensor]:
-        prompts = [render(self.processor, self.fmt, text) for text in texts]
+    def _prefix_lm_batch(self, fmts, texts, images, answers) -> dict[str, torch.Tensor]:
+        prompts = [render(self.processor, fmt, text)
+                   for fmt, text in zip(fmts, texts, strict=True)]
         self.processor.tokenizer.padding_side = "right"
         batch = self.processor(
             images=images, text=prompts, suffix=answers, padding=True, return_tensors="pt"

@@ -49,6 +49,7 @@ from llavac.models import (
     resolve_inputs,
 )
 from llavac.prompt import PromptFormat
+from llavac.prompt_variants import load_variants
 from llavac.runinfo import write_run_files
 from llavac.train.collator import TrainCollator
 from llavac.train.progress import replace_trainer_output
@@ -180,6 +181,12 @@ def setup(config: TrainConfig) -> Setup:
     config = with_input_defaults(config)
     fmt = PromptFormat.from_name(config.train.prompt, config.model.system)
     require_labels(records, fmt, config.data.path)
+    # train.prompt_variants: every example asks one variant of the question (robustness),
+    # read before the model is loaded so a bad file fails fast.
+    variants = tuple(load_variants(config.train.prompt_variants, fmt).values()
+                     if config.train.prompt_variants else ())
+    for variant in variants:
+        require_labels(records, variant, config.data.path)
     model, processor = load_model(
         config.model.name,
         dtype=config.model.dtype,
@@ -188,7 +195,8 @@ def setup(config: TrainConfig) -> Setup:
         seed=config.model.seed,
     )
     apply_image_mode(processor, config.model.image_mode)  # saved with the run's processor/
-    collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length)
+    collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length,
+                             variants, config.train.seed)
     model = make_trainable(model, config.lora, config.train.method)
     return Setup(records, split.manifest, model, processor, collator)
 
@@ -262,7 +270,9 @@ def trainer_arguments(args: TrainArgs, checkpoints: Path) -> TrainingArguments:
         dataloader_persistent_workers=args.num_workers > 0,  # not restarted every epoch
         remove_unused_columns=False,  # the collator needs the whole record
         disable_tqdm=not args.progress,
-        report_to="none",
+        # none | tensorboard | wandb | mlflow; TensorBoard writes under output_dir (the run's
+        # checkpoints/runs/), wandb and mlflow where their own environment variables say.
+        report_to=args.report_to,
         deepspeed=args.deepspeed,
         fsdp=args.fsdp or None,
         use_cpu=not on_cuda,
