@@ -2,13 +2,16 @@
 
     llavac experiment --config llavac_p1_cheema10 data.path=/path/to/MVSA_Single
 
-Each run lives in ``<output>/runs/<procedure>[-fold<k>]-seed<s>/`` with its ``train/`` and
-``eval/`` folders and, once evaluated, a ``run.json`` holding the hash of the settings that
-decide its results. A run whose ``run.json`` matches is skipped; a run interrupted during
-training resumes from its last checkpoint; a run folder left by other settings is trained
-afresh. So the same command can be repeated until everything is done. ``results.csv`` (one
-row per run) and ``results.md`` (mean ± std per procedure beside the paper's numbers) are
-rebuilt on every invocation from the planned runs that finished with the current settings.
+Each run lives in ``<output>/runs/<procedure>[-fold<k>]-seed<s>/`` with its ``train/`` folder,
+one ``eval/<method>/`` folder per method of ``experiment.methods`` (the paper's ``generate``
++ strict parser, and ``score``) and, once evaluated, a ``run.json`` holding the hash of the
+settings that decide its results (llavac's version included). A run whose ``run.json``
+matches is skipped; a run interrupted during training resumes from its last complete
+checkpoint; a run folder left by other settings is trained afresh. So the same command can be
+repeated until everything is done. ``results.csv`` (one row per run and method) and
+``results.md`` (mean ± std per procedure and method beside the paper's numbers) are
+rebuilt on every invocation from the planned runs that finished with the current settings;
+each row carries the provenance of its ``metrics.json`` (seeds, config hash, versions).
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from llavac.args import (
     ExperimentConfig,
     TrainConfig,
 )
-from llavac.config import config_hash, save_config, to_dict
+from llavac.config import save_config, to_dict
 from llavac.evaluation import evaluate
+from llavac.predict import Classifier
+from llavac.runinfo import RESULT_LIBRARIES, results_hash, results_key
 from llavac.train import train
 from llavac.train.recipe import is_finished
 
@@ -46,8 +51,11 @@ PAPER = {
     "clmlf": ("P2: the public CLMLF 8:1:1 split", 77.05, 76.76),
     "qmf": ("P3: the QMF split", 85.36, 85.06),
 }
-RESULT_COLUMNS = ("run", "model", "procedure", "fold", "seed", "config_hash", "accuracy",
-                  "weighted_f1", "macro_f1")
+# One row per run and method: the multimodal label's scores and the result's provenance.
+RESULT_COLUMNS = ("run", "method", "accuracy", "weighted_f1", "macro_f1", "unparseable",
+                  "records", "procedure", "fold", "part", "train_seed", "split_seed",
+                  "config_hash", "model", "adapter", "prompt", "llavac_version", "git_commit",
+                  *(f"{name}_version" for name in RESULT_LIBRARIES))
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,8 @@ def planned_runs(args: ExperimentArgs) -> list[Run]:
 
 
 def run_configs(config: ExperimentConfig, run: Run,
-                folder: Path) -> tuple[TrainConfig, EvalConfig]:
+                folder: Path) -> tuple[TrainConfig, list[EvalConfig]]:
+    """The run's training config and one evaluation config per method."""
     data = dataclasses.replace(
         config.data, procedure=run.procedure, fold=run.fold,
         split_seed=run.seed if run.procedure == "random811" else config.data.split_seed,
@@ -81,25 +90,16 @@ def run_configs(config: ExperimentConfig, run: Run,
         model=config.model, data=data, lora=config.lora,
         train=dataclasses.replace(config.train, seed=run.seed, output=str(folder / "train")),
     )
-    eval_config = EvalConfig(
-        model=ClassifierArgs(adapter=str(folder / "train")), data=data,
-        eval=EvalArgs(output=str(folder / "eval"), part=config.experiment.part,
-                      method=config.experiment.method, batch_size=config.experiment.batch_size,
-                      progress=config.train.progress),
-    )
-    return train_config, eval_config
-
-
-# What changes how a run goes but not its numbers: left out of the key that decides
-# whether a finished run is reused, so raising num_workers does not retrain a 7B model.
-_NOT_RESULTS = ("output", "progress", "num_workers", "logging_steps", "save_steps",
-                "save_total_limit")
-
-
-def results_key(train_config: dict) -> dict:
-    """The part of a (saved or planned) training config that decides its results."""
-    train_args = {k: v for k, v in train_config["train"].items() if k not in _NOT_RESULTS}
-    return {**train_config, "train": train_args}
+    eval_configs = [
+        EvalConfig(
+            model=ClassifierArgs(adapter=str(folder / "train")), data=data,
+            eval=EvalArgs(output=str(folder / "eval" / method), part=config.experiment.part,
+                          method=method, batch_size=config.experiment.batch_size,
+                          progress=config.train.progress),
+        )
+        for method in config.experiment.methods
+    ]
+    return train_config, eval_configs
 
 
 def run_experiment(config: ExperimentConfig) -> Path:
@@ -120,10 +120,10 @@ def run_experiment(config: ExperimentConfig) -> Path:
     digests = {}
     for index, run in enumerate(runs, start=1):
         folder = output / "runs" / run.name
-        train_config, eval_config = run_configs(config, run, folder)
+        train_config, eval_configs = run_configs(config, run, folder)
         key = results_key(to_dict(train_config))
-        digest = digests[run.name] = config_hash(key, {"method": eval_config.eval.method,
-                                                       "part": eval_config.eval.part})
+        digest = digests[run.name] = results_hash(key, {"methods": config.experiment.methods,
+                                                        "part": config.experiment.part})
         if _finished_run(folder) == digest:
             print(f"[{index}/{len(runs)}] {run.name}: done before (config {digest}), skipped")
             continue
@@ -138,11 +138,14 @@ def run_experiment(config: ExperimentConfig) -> Path:
             print(f"[{index}/{len(runs)}] {run.name}: training")
             train(train_config, resume=same_config)  # an interrupted run resumes
         if state.is_main_process:
-            print(f"[{index}/{len(runs)}] {run.name}: evaluating")
-            evaluate(eval_config)
+            print(f"[{index}/{len(runs)}] {run.name}: evaluating "
+                  f"({', '.join(config.experiment.methods)})")
+            classifier = Classifier.from_args(eval_configs[0].model)  # loaded once
+            for eval_config in eval_configs:
+                evaluate(eval_config, classifier)
             (folder / "run.json").write_text(json.dumps({
                 **dataclasses.asdict(run), "name": run.name, "model": config.model.name,
-                "config_hash": digest,
+                "config_hash": digest, "methods": config.experiment.methods,
             }))
         state.wait_for_everyone()
     if state.is_main_process:
@@ -164,27 +167,44 @@ def _saved_config(folder: Path) -> dict | None:
 
 def collect_results(output: Path, digests: dict[str, str]) -> list[dict]:
     """One row per planned run finished with its current config (runs of other configs
-    left in the folder are not mixed in), multimodal metrics on the evaluated part."""
+    left in the folder are not mixed in) and method: multimodal metrics on the evaluated
+    part and the provenance its ``metrics.json`` names."""
     rows = []
     for name, digest in digests.items():
-        if _finished_run(output / "runs" / name) != digest:
+        folder = output / "runs" / name
+        if _finished_run(folder) != digest:
             continue
-        run = json.loads((output / "runs" / name / "run.json").read_text())
-        metrics = json.loads((output / "runs" / name / "eval" / "metrics.json").read_text())
-        multimodal = metrics["slots"]["multimodal"]
-        rows.append({
-            "run": run["name"], "model": run["model"], "procedure": run["procedure"],
-            "fold": run["fold"], "seed": run["seed"], "config_hash": run["config_hash"],
-            "accuracy": multimodal["accuracy"], "weighted_f1": multimodal["weighted_f1"],
-            "macro_f1": multimodal["macro_f1"],
-        })
+        for method in json.loads((folder / "run.json").read_text())["methods"]:
+            metrics = json.loads((folder / "eval" / method / "metrics.json").read_text())
+            rows.append(result_row(name, metrics))
     return rows
 
 
+def result_row(run: str, metrics: dict) -> dict:
+    """A ``results.csv`` row: the run, its multimodal scores and their provenance."""
+    multimodal = metrics["slots"]["multimodal"]
+    row = {"run": run, **metrics["provenance"], "unparseable": metrics["unparseable"],
+           "records": metrics["records"]}
+    row.update({k: multimodal[k] for k in ("accuracy", "weighted_f1", "macro_f1")})
+    return {column: row.get(column) for column in RESULT_COLUMNS}
+
+
 def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
     percent = [100 * v for v in values]
     std = statistics.stdev(percent) if len(percent) > 1 else 0.0
     return f"{statistics.mean(percent):.2f} ± {std:.2f}"
+
+
+def _method_cells(group: list[dict], method: str, unparseable: bool) -> list[str]:
+    """Accuracy and weighted F1 of ``method`` over a procedure's runs (+ unparseable count)."""
+    rows = [row for row in group if row["method"] == method]
+    cells = [_mean_std([r["accuracy"] for r in rows]), _mean_std([r["weighted_f1"] for r in rows])]
+    if unparseable:
+        cells.append(f"{sum(r['unparseable'] for r in rows)} / {sum(r['records'] for r in rows)}"
+                     if rows else "–")
+    return cells
 
 
 def write_results(rows: list[dict], output: Path) -> None:
@@ -193,20 +213,21 @@ def write_results(rows: list[dict], output: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| procedure | model | runs | accuracy | weighted F1 "
-        "| paper accuracy | paper weighted F1 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| procedure | model | runs | generate accuracy | generate weighted F1 | unparseable "
+        "| paper accuracy | paper weighted F1 | score accuracy | score weighted F1 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for procedure in dict.fromkeys(row["procedure"] for row in rows):
         group = [row for row in rows if row["procedure"] == procedure]
         title, paper_acc, paper_f1 = PAPER.get(procedure, (procedure, None, None))
-        paper = (f"{paper_acc:.2f} | {paper_f1:.2f}" if paper_acc is not None else "– | –")
+        paper = [f"{paper_acc:.2f}", f"{paper_f1:.2f}"] if paper_acc is not None else ["–"] * 2
         models = ", ".join(sorted({row["model"] for row in group}))
-        lines.append(
-            f"| {title} | {models} | {len(group)} | "
-            f"{_mean_std([r['accuracy'] for r in group])} | "
-            f"{_mean_std([r['weighted_f1'] for r in group])} | {paper} |"
-        )
-    note = ("\nMultimodal label, mean ± std over folds / seeds, in %. Paper: LLaVAC with "
-            "LLaVA-1.5-7B (arXiv 2502.02938).\n")
+        runs = len({row["run"] for row in group})
+        cells = [title, models, str(runs), *_method_cells(group, "generate", True), *paper,
+                 *_method_cells(group, "score", False)]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ("\nMultimodal label, mean ± std over folds / seeds, in %. `generate`: the paper's "
+            "way (generate, then the strict parser; an unparseable answer counts as wrong), set "
+            "beside the paper's numbers. `score`: the label candidates' probabilities (never "
+            "unparseable). Paper: LLaVAC with LLaVA-1.5-7B (arXiv 2502.02938).\n")
     (output / "results.md").write_text("\n".join(lines) + "\n" + note, encoding="utf-8")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from llavac.args import ClassifierArgs
 from llavac.labels import SLOT_FIELDS
-from llavac.models import load_model, model_facts, resolve_dtype
+from llavac.models import load_model, model_facts, peft_wrapping, resolve_dtype
 from llavac.predict.batching import encode_prompts
 from llavac.predict.generation import answer_token_budget, generate_answers
 from llavac.predict.scoring import LabelScorer
@@ -129,7 +129,8 @@ class _Run:
             return model, processor
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, self.weights).merge_and_unload()
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, self.weights).merge_and_unload()
         run_processor = self.weights.parent / "processor"
         if self.config and run_processor.exists():
             processor = AutoProcessor.from_pretrained(run_processor)

@@ -31,21 +31,23 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from llavac.args import LoraArgs, TrainArgs, TrainConfig
 from llavac.config import save_config
 from llavac.data import Record, load_data
 from llavac.labels import slot_labels
+from llavac.leakage import trained_on
 from llavac.models import (
     is_prefix_lm,
     language_model_linear_names,
     load_model,
     model_facts,
+    peft_wrapping,
     projector_module_names,
 )
 from llavac.prompt import PromptFormat
-from llavac.runinfo import write_run_files
+from llavac.runinfo import write_json, write_run_files
+from llavac.train.checkpoints import CrashSafeTrainer, find_resume_point, remove_skipped
 from llavac.train.collator import TrainCollator
 from llavac.train.steplog import StepLog, plot_loss
 
@@ -69,10 +71,11 @@ def make_trainable(model, lora: LoraArgs, method: str = "lora"):
         target_modules=language_model_linear_names(model),
         modules_to_save=projector if lora.train_projector else None,
     )
-    return get_peft_model(model, config)
+    with peft_wrapping():
+        return get_peft_model(model, config)
 
 
-class ProjectorLrTrainer(Trainer):
+class ProjectorLrTrainer(CrashSafeTrainer):
     """The Trainer with the projector at its own learning rate (LLaVA's ``mm_projector_lr``).
 
     The Trainer builds its optimizer as always (its optimizer class and settings, biases and
@@ -137,8 +140,15 @@ class Setup:
 
 def train(config: TrainConfig, resume: bool = False,
           callbacks: list[TrainerCallback] | None = None) -> Path:
-    """Fine-tune ``config.model`` on the train split of ``config.data``; return its output."""
+    """Fine-tune ``config.model`` on the train split of ``config.data``; return its output.
+
+    ``resume``: continue from the newest complete checkpoint (a finished run is left as is).
+    """
     output = Path(config.train.output)
+    if resume and is_finished(output):
+        if is_main_process():
+            print(f"{output} has finished (manifest.json): nothing to resume")
+        return output
     set_seed(config.train.seed)
     if is_main_process():  # an interrupted run's folder names its config
         output.mkdir(parents=True, exist_ok=True)
@@ -179,9 +189,7 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
     args = config.train
     output = Path(args.output)
     training_args = trainer_arguments(args, output / "checkpoints")
-    checkpoints = Path(training_args.output_dir)
-    last = get_last_checkpoint(checkpoints) if resume and checkpoints.is_dir() else None
-    resume_step = int(last.rsplit("-", 1)[1]) if last else 0
+    last, resume_step = resume_point(Path(training_args.output_dir)) if resume else (None, 0)
     samples_per_step = args.batch_size * args.grad_accum * training_args.world_size
     step_log = StepLog(output / "log.jsonl", samples_per_step, resume_step)
     trainer = ProjectorLrTrainer(
@@ -191,9 +199,21 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
         train_dataset=built.records,
         callbacks=[step_log, *callbacks],
         projector_lr=config.lora.projector_lr,
+        keep=args.save_total_limit,
     )
     trainer.train(resume_from_checkpoint=last)
     return trainer
+
+
+def resume_point(checkpoints: Path) -> tuple[str | None, int]:
+    """The newest complete checkpoint and its step, half-written ones removed; the main
+    process prints one line saying where the run continues and why."""
+    point = find_resume_point(checkpoints)
+    if is_main_process():
+        for line in [*point.warnings(), point.message()]:
+            print(line, flush=True)
+        remove_skipped(point)
+    return (str(point.checkpoint) if point.checkpoint else None), point.step
 
 
 def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
@@ -204,9 +224,12 @@ def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
     trainer.save_model(str(output / ("model" if config.train.method == "full" else "adapter")))
     if trainer.is_world_process_zero():
         built.processor.save_pretrained(output / "processor")
+        records = trained_on(built.records)
+        write_json(records, output / "trained_on.json")  # for the evaluation leakage guard
         manifest = {
             "data": built.manifest,
             "train_records": len(built.records),
+            "trained_on": {"file": "trained_on.json", "sha256": records["sha256"]},
             "model": model_facts(built.model),
             "world_size": trainer.args.world_size,
         }
@@ -234,7 +257,9 @@ def trainer_arguments(args: TrainArgs, checkpoints: Path) -> TrainingArguments:
         activation_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs
         save_strategy="steps",
         save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
+        # Rotation (train.save_total_limit) is done by CrashSafeTrainer once the new
+        # checkpoint is complete; the Trainer's own would run before that.
+        save_total_limit=None,
         logging_steps=args.logging_steps,
         seed=args.seed,
         dataloader_num_workers=args.num_workers,
