@@ -221,6 +221,9 @@ def write_results(rows: list[dict], output: Path) -> None:
         group = [row for row in rows if row["procedure"] == procedure]
         title, paper_acc, paper_f1 = PAPER.get(procedure, (procedure, None, None))
         paper = [f"{paper_acc:.2f}", f"{paper_f1:.2f}"] if paper_acc is not None else ["–"] * 2
+        prompts = sorted({row["prompt"] for row in group})
+        if prompts != ["full"]:  # the paper's numbers are for the full prompt
+            title, paper = f"{title}, {' / '.join(prompts)} prompt", ["–"] * 2
         models = ", ".join(sorted({row["model"] for row in group}))
         runs = len({row["run"] for row in group})
         cells = [title, models, str(runs), *_method_cells(group, "generate", True), *paper,

@@ -75,14 +75,18 @@ def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_
     ])
     output = run_experiment(config)
     rows = list(csv.DictReader((output / "results.csv").open()))
-    assert [(r["procedure"], r["fold"]) for r in rows] == [
-        ("cheema10", "1"), ("cheema10", "2"), ("qmf", "")]
+    assert [(r["procedure"], r["fold"], r["method"]) for r in rows] == [
+        (procedure, fold, method) for procedure, fold in [("cheema10", "1"), ("cheema10", "2"),
+                                                          ("qmf", "")]
+        for method in ("generate", "score")]
     assert all(0 <= float(r["accuracy"]) <= 1 and r["config_hash"] for r in rows)
     table = (output / "results.md").read_text()
     assert "P1: Cheema et al. 10 folds" in table and "76.24 | 76.36" in table
     assert "P3: the QMF split" in table and "85.36 | 85.06" in table
-    qmf_eval = json.loads((output / "runs" / "qmf-seed0" / "eval" / "metrics.json").read_text())
-    assert qmf_eval["records"] == 519
+    for method in ("generate", "score"):
+        qmf_eval = json.loads((output / "runs" / "qmf-seed0" / "eval" / method /
+                               "metrics.json").read_text())
+        assert qmf_eval["records"] == 519 and qmf_eval["trained_on_overlap"] == 0
 
     stamps = {p: p.stat().st_mtime_ns for p in (output / "runs").rglob("metrics.json")}
     capsys.readouterr()
@@ -90,6 +94,7 @@ def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_
     out = capsys.readouterr().out
     assert out.count("done before") == 3 and "training" not in out
     assert stamps == {p: p.stat().st_mtime_ns for p in (output / "runs").rglob("metrics.json")}
+    assert len(stamps) == 6  # three runs, two methods
 
 
 @pytest.mark.slow
@@ -105,18 +110,27 @@ def test_one_epoch_on_the_real_qmf_train_split(shared_data, tmp_path):
     assert log[-1]["step"] == 195 or log[-1]["epoch"] >= 0.95
 
 
-def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp_path, capsys):
+def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp_path, capsys,
+                                                          monkeypatch):
     output = tmp_path / "exp"
     base = [f"data.path={synthetic_release}", f"experiment.output={output}",
             "experiment.procedures=random811", "train.max_steps=2", "train.logging_steps=1"]
     run_experiment(load_config(ExperimentConfig, "tiny_experiment", base))
     first = (output / "results.csv").read_text()
+    check_both_methods_and_provenance(output)
 
     capsys.readouterr()  # settings that do not change results do not retrain
     run_experiment(load_config(ExperimentConfig, "tiny_experiment",
                                [*base, "train.num_workers=1", "train.progress=true"]))
     assert "done before" in capsys.readouterr().out
     assert (output / "results.csv").read_text() == first
+
+    # Another llavac version may give other numbers: re-evaluated (the adapter is reused).
+    monkeypatch.setattr("llavac.runinfo.__version__", "99.0")
+    run_experiment(load_config(ExperimentConfig, "tiny_experiment", base))
+    out = capsys.readouterr().out
+    assert "done before" not in out and ": evaluating" in out and ": training" not in out
+    monkeypatch.undo()
 
     # Another learning rate: the old run's adapter and checkpoints are not reused.
     run_experiment(load_config(ExperimentConfig, "tiny_experiment", [*base, "train.lr=1e-3"]))
@@ -127,7 +141,7 @@ def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp
     steps = [json.loads(line)["step"] for line in (train_folder / "log.jsonl").open()]
     assert steps == [1, 2]
     rows = list(csv.DictReader((output / "results.csv").open()))
-    assert len(rows) == 1 and rows[0]["config_hash"] not in first
+    assert len(rows) == 2 and rows[0]["config_hash"] not in first
 
     # A run that died while saving (no manifest yet, no run.json) is trained again.
     (train_folder / "manifest.json").unlink()
@@ -136,6 +150,30 @@ def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp
     run_experiment(load_config(ExperimentConfig, "tiny_experiment", [*base, "train.lr=1e-3"]))
     assert ": training" in capsys.readouterr().out
     assert (train_folder / "manifest.json").is_file()
+
+
+def check_both_methods_and_provenance(output):
+    """A run evaluated the paper's way (generate) and by scoring: one row each with every
+    provenance column; the table has both methods' columns and the unparseable count."""
+    from llavac.experiment import RESULT_COLUMNS
+
+    rows = list(csv.DictReader((output / "results.csv").open()))
+    assert [row["method"] for row in rows] == ["generate", "score"]
+    for row in rows:
+        assert tuple(row) == RESULT_COLUMNS
+        assert (row["train_seed"], row["split_seed"], row["procedure"]) == ("0", "0", "random811")
+        assert all(row[column] for column in RESULT_COLUMNS if column != "fold"), row
+        metrics = json.loads((output / "runs" / "random811-seed0" / "eval" / row["method"] /
+                              "metrics.json").read_text())
+        assert row["config_hash"] == metrics["provenance"]["config_hash"]
+        assert int(row["unparseable"]) == metrics["unparseable"]
+    assert rows[1]["unparseable"] == "0"  # scoring cannot produce an unparseable answer
+    header, _, line = (output / "results.md").read_text().splitlines()[:3]
+    assert header.split(" | ")[3:6] == ["generate accuracy", "generate weighted F1",
+                                        "unparseable"]
+    assert "score accuracy" in header and "paper accuracy" in header
+    generate_unparseable = line.split(" | ")[5]
+    assert generate_unparseable == f"{rows[0]['unparseable']} / {rows[0]['records']}"
 
 
 def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
