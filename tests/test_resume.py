@@ -100,8 +100,9 @@ def adapter(output: Path) -> dict[str, torch.Tensor]:
 def reference(synthetic_release, tmp_path_factory):
     """The uninterrupted run and the steps it ran."""
     counter = StepCounter()
-    output = train(paper_config(synthetic_release, tmp_path_factory.mktemp("ref") / "run"),
-                   callbacks=[counter])
+    output = train_quietly(paper_config(synthetic_release,
+                                        tmp_path_factory.mktemp("ref") / "run"),
+                           callbacks=[counter])
     assert counter.steps == list(range(1, MAX_STEPS + 1))
     return output
 
@@ -110,8 +111,20 @@ def resume(data: Path, output: Path, capsys) -> tuple[list[int], str]:
     """Resume in this process: the steps it ran and what it printed."""
     counter = StepCounter()
     capsys.readouterr()
-    train(paper_config(data, output), resume=True, callbacks=[counter])
+    train_quietly(paper_config(data, output), resume=True, callbacks=[counter])
     return counter.steps, capsys.readouterr().out
+
+
+def train_quietly(config: TrainConfig, **kwargs) -> Path:
+    """``train``, asserting that it raised no deprecation warning (transformers and peft
+    internals included): a user cannot act on them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        output = train(config, **kwargs)
+    deprecations = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught
+                    if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not deprecations
+    return output
 
 
 def assert_same_adapter(output: Path, reference: Path) -> None:

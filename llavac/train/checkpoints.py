@@ -95,13 +95,18 @@ class ResumePoint:
     max_steps: int | None = None
     skipped: list[Path] = field(default_factory=list)  # half-written, newer than checkpoint
 
+    @property
+    def finished(self) -> bool:
+        """The checkpoint of the last step: only the final save is left to do."""
+        return self.checkpoint is not None and self.step >= (self.max_steps or 0) > 0
+
     def message(self) -> str:
         """The one line a resumed run prints."""
         if self.checkpoint is None:
             why = "no complete checkpoint" if self.skipped else "no checkpoint"
             return f"{why} in {self.folder}: starting from the beginning"
         line = f"resuming from {self.checkpoint.name} (step {self.step} of {self.max_steps})"
-        if self.max_steps is not None and self.step >= self.max_steps:
+        if self.finished:
             line += ": training had finished, redoing the final save"
         return line
 

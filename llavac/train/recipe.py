@@ -47,7 +47,12 @@ from llavac.models import (
 )
 from llavac.prompt import PromptFormat
 from llavac.runinfo import write_json, write_run_files
-from llavac.train.checkpoints import CrashSafeTrainer, find_resume_point, remove_skipped
+from llavac.train.checkpoints import (
+    CrashSafeTrainer,
+    ResumePoint,
+    find_resume_point,
+    remove_skipped,
+)
 from llavac.train.collator import TrainCollator
 from llavac.train.steplog import StepLog, plot_loss
 
@@ -185,13 +190,15 @@ def setup(config: TrainConfig) -> Setup:
 
 def fit(config: TrainConfig, built: Setup, resume: bool,
         callbacks: list[TrainerCallback]) -> Trainer:
-    """Train with the Trainer, from the last checkpoint when ``resume``; return the Trainer."""
+    """Train with the Trainer, from the newest complete checkpoint when ``resume``; return
+    the Trainer."""
     args = config.train
     output = Path(args.output)
     training_args = trainer_arguments(args, output / "checkpoints")
-    last, resume_step = resume_point(Path(training_args.output_dir)) if resume else (None, 0)
+    point = resume_point(Path(training_args.output_dir)) if resume else None
+    last = str(point.checkpoint) if point and point.checkpoint else None
     samples_per_step = args.batch_size * args.grad_accum * training_args.world_size
-    step_log = StepLog(output / "log.jsonl", samples_per_step, resume_step)
+    step_log = StepLog(output / "log.jsonl", samples_per_step, point.step if point else 0)
     trainer = ProjectorLrTrainer(
         model=built.model,
         args=training_args,
@@ -201,19 +208,24 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
         projector_lr=config.lora.projector_lr,
         keep=args.save_total_limit,
     )
-    trainer.train(resume_from_checkpoint=last)
+    if point is not None and point.finished:
+        # Killed during the final save: the last step's checkpoint holds the final weights.
+        # (Trainer.train from a checkpoint at max_steps would run one step more.)
+        trainer._load_from_checkpoint(last)
+    else:
+        trainer.train(resume_from_checkpoint=last)
     return trainer
 
 
-def resume_point(checkpoints: Path) -> tuple[str | None, int]:
-    """The newest complete checkpoint and its step, half-written ones removed; the main
-    process prints one line saying where the run continues and why."""
+def resume_point(checkpoints: Path) -> ResumePoint:
+    """The newest complete checkpoint, half-written ones removed; the main process prints
+    one line saying where the run continues and why."""
     point = find_resume_point(checkpoints)
     if is_main_process():
         for line in [*point.warnings(), point.message()]:
             print(line, flush=True)
         remove_skipped(point)
-    return (str(point.checkpoint) if point.checkpoint else None), point.step
+    return point
 
 
 def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
