@@ -158,6 +158,8 @@ def train(config: TrainConfig, resume: bool = False,
     if is_main_process():  # an interrupted run's folder names its config
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
+        # An earlier run's manifest would mark this one finished while it is not.
+        (output / "manifest.json").unlink(missing_ok=True)
     built = setup(config)
     trainer = fit(config, built, resume, callbacks or [])
     save(config, built, trainer)
