@@ -193,4 +193,4 @@ def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
     manifest = json.loads((output / "runs" / "random811-seed0" / "train" /
                            "manifest.json").read_text())
     assert manifest["world_size"] == 2
-    assert len(list(csv.DictReader((output / "results.csv").open()))) == 1
+    assert len(list(csv.DictReader((output / "results.csv").open()))) == 2  # both methods

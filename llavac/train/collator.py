@@ -33,7 +33,7 @@ class TrainCollator:
     prefix_lm: bool = False
     max_length: int | None = None
 
-    def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
+    def __call__(self, records: list[Record]) -> dict[str, torch.Tensor | bool]:
         # One image list per prompt: the nested form is the one every family accepts.
         images = [[open_rgb(record.image)] for record in records]
         answers = [self.fmt.answer(slot_labels(record)) for record in records]
@@ -48,7 +48,9 @@ class TrainCollator:
                 f"examples {too_long} need more than max_length={self.max_length} tokens; "
                 "image tokens are never truncated: raise max_length or shorten the texts"
             )
-        return batch
+        # A training forward never reuses a KV cache; saying so spares the "use_cache=True is
+        # incompatible with gradient checkpointing" message on every run.
+        return {**batch, "use_cache": False}
 
     def _causal_batch(self, records, images, answers) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
