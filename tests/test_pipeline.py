@@ -194,3 +194,21 @@ def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
                            "manifest.json").read_text())
     assert manifest["world_size"] == 2
     assert len(list(csv.DictReader((output / "results.csv").open()))) == 2  # both methods
+
+
+@pytest.mark.parametrize("preset", ["llavac_p1_cheema10", "llavac_p2_random811", "llavac_p3_qmf",
+                                    "ablation_multimodal_only"])
+def test_paper_presets_evaluate_the_papers_way_first_then_score(preset):
+    config = load_config(ExperimentConfig, preset)
+    assert config.experiment.methods == ["generate", "score"]
+    # The training recipe is the paper's: nothing switched off.
+    assert (config.train.bf16, config.train.gradient_checkpointing, config.train.method,
+            config.lora.projector_lr) == (True, True, "lora", 2e-5)
+
+
+def test_the_old_single_method_key_still_reads():
+    with pytest.warns(FutureWarning, match="experiment.methods"):
+        config = load_config(ExperimentConfig, None, ["experiment.method=score"])
+    assert config.experiment.methods == ["score"]
+    with pytest.raises(ValueError, match="experiment.methods: expected a list of distinct"):
+        load_config(ExperimentConfig, None, ["experiment.methods=[score, guess]"])
