@@ -140,9 +140,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
         if state.is_main_process:
             print(f"[{index}/{len(runs)}] {run.name}: evaluating "
                   f"({', '.join(config.experiment.methods)})")
-            classifier = Classifier.from_args(eval_configs[0].model)  # loaded once
-            for eval_config in eval_configs:
-                evaluate(eval_config, classifier)
+            evaluate_run(eval_configs)
             (folder / "run.json").write_text(json.dumps({
                 **dataclasses.asdict(run), "name": run.name, "model": config.model.name,
                 "config_hash": digest, "methods": config.experiment.methods,
@@ -152,6 +150,13 @@ def run_experiment(config: ExperimentConfig) -> Path:
         write_results(collect_results(output, digests), output)
         print((output / "results.md").read_text(encoding="utf-8"))
     return output
+
+
+def evaluate_run(eval_configs: list[EvalConfig]) -> None:
+    """Each method's evaluation of one trained run, the model loaded once."""
+    classifier = Classifier.from_args(eval_configs[0].model)
+    for eval_config in eval_configs:
+        evaluate(eval_config, classifier)
 
 
 def _finished_run(folder: Path) -> str | None:
