@@ -11,15 +11,17 @@ Supports:
   ``model.load_in_4bit=true`` on CUDA.
 - Any model the factory loads: LLaVA-1.5 / NeXT checkpoints and the built-in tiny models.
 - The three prompt variants of ``llavac.prompt``.
-- Checkpoints every ``train.save_steps`` and ``--resume`` from the last one (optimizer,
-  scheduler, RNG and data position restored by the Trainer).
+- Checkpoints every ``train.save_steps`` that survive a kill at any moment, and ``--resume``
+  from the newest complete one (optimizer, scheduler, RNG and data position restored by the
+  Trainer; ``llavac.train.checkpoints``).
 - Data parallel under ``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU). DeepSpeed
   ZeRO-3 (``train.deepspeed=llavac/configs/zero3.json``) and FSDP (``train.fsdp=...``)
   through the Trainer's own arguments, for GPU users.
 
 The output folder holds ``adapter/`` (or ``model/``), ``processor/``, ``config.yaml``,
-``manifest.json`` (data, skipped records, model), ``versions.json``, ``log.jsonl`` and
-``loss.png``; ``checkpoints/`` holds the resumable states.
+``trained_on.json`` (for the evaluation's leakage guard), ``versions.json``, ``log.jsonl``,
+``loss.png`` and, last, ``manifest.json`` (data, skipped records, model); ``checkpoints/``
+holds the resumable states.
 """
 
 from __future__ import annotations
