@@ -64,6 +64,8 @@ EVAL_FLAGS = [
     Flag("--method", "eval.method", "score | generate"),
     Flag("--batch-size", "eval.batch_size", "pairs per model call"),
     Flag("--output", "eval.output", "output folder"),
+    Flag("--allow-overlap", "eval.allow_overlap",
+         "report a run on records it trained on (refused otherwise)"),
 ]
 PREDICT_FLAGS = [
     *CLASSIFIER_FLAGS,

@@ -35,7 +35,10 @@ def _is_dataclass_type(tp) -> bool:
 
 
 # Keys renamed since 0.1 that still read, with a warning saying the new name.
-DEPRECATED_KEYS = {"lora.method": "train.method"}
+DEPRECATED_KEYS = {
+    "lora.method": "train.method",
+    "experiment.method": "experiment.methods",  # one method before 0.2; now a list
+}
 
 
 def _current_key(dotted: str) -> str:

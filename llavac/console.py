@@ -16,8 +16,32 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-log = logging.getLogger("llavac")
 PLAIN_EVERY_S = 30.0  # a log file gets one progress line this often, plus the last one
+
+
+class _Stderr(logging.StreamHandler):
+    """Plain messages to whatever ``sys.stderr`` is when a message is written (so output
+    captured or redirected after import still gets them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler sets it; the property decides
+        pass
+
+
+# The library's progress reports, shown by default (a notebook sees them too); the command
+# line's --quiet / --verbose move the level.
+log = logging.getLogger("llavac")
+log.addHandler(_Stderr())
+log.setLevel(logging.INFO)
+log.propagate = False
 
 
 def default_threads() -> int:
@@ -27,12 +51,7 @@ def default_threads() -> int:
 
 def configure(quiet: bool = False, verbose: bool = False, threads: int | None = None) -> None:
     """Set the ``llavac`` log level, the libraries' verbosity and torch's CPU threads."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     # Set before torch and transformers are imported (the command line imports them late,
     # so that a bad argument fails in a fraction of a second), and applied directly where a
     # caller already imported them.

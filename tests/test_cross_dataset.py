@@ -40,13 +40,13 @@ def test_single_to_multiple_experiment_names_both_sources(tmp_path, capsys):
     table = (tmp_path / "exp" / "results.md").read_text()
     assert "| train data | test data |" in table and "MVSA_Multiple_synth (random811)" in table
     run = tmp_path / "exp" / "runs" / "random811-seed0"
-    tested = yaml.safe_load((run / "eval" / "config.yaml").read_text())["data"]
+    tested = yaml.safe_load((run / "eval" / "score" / "config.yaml").read_text())["data"]
     assert tested["path"] == str(multiple)
     expected = len(load_split(multiple, "random811").test)
-    assert json.loads((run / "eval" / "metrics.json").read_text())["records"] == expected
+    assert json.loads((run / "eval" / "score" / "metrics.json").read_text())["records"] == expected
     capsys.readouterr()
     run_experiment(config)  # same settings: reused, not re-evaluated
-    assert "skipped" in capsys.readouterr().out
+    assert "skipped" in capsys.readouterr().err
 
 
 def test_eval_data_without_path_is_the_training_data():

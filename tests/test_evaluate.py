@@ -4,6 +4,8 @@ the real QMF test split (519 pairs) through the tiny model."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +106,73 @@ def test_real_qmf_test_split(shared_data, tiny_llava, tmp_path):
     assert len(predictions) == 519
     for prediction in predictions:
         assert all(prediction[f"{slot}_label"] in LABELS for slot in SLOTS)
+
+
+PROVENANCE = ("train_seed", "split_seed", "config_hash", "procedure", "fold", "part", "model",
+              "adapter", "method", "prompt", "llavac_version", "git_commit", "torch_version",
+              "transformers_version", "peft_version", "accelerate_version",
+              "scikit-learn_version", "numpy_version")
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_release, tmp_path_factory):
+    """A short training run on random811 (split seed 2, training seed 7) and the same split
+    exported as a folder."""
+    from conftest import tiny_train_config
+
+    from llavac.data.export import export_split
+    from llavac.train import train
+
+    root = tmp_path_factory.mktemp("leak")
+    run = train(tiny_train_config(synthetic_release, root / "run", "train.max_steps=2",
+                                  "data.split_seed=2", "train.seed=7"))
+    split = root / "split"
+    export_split(synthetic_release, "random811", seed=2, out=split)
+    return run, split
+
+
+def test_evaluating_a_run_on_its_training_records_is_refused(trained_run, tmp_path, capsys):
+    from llavac.cli import main
+
+    run, split = trained_run
+    n_train = len((split / "train.jsonl").read_text().splitlines())
+    capsys.readouterr()
+    args = ["evaluate", "--adapter", str(run), "--data", str(split), "--output",
+            str(tmp_path / "eval"), "eval.progress=false"]
+    assert main([*args, "--part", "train"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"llavac: error: {n_train} of the {n_train} records of the train "
+                            "part were trained on by")
+    assert "--allow-overlap" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+    assert main([*args, "--part", "train", "--allow-overlap"]) == 0  # the deliberate exception
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["trained_on_overlap"] == n_train
+
+
+def test_evaluation_on_test_carries_its_provenance(trained_run, tmp_path):
+    import warnings
+
+    run, split = trained_run
+    config = EvalConfig(model=ClassifierArgs(adapter=str(run)), data=DataArgs(path=str(split)),
+                        eval=EvalArgs(output=str(tmp_path / "eval"), progress=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # nothing from transformers' internals
+        metrics = evaluate(config)
+    provenance = metrics["provenance"]
+    assert set(PROVENANCE) <= set(provenance)
+    assert (provenance["train_seed"], provenance["split_seed"]) == (7, 2)
+    assert (provenance["procedure"], provenance["part"], provenance["method"]) == (
+        "random811", "test", "score")
+    assert provenance["model"] == "tiny-llava" and provenance["adapter"] == str(run)
+    assert metrics["trained_on_overlap"] == 0
+    for name in ("torch", "transformers", "peft", "accelerate", "scikit-learn", "numpy"):
+        assert provenance[f"{name}_version"][0].isdigit(), name
+    assert len(provenance["config_hash"]) == 12
+    # From a checkout, the commit of the code that produced the numbers.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent).stdout.strip()
+    assert provenance["git_commit"] == head
+    manifest = json.loads((tmp_path / "eval" / "manifest.json").read_text())
+    assert manifest["model"]["adapter"] == str(run)

@@ -195,13 +195,16 @@ def test_benchmark_shapes_build_on_the_meta_device(sizes, parameters, image_toke
 def test_lora_wraps_exactly_the_language_model_linears(tiny):
     from peft import LoraConfig, get_peft_model
 
+    from llavac.models import peft_wrapping
+
     name, model, processor = tiny
     targets = language_model_linear_names(model)
     projector = projector_module_names(model)
     fresh, _ = load_model(name)
-    peft_model = get_peft_model(
-        fresh, LoraConfig(r=4, target_modules=targets, modules_to_save=projector)
-    )
+    with peft_wrapping():  # peft reads a deprecated transformers property
+        peft_model = get_peft_model(
+            fresh, LoraConfig(r=4, target_modules=targets, modules_to_save=projector)
+        )
     wrapped = {
         n.removeprefix("base_model.model.")
         for n, m in peft_model.named_modules()

@@ -104,13 +104,16 @@ def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_
     ])
     output = run_experiment(config)
     rows = list(csv.DictReader((output / "results.csv").open()))
-    assert [(r["procedure"], r["fold"]) for r in rows] == [
-        ("cheema10", "1"), ("cheema10", "2"), ("qmf", "")]
+    assert [(r["procedure"], r["fold"], r["method"]) for r in rows] == [
+        (procedure, fold, method) for procedure, fold in [("cheema10", "1"), ("cheema10", "2"),
+                                                          ("qmf", "")]
+        for method in ("generate", "score")]
     for row in rows:  # each row's accuracy, recounted from its run's predictions and gold
         split = load_split(shared_data / "mvsa_single", row["procedure"],
                            int(row["fold"]) if row["fold"] else None)
         gold = {r.id: r.multimodal_label for r in split.test}
-        predictions = (output / "runs" / row["run"] / "eval" / "predictions.jsonl").read_text()
+        predictions = (output / "runs" / row["run"] / "eval" / row["method"]
+                       / "predictions.jsonl").read_text()
         hits = [gold[p["id"]] == p["multimodal_label"]
                 for p in map(json.loads, predictions.splitlines())]
         assert len(hits) == len(gold) and row["config_hash"]
@@ -118,15 +121,18 @@ def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_
     table = (output / "results.md").read_text()
     assert "P1: Cheema et al. 10 folds" in table and "76.24 | 76.36" in table
     assert "P3: the QMF split" in table and "85.36 | 85.06" in table
-    qmf_eval = json.loads((output / "runs" / "qmf-seed0" / "eval" / "metrics.json").read_text())
-    assert qmf_eval["records"] == 519
+    for method in ("generate", "score"):
+        qmf_eval = json.loads((output / "runs" / "qmf-seed0" / "eval" / method /
+                               "metrics.json").read_text())
+        assert qmf_eval["records"] == 519 and qmf_eval["trained_on_overlap"] == 0
 
     stamps = {p: p.stat().st_mtime_ns for p in (output / "runs").rglob("metrics.json")}
     capsys.readouterr()
     run_experiment(config)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # progress goes to the llavac logger, on stderr
     assert out.count("done before") == 3 and "training" not in out
     assert stamps == {p: p.stat().st_mtime_ns for p in (output / "runs").rglob("metrics.json")}
+    assert len(stamps) == 6  # three runs, two methods
 
 
 @pytest.mark.slow
@@ -142,37 +148,71 @@ def test_one_epoch_on_the_real_qmf_train_split(shared_data, tmp_path):
     assert log[-1]["step"] == 195 or log[-1]["epoch"] >= 0.95
 
 
-def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp_path, capsys):
+def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp_path, capsys,
+                                                          monkeypatch):
     output = tmp_path / "exp"
     base = [f"data.path={synthetic_release}", f"experiment.output={output}",
             "experiment.procedures=random811", "train.max_steps=2", "train.logging_steps=1"]
     run_experiment(load_config(ExperimentConfig, "tiny_experiment", base))
     first = (output / "results.csv").read_text()
+    check_both_methods_and_provenance(output)
 
     capsys.readouterr()  # settings that do not change results do not retrain
     run_experiment(load_config(ExperimentConfig, "tiny_experiment",
                                [*base, "train.num_workers=1", "train.progress=true"]))
-    assert "done before" in capsys.readouterr().out
+    assert "done before" in capsys.readouterr().err
     assert (output / "results.csv").read_text() == first
+
+    # Another llavac version may give other numbers: re-evaluated (the adapter is reused).
+    monkeypatch.setattr("llavac.runinfo.__version__", "99.0")
+    run_experiment(load_config(ExperimentConfig, "tiny_experiment", base))
+    out = capsys.readouterr().err
+    assert "done before" not in out and ": evaluating" in out and ": training" not in out
+    monkeypatch.undo()
 
     # Another learning rate: the old run's adapter and checkpoints are not reused.
     run_experiment(load_config(ExperimentConfig, "tiny_experiment", [*base, "train.lr=1e-3"]))
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "training" in out and "done before" not in out
     train_folder = output / "runs" / "random811-seed0" / "train"
     assert load_config(ExperimentConfig, train_folder / "config.yaml").train.lr == 1e-3
     steps = [json.loads(line)["step"] for line in (train_folder / "log.jsonl").open()]
     assert steps == [1, 2]
     rows = list(csv.DictReader((output / "results.csv").open()))
-    assert len(rows) == 1 and rows[0]["config_hash"] not in first
+    assert len(rows) == 2 and rows[0]["config_hash"] not in first
 
     # A run that died while saving (no manifest yet, no run.json) is trained again.
     (train_folder / "manifest.json").unlink()
     (train_folder.parent / "run.json").unlink()
     capsys.readouterr()
     run_experiment(load_config(ExperimentConfig, "tiny_experiment", [*base, "train.lr=1e-3"]))
-    assert ": training" in capsys.readouterr().out
+    assert ": training" in capsys.readouterr().err
     assert (train_folder / "manifest.json").is_file()
+
+
+def check_both_methods_and_provenance(output):
+    """A run evaluated the paper's way (generate) and by scoring: one row each with every
+    provenance column; the table has both methods' columns and the unparseable count."""
+    from llavac.results import RESULT_COLUMNS
+
+    rows = list(csv.DictReader((output / "results.csv").open()))
+    assert [row["method"] for row in rows] == ["generate", "score"]
+    for row in rows:
+        assert tuple(row) == RESULT_COLUMNS
+        assert (row["train_seed"], row["split_seed"], row["procedure"]) == ("0", "0", "random811")
+        assert all(row[column] for column in RESULT_COLUMNS if column != "fold"), row
+        metrics = json.loads((output / "runs" / "random811-seed0" / "eval" / row["method"] /
+                              "metrics.json").read_text())
+        assert row["config_hash"] == metrics["provenance"]["config_hash"]
+        assert int(row["unparseable"]) == metrics["unparseable"]
+    assert rows[1]["unparseable"] == "0"  # scoring cannot produce an unparseable answer
+    header, _, line = (output / "results.md").read_text().splitlines()[:3]
+    columns = header.strip("| ").split(" | ")
+    at = columns.index("generate accuracy")
+    assert columns[at : at + 3] == ["generate accuracy", "generate weighted F1", "unparseable"]
+    assert "score accuracy" in header and "paper accuracy" in header
+    generate_unparseable = line.strip("| ").split(" | ")[at + 2]
+    assert generate_unparseable == f"{rows[0]['unparseable']} / {rows[0]['records']}"
 
 
 def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
@@ -192,4 +232,22 @@ def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
     manifest = json.loads((output / "runs" / "random811-seed0" / "train" /
                            "manifest.json").read_text())
     assert manifest["world_size"] == 2
-    assert len(list(csv.DictReader((output / "results.csv").open()))) == 1
+    assert len(list(csv.DictReader((output / "results.csv").open()))) == 2  # both methods
+
+
+@pytest.mark.parametrize("preset", ["llavac_p1_cheema10", "llavac_p2_random811", "llavac_p3_qmf",
+                                    "ablation_multimodal_only"])
+def test_paper_presets_evaluate_the_papers_way_first_then_score(preset):
+    config = load_config(ExperimentConfig, preset)
+    assert config.experiment.methods == ["generate", "score"]
+    # The training recipe is the paper's: nothing switched off.
+    assert (config.train.bf16, config.train.gradient_checkpointing, config.train.method,
+            config.lora.projector_lr) == (True, True, "lora", 2e-5)
+
+
+def test_the_old_single_method_key_still_reads():
+    with pytest.warns(FutureWarning, match="experiment.methods"):
+        config = load_config(ExperimentConfig, None, ["experiment.method=score"])
+    assert config.experiment.methods == ["score"]
+    with pytest.raises(ValueError, match="experiment.methods: expected a list of distinct"):
+        load_config(ExperimentConfig, None, ["experiment.methods=[score, guess]"])

@@ -339,12 +339,13 @@ def test_lora_run_folder_restores_seed_and_prompt(tmp_path, all_records):
     (its random weights are what the adapter was trained on) with the run's prompt."""
     from peft import LoraConfig, get_peft_model
 
-    from llavac.models import language_model_linear_names
+    from llavac.models import language_model_linear_names, peft_wrapping
 
     model, processor = load_model("tiny-llava", seed=3, dtype="float32")
     lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                       target_modules=language_model_linear_names(model))
-    peft_model = get_peft_model(model, lora).eval()
+    with peft_wrapping():  # peft reads a deprecated transformers property
+        peft_model = get_peft_model(model, lora).eval()
     peft_model.save_pretrained(tmp_path / "adapter")
     processor.save_pretrained(tmp_path / "processor")
     config = TrainConfig()

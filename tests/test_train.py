@@ -1,12 +1,11 @@
 """The fine-tuning recipe on tiny models: answer-only masks, golden losses, artifacts,
-kill-and-resume, and two-process data parallelism."""
+what is trained, and two-process data parallelism (kill-and-resume: test_resume.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -91,6 +90,36 @@ def test_what_is_trained(name):
     assert frozen and all("vision" in n for n in frozen)
 
 
+def test_paper_lora_trains_exactly_the_lora_matrices_and_the_projector():
+    """With the default LoraArgs: an A and a B matrix for every linear layer of the language
+    model (not lm_head), a trainable copy of every projector parameter, nothing else."""
+    base = load_model("tiny-llava")[0]
+    linears = {n for n, m in base.named_modules()
+               if isinstance(m, torch.nn.Linear) and ".language_model." in f".{n}."}
+    projector = {n for n, _ in base.named_parameters() if "multi_modal_projector" in n}
+    assert linears and projector
+    model = make_trainable(base, LoraArgs())
+    trained = {n.removeprefix("base_model.model.") for n, p in model.named_parameters()
+               if p.requires_grad}
+    expected = {f"{n}.lora_{ab}.default.weight" for n in linears for ab in "AB"}
+    expected |= {n.replace("multi_modal_projector.", "multi_modal_projector.modules_to_save."
+                           "default.") for n in projector}
+    assert trained == expected
+
+
+def test_seed_and_split_seed_are_separate_flags(synthetic_release, tmp_path):
+    """``--seed`` is the training seed only; ``--split-seed`` the random811 shuffle."""
+    from llavac.cli import TRAIN_FLAGS, build_parser
+    from llavac.config import config_from_args
+    from llavac.train import TrainConfig
+
+    args = build_parser().parse_args(["train", "--seed", "3", "--split-seed", "5"])
+    config = config_from_args(TrainConfig, args, TRAIN_FLAGS)
+    assert (config.train.seed, config.data.split_seed) == (3, 5)
+    args = build_parser().parse_args(["train", "--seed", "3"])
+    assert config_from_args(TrainConfig, args, TRAIN_FLAGS).data.split_seed == 0
+
+
 def test_example_too_long_is_an_error_naming_its_id(records):
     _, processor = load_model("tiny-llava")
     with pytest.raises(ValueError, match=records[0].id):
@@ -132,7 +161,7 @@ def test_golden_losses_and_run_artifacts(synthetic_release, tmp_path):
 
     for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                  "processor/processor_config.json", "config.yaml", "manifest.json",
-                 "versions.json", "log.jsonl", "loss.png"):
+                 "versions.json", "log.jsonl", "loss.png", "trained_on.json"):
         assert (output / name).is_file(), name
     adapter = load_file(output / "adapter" / "adapter_model.safetensors")
     assert any("lora_A" in key for key in adapter)
@@ -147,6 +176,11 @@ def test_golden_losses_and_run_artifacts(synthetic_release, tmp_path):
     conflicts = sum(set(row.split("\t")[1].split(",")) == {"positive", "negative"}
                     for row in rows)
     assert conflicts > 0 and manifest["data"]["skipped"] == {"conflict": conflicts}
+    # What it trained on: every id, and a hash of ids and labels the manifest names too.
+    trained_on = json.loads((output / "trained_on.json").read_text())
+    train_ids = [r.id for r in load_split(synthetic_release, procedure="random811").train]
+    assert sorted(trained_on["ids"]) == sorted(train_ids)
+    assert manifest["trained_on"]["sha256"] == trained_on["sha256"]
 
 
 def test_records_without_the_prompts_labels_are_an_error(synthetic_release, tmp_path):
@@ -175,45 +209,6 @@ def test_unreadable_image_is_skipped_and_counted(synthetic_release, tmp_path):
 
 def _trainable_weights(output: Path) -> dict[str, torch.Tensor]:
     return load_file(output / "adapter" / "adapter_model.safetensors")
-
-
-KILL_AT_FIRST_SAVE = textwrap.dedent("""
-    import os, signal, sys
-    sys.path.insert(0, {tests!r})
-    from transformers import TrainerCallback
-    from conftest import tiny_train_config
-    from llavac.train import train
-
-    class Kill(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, as a crashed node
-
-    train(tiny_train_config(*sys.argv[1:3], *sys.argv[3:]), callbacks=[Kill()])
-""")
-
-RESUME_OVERRIDES = ("train.method=lora", "lora.dropout=0.05", "train.max_steps=8",
-                    "train.save_steps=4", "train.batch_size=4", "train.logging_steps=1")
-
-
-def test_killed_run_resumes_to_the_same_adapter(synthetic_release, tmp_path):
-    reference = train(tiny_train_config(synthetic_release, tmp_path / "ref", *RESUME_OVERRIDES))
-
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_AT_FIRST_SAVE.format(tests=str(REPO / "tests")))
-    killed = subprocess.run([sys.executable, str(script), str(synthetic_release),
-                             str(tmp_path / "run"), *RESUME_OVERRIDES], capture_output=True)
-    assert killed.returncode == -signal.SIGKILL
-    assert (tmp_path / "run" / "checkpoints" / "checkpoint-4").is_dir()
-    assert not (tmp_path / "run" / "adapter").exists()
-
-    resumed = train(tiny_train_config(synthetic_release, tmp_path / "run", *RESUME_OVERRIDES),
-                    resume=True)
-    expected, actual = _trainable_weights(reference), _trainable_weights(resumed)
-    assert expected.keys() == actual.keys()
-    for key in expected:
-        torch.testing.assert_close(actual[key], expected[key], atol=1e-5, rtol=0)
-    steps = [json.loads(line)["step"] for line in (resumed / "log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 9))
 
 
 SAVE_RANK_WEIGHTS = textwrap.dedent("""

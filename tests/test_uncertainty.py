@@ -295,14 +295,14 @@ def test_server_returns_calibrated_probabilities_and_abstains(runs, test_records
 
 def test_experiment_table_intervals_and_paired_comparison(evaluations, tmp_path):
     from llavac.evaluation.compare import compare_evaluations
-    from llavac.experiment import collect_results, comparison_section, write_results
+    from llavac.results import collect_results, comparison_section, write_results
 
     outputs = [tmp_path / "full", tmp_path / "ablation"]
     for output, evaluation in zip(outputs, evaluations, strict=True):
-        shutil.copytree(evaluation, output / "runs" / "qmf-seed0" / "eval")
+        shutil.copytree(evaluation, output / "runs" / "qmf-seed0" / "eval" / "score")
         (output / "runs" / "qmf-seed0" / "run.json").write_text(json.dumps(
             {"name": "qmf-seed0", "procedure": "qmf", "fold": None, "seed": 0,
-             "model": "tiny-llava", "config_hash": "h"}))
+             "model": "tiny-llava", "config_hash": "h", "methods": ["score"]}))
     rows = collect_results(outputs[0], {"qmf-seed0": "h"})
     write_results(rows, outputs[0])
     multimodal = json.loads((evaluations[0] / "metrics.json").read_text())["slots"]["multimodal"]
@@ -311,10 +311,10 @@ def test_experiment_table_intervals_and_paired_comparison(evaluations, tmp_path)
     assert f"{100 * multimodal['accuracy']:.2f} [{low:.2f}, {high:.2f}]" in table
     assert "±" not in table.split("\n")[2]  # one run: its interval, not a std of one value
 
-    section = comparison_section(outputs[0], outputs[1], ["qmf-seed0", "not-run"])
+    section = comparison_section(outputs[0], outputs[1], ["qmf-seed0", "not-run"], ["score"])
     figures = compare_evaluations(evaluations[0], evaluations[1])["slots"]["multimodal"]
-    (row,) = [line for line in section.splitlines() if line.startswith("| qmf-seed0")]
+    (row,) = [line for line in section.splitlines() if line.startswith("| qmf-seed0 | score")]
     assert f"| {figures['mcnemar_p']:.4g} |" in row
     assert f"{100 * figures['accuracy_diff']:+.2f}" in row
     assert "No run evaluated" in comparison_section(outputs[0], tmp_path / "missing",
-                                                    ["qmf-seed0"])
+                                                    ["qmf-seed0"], ["score"])

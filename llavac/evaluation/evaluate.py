@@ -13,8 +13,11 @@ counts and what is left out is explained in :mod:`llavac.evaluation.metrics` and
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
+
+import yaml
 
 from llavac.args import DataArgs, EvalConfig
 from llavac.data import load_data
@@ -26,8 +29,9 @@ from llavac.evaluation.report import (
     uncertainty_lines,
     write_predictions_with_gold,
 )
+from llavac.leakage import check_overlap
 from llavac.predict import Classifier
-from llavac.runinfo import write_json, write_run_files
+from llavac.runinfo import provenance_versions, results_hash, write_json, write_run_files
 
 
 def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
@@ -41,6 +45,7 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
     part, records = split.part(args.part, default="test")
     if not records:
         raise ValueError(f"{data.path}: the {part} part is empty")
+    overlap = check_overlap(config.model.adapter, records, part, args.allow_overlap)
     if classifier is None:
         classifier = Classifier.from_args(config.model)
 
@@ -63,6 +68,8 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
         "pairs_per_second": round(len(records) / seconds, 2),
         "calibration": calibration_info(classifier, args.method),
         "slots": slots,
+        "trained_on_overlap": overlap,  # None: the model names no training records
+        "provenance": provenance(config, split.manifest, classifier, part),
     }
 
     output = Path(args.output)
@@ -74,6 +81,38 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
                                        encoding="utf-8")
     write_run_files(output, config, {"data": split.manifest, "model": classifier.source})
     return metrics
+
+
+def provenance(config: EvalConfig, manifest: dict, classifier: Classifier, part: str) -> dict:
+    """What a result needs to be traced and repeated: the training run's seeds and config
+    hash, the split, the model and method, and the versions of llavac and its libraries."""
+    trained = _run_config(config.model.adapter)
+    source = classifier.source
+    method = config.eval.method
+    evaluation = {"data": dataclasses.asdict(config.data), "part": part, "method": method,
+                  "prompt": classifier.fmt.name}
+    return {
+        "train_seed": trained.get("train", {}).get("seed"),
+        "split_seed": manifest.get("seed"),  # random811's shuffle; None for a fixed split
+        "config_hash": results_hash(trained or {"model": {"name": source.get("model")}},
+                                    evaluation),
+        "procedure": manifest.get("procedure"),
+        "fold": manifest.get("fold"),
+        "part": part,
+        "model": source.get("model"),
+        "adapter": source.get("adapter"),
+        "method": method,
+        "prompt": classifier.fmt.name,
+        **provenance_versions(),
+    }
+
+
+def _run_config(adapter: str | None) -> dict:
+    """The training config of a run folder; {} for zero-shot or a bare peft adapter."""
+    path = Path(adapter) / "config.yaml" if adapter else None
+    if path is None or not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def calibration_info(classifier: Classifier, method: str) -> dict:

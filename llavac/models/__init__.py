@@ -27,6 +27,7 @@ from llavac.models.introspect import (
     model_family,
     projector_module_names,
 )
+from llavac.models.quiet import peft_wrapping
 from llavac.models.tiny import build_tiny, is_tiny_name, tiny_names
 from llavac.models.tiny_parts import LLAVA_7B_SIZES, SMALL_SIZES, TinySizes
 
@@ -49,6 +50,7 @@ __all__ = [
     "model_family",
     "model_type",
     "model_facts",
+    "peft_wrapping",
     "projector_module_names",
     "resolve_dtype",
     "resolve_inputs",

@@ -31,6 +31,7 @@ from llavac.models import (
     load_model,
     model_facts,
     model_family,
+    peft_wrapping,
     resolve_dtype,
     resolve_inputs,
 )
@@ -175,7 +176,8 @@ class _Run:
             return model, processor
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, self.weights).merge_and_unload()
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, self.weights).merge_and_unload()
         run_processor = self.weights.parent / "processor"
         if self.config and run_processor.exists():
             processor = AutoProcessor.from_pretrained(run_processor)

@@ -41,7 +41,7 @@ class TrainCollator:
     def format_for(self, record: Record) -> PromptFormat:
         return draw_variant(self.variants, self.seed, record.id) if self.variants else self.fmt
 
-    def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
+    def __call__(self, records: list[Record]) -> dict[str, torch.Tensor | bool]:
         fmts = [self.format_for(record) for record in records]
         answers = [fmt.answer(slot_labels(r)) for fmt, r in zip(fmts, records, strict=True)]
         return self.encode([record.id for record in records],
@@ -49,7 +49,7 @@ class TrainCollator:
                            [record.text for record in records], answers, fmts)
 
     def encode(self, ids: list[str], images: list, texts: list[str], answers: list[str],
-               fmts: list[PromptFormat] | None = None) -> dict[str, torch.Tensor]:
+               fmts: list[PromptFormat] | None = None) -> dict[str, torch.Tensor | bool]:
         """The training batch of ``(id, PIL image, text, answer)`` examples, each asked in
         its ``fmts`` entry (default: ``fmt``); ``llavac prompt`` shows one through this too."""
         images = [[image] for image in images]  # one list per prompt: every family takes it
@@ -65,7 +65,9 @@ class TrainCollator:
                 f"examples {too_long} need more than max_length={self.max_length} tokens; "
                 "image tokens are never truncated: raise max_length or shorten the texts"
             )
-        return batch
+        # A training forward never reuses a KV cache; saying so spares the "use_cache=True is
+        # incompatible with gradient checkpointing" message on every run.
+        return {**batch, "use_cache": False}
 
     def _causal_batch(self, ids, fmts, texts, images, answers) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer

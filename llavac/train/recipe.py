@@ -11,15 +11,17 @@ Supports:
   ``model.load_in_4bit=true`` on CUDA.
 - Any model the factory loads: LLaVA-1.5 / NeXT checkpoints and the built-in tiny models.
 - The three prompt variants of ``llavac.prompt``.
-- Checkpoints every ``train.save_steps`` and ``--resume`` from the last one (optimizer,
-  scheduler, RNG and data position restored by the Trainer).
+- Checkpoints every ``train.save_steps`` that survive a kill at any moment, and ``--resume``
+  from the newest complete one (optimizer, scheduler, RNG and data position restored by the
+  Trainer; ``llavac.train.checkpoints``).
 - Data parallel under ``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU). DeepSpeed
   ZeRO-3 (``train.deepspeed=llavac/configs/zero3.json``) and FSDP (``train.fsdp=...``)
   through the Trainer's own arguments, for GPU users.
 
 The output folder holds ``adapter/`` (or ``model/``), ``processor/``, ``config.yaml``,
-``manifest.json`` (data, skipped records, model), ``versions.json``, ``log.jsonl`` and
-``loss.png``; ``checkpoints/`` holds the resumable states.
+``trained_on.json`` (for the evaluation's leakage guard), ``versions.json``, ``log.jsonl``,
+``loss.png`` and, last, ``manifest.json`` (data, skipped records, model); ``checkpoints/``
+holds the resumable states.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from llavac.args import LoraArgs, TrainArgs, TrainConfig
 from llavac.config import save_config
+from llavac.console import log
 from llavac.data import Record, load_data
 from llavac.labels import slot_labels
+from llavac.leakage import trained_on
 from llavac.models import (
     apply_image_mode,
     is_prefix_lm,
@@ -45,12 +48,19 @@ from llavac.models import (
     load_model,
     model_facts,
     model_type,
+    peft_wrapping,
     projector_module_names,
     resolve_inputs,
 )
 from llavac.prompt import PromptFormat
 from llavac.prompt_variants import load_variants
-from llavac.runinfo import write_run_files
+from llavac.runinfo import write_json, write_run_files
+from llavac.train.checkpoints import (
+    CrashSafeTrainer,
+    ResumePoint,
+    find_resume_point,
+    remove_skipped,
+)
 from llavac.train.collator import TrainCollator
 from llavac.train.progress import replace_trainer_output
 from llavac.train.steplog import StepLog, plot_loss
@@ -75,10 +85,11 @@ def make_trainable(model, lora: LoraArgs, method: str = "lora"):
         target_modules=language_model_linear_names(model),
         modules_to_save=projector if lora.train_projector else None,
     )
-    return get_peft_model(model, config)
+    with peft_wrapping():
+        return get_peft_model(model, config)
 
 
-class ProjectorLrTrainer(Trainer):
+class ProjectorLrTrainer(CrashSafeTrainer):
     """The Trainer with the projector at its own learning rate (LLaVA's ``mm_projector_lr``).
 
     The Trainer builds its optimizer as always (its optimizer class and settings, biases and
@@ -143,13 +154,22 @@ class Setup:
 
 def train(config: TrainConfig, resume: bool = False,
           callbacks: list[TrainerCallback] | None = None) -> Path:
-    """Fine-tune ``config.model`` on the train split of ``config.data``; return its output."""
+    """Fine-tune ``config.model`` on the train split of ``config.data``; return its output.
+
+    ``resume``: continue from the newest complete checkpoint (a finished run is left as is).
+    """
     config = with_input_defaults(config)
     output = Path(config.train.output)
+    if resume and is_finished(output):
+        if is_main_process():
+            log.info(f"{output} has finished (manifest.json): nothing to resume")
+        return output
     set_seed(config.train.seed)
     if is_main_process():  # an interrupted run's folder names its config
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
+        # An earlier run's manifest would mark this one finished while it is not.
+        (output / "manifest.json").unlink(missing_ok=True)
     built = setup(config)
     trainer = fit(config, built, resume, callbacks or [])
     save(config, built, trainer)
@@ -203,15 +223,15 @@ def setup(config: TrainConfig) -> Setup:
 
 def fit(config: TrainConfig, built: Setup, resume: bool,
         callbacks: list[TrainerCallback]) -> Trainer:
-    """Train with the Trainer, from the last checkpoint when ``resume``; return the Trainer."""
+    """Train with the Trainer, from the newest complete checkpoint when ``resume``; return
+    the Trainer."""
     args = config.train
     output = Path(args.output)
     training_args = trainer_arguments(args, output / "checkpoints")
-    checkpoints = Path(training_args.output_dir)
-    last = get_last_checkpoint(checkpoints) if resume and checkpoints.is_dir() else None
-    resume_step = int(last.rsplit("-", 1)[1]) if last else 0
+    point = resume_point(Path(training_args.output_dir)) if resume else None
+    last = str(point.checkpoint) if point and point.checkpoint else None
     samples_per_step = args.batch_size * args.grad_accum * training_args.world_size
-    step_log = StepLog(output / "log.jsonl", samples_per_step, resume_step)
+    step_log = StepLog(output / "log.jsonl", samples_per_step, point.step if point else 0)
     trainer = ProjectorLrTrainer(
         model=built.model,
         args=training_args,
@@ -219,10 +239,27 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
         train_dataset=built.records,
         callbacks=[step_log, *callbacks],
         projector_lr=config.lora.projector_lr,
+        keep=args.save_total_limit,
     )
     replace_trainer_output(trainer, samples_per_step, bar=args.progress)
-    trainer.train(resume_from_checkpoint=last)
+    if point is not None and point.finished:
+        # Killed during the final save: the last step's checkpoint holds the final weights.
+        # (Trainer.train from a checkpoint at max_steps would run one step more.)
+        trainer._load_from_checkpoint(last)
+    else:
+        trainer.train(resume_from_checkpoint=last)
     return trainer
+
+
+def resume_point(checkpoints: Path) -> ResumePoint:
+    """The newest complete checkpoint, half-written ones removed; the main process prints
+    one line saying where the run continues and why."""
+    point = find_resume_point(checkpoints)
+    if is_main_process():
+        for line in [*point.warnings(), point.message()]:
+            log.info(line)
+        remove_skipped(point)
+    return point
 
 
 def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
@@ -233,9 +270,12 @@ def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
     trainer.save_model(str(output / ("model" if config.train.method == "full" else "adapter")))
     if trainer.is_world_process_zero():
         built.processor.save_pretrained(output / "processor")
+        records = trained_on(built.records)
+        write_json(records, output / "trained_on.json")  # for the evaluation leakage guard
         manifest = {
             "data": built.manifest,
             "train_records": len(built.records),
+            "trained_on": {"file": "trained_on.json", "sha256": records["sha256"]},
             "model": model_facts(built.model),
             "world_size": trainer.args.world_size,
         }
@@ -263,7 +303,9 @@ def trainer_arguments(args: TrainArgs, checkpoints: Path) -> TrainingArguments:
         activation_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs
         save_strategy="steps",
         save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
+        # Rotation (train.save_total_limit) is done by CrashSafeTrainer once the new
+        # checkpoint is complete; the Trainer's own would run before that.
+        save_total_limit=None,
         logging_steps=args.logging_steps,
         seed=args.seed,
         dataloader_num_workers=args.num_workers,

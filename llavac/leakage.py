@@ -1,0 +1,67 @@
+"""The leakage guard: a training run records the records it trained on, and an evaluation
+refuses to report a run on any of them unless asked to (``eval.allow_overlap``).
+
+A record is matched by a fingerprint of its id, text and image file name rather than by id
+alone: MVSA-Single and MVSA-Multiple (and own data files) reuse the same numeric ids for
+different pairs, while an exported split and its release folder give the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from llavac.labels import SLOT_FIELDS
+
+TRAINED_ON = "trained_on.json"  # in a training run folder, beside manifest.json
+
+
+def fingerprint(record) -> str:
+    blob = "\0".join([record.id, record.text, Path(record.image).name])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def trained_on(records: Sequence) -> dict:
+    """What ``trained_on.json`` holds: the ids, one fingerprint per record, and a hash of
+    the ids and labels that names the training data in a line."""
+    rows = sorted([r.id, *(getattr(r, f) or "" for f in SLOT_FIELDS.values())] for r in records)
+    return {
+        "records": len(records),
+        "sha256": hashlib.sha256(json.dumps(rows).encode()).hexdigest(),
+        "ids": [r.id for r in records],
+        "fingerprints": [fingerprint(r) for r in records],
+    }
+
+
+def read_trained_on(adapter: str | Path | None) -> dict | None:
+    """The ``trained_on.json`` of a training run folder; None for a zero-shot model or a
+    bare peft adapter (nothing says what it trained on). A run folder whose training has not
+    finished is an error: its adapter may be half-written."""
+    if adapter is None or not (Path(adapter) / "config.yaml").is_file():
+        return None
+    run = Path(adapter)
+    if not (run / "manifest.json").is_file():
+        raise ValueError(f"--adapter {run}: training has not finished (no manifest.json); "
+                         "continue it with llavac train ... --resume")
+    path = run / TRAINED_ON
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def check_overlap(adapter: str | Path | None, records: Sequence, part: str,
+                  allow: bool) -> int | None:
+    """How many of ``records`` the run ``adapter`` trained on (None: unknown); a
+    ``ValueError`` when there are any and ``allow`` is false."""
+    seen = read_trained_on(adapter)
+    if seen is None:
+        return None
+    known = set(seen["fingerprints"])
+    overlap = sum(fingerprint(r) in known for r in records)
+    if overlap and not allow:
+        raise ValueError(
+            f"{overlap} of the {len(records)} records of the {part} part were trained on by "
+            f"{adapter} (its {TRAINED_ON}): their scores would measure memory, not "
+            "generalisation; evaluate another part, or pass --allow-overlap "
+            "(eval.allow_overlap=true) to report them deliberately")
+    return overlap
