@@ -117,3 +117,89 @@ def test_sigkill_then_resume_gives_every_id_once(shared_data, tmp_path, classifi
             [want[k] for k in ("text_label", "image_label", "multimodal_label")]
         for slot, probs in want["probabilities"].items():
             assert got["probabilities"][slot] == pytest.approx(probs, abs=1e-5)
+
+
+def small_rows(folder: Path, image_file) -> list[dict]:
+    """Eight rows with images relative to ``folder``, texts of different lengths, and bad rows:
+    a duplicate id, a number as text."""
+    rows = []
+    for i in range(8):
+        image_file(folder / "img" / f"{i}.png", fmt="PNG", size=(20 + 3 * i, 16))
+        rows.append({"id": f"r{i}", "image": f"img/{i}.png", "text": "word " * (1 + 3 * i % 7)})
+    rows.insert(3, {"id": "r1", "image": "img/2.png", "text": "again"})
+    rows.insert(5, {"id": "num", "image": "img/2.png", "text": 7})
+    return rows
+
+
+def test_readers_stream_jsonl_csv_parquet_and_split_folders(tmp_path, image_file):
+    """Every format gives the same records, images resolved against the file's folder, and
+    the same problems; a split folder streams its parts in order."""
+    rows = small_rows(tmp_path, image_file)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist([{**r, "text": str(r["text"])} if r["id"] != "num"
+                                         else {**r, "text": None} for r in rows]),
+                   tmp_path / "in.parquet")
+    header = "id,image,text\n"
+    (tmp_path / "in.csv").write_text(header + "".join(
+        f"{r['id']},{r['image']},{r['text']}\n" for r in rows if r["id"] != "num"))
+    jsonl, parquet, csv = (list(stream_records(tmp_path / f"in.{ext}"))
+                           for ext in ("jsonl", "parquet", "csv"))
+    good = [r for r in jsonl if isinstance(r, Record)]
+    assert [r.id for r in good] == [f"r{i}" for i in range(8)]
+    assert good[2].image == str(tmp_path / "img" / "2.png")
+    assert [(p.id, p.reason) for p in jsonl if isinstance(p, Problem)] == [
+        ("r1", "duplicate_id"), ("num", "bad_text")]
+    assert [(p.id, p.reason) for p in parquet if isinstance(p, Problem)] == [
+        ("r1", "duplicate_id"), ("num", "missing_text")]
+    assert [r for r in parquet if isinstance(r, Record)] == good
+    assert [r.id for r in csv if isinstance(r, Record)] == [r.id for r in good]
+    assert count_rows(tmp_path / "in.parquet") == len(rows) == count_rows(tmp_path / "in.jsonl")
+    assert len(list(stream_records(tmp_path / "in.jsonl", limit=3))) == 3
+
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.jsonl").write_text("".join(r.to_json() + "\n" for r in good[:5]))
+    (split / "test.jsonl").write_text("".join(r.to_json() + "\n" for r in good[5:]))
+    assert list(stream_records(split)) == good
+    with pytest.raises(ValueError, match="must be .jsonl, .csv, .parquet"):
+        list(stream_records(tmp_path / "img" / "0.png"))
+
+
+def test_refusals_overwrite_strict_and_predict_iter(tmp_path, image_file, classifier, capsys):
+    """An existing output is never replaced or resumed silently; --overwrite replaces it;
+    --strict stops at the first bad row; predict_iter with a worker gives the same predictions
+    in order, and an unreadable image raises there."""
+    rows = small_rows(tmp_path, image_file)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    first = predict_corpus(config(tmp_path / "in.jsonl", out, batch_size=3), classifier)
+    assert (first.predicted, first.skipped) == (8, {"bad_text": 1, "duplicate_id": 1})
+    with pytest.raises(ValueError, match="pass --resume to continue that job or --overwrite"):
+        predict_corpus(config(tmp_path / "in.jsonl", out), classifier)
+    again = predict_corpus(config(tmp_path / "in.jsonl", out, resume=True), classifier)
+    assert (again.predicted, again.already_done) == (0, 8)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    replaced = predict_corpus(config(tmp_path / "in.jsonl", out, overwrite=True), classifier)
+    assert replaced.predicted == 3 and len(lines(out)) == 3
+    with pytest.raises(ValueError, match=r"duplicate_id \(id r1\).*--strict"):
+        predict_corpus(config(tmp_path / "in.jsonl", out, overwrite=True, strict=True),
+                       classifier)
+
+    records = [Record(f"r{i}", "word " * i, str(tmp_path / "img" / f"{i}.png")) for i in range(8)]
+    serial = classifier.predict(records, batch_size=3, progress=False)
+    prefetched = list(classifier.predict_iter(iter(records), batch_size=3, progress=False,
+                                              num_workers=1))
+    assert [p.id for p in prefetched] == [r.id for r in records]
+    assert [p.multimodal_label for p in prefetched] == [p.multimodal_label for p in serial]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="broken.png"):
+        classifier.predict([Record("x", "t", str(broken))], progress=False)
+
+
+def test_repair_cuts_only_a_torn_last_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "te')
+    assert repair(path) == len('{"id": "c", "te')
+    assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n'
+    assert repair(path) == 0
