@@ -24,7 +24,8 @@ PARQUET_BATCH = 1024  # rows decoded from a Parquet file at a time
 def _files(path: Path) -> list[Path]:
     """The data files of ``path``: itself, or an exported split folder's part files."""
     if path.is_dir():
-        files = [path / f"{name}.jsonl" for name in PART_NAMES if (path / f"{name}.jsonl").is_file()]
+        files = [path / f"{name}.jsonl" for name in PART_NAMES]
+        files = [file for file in files if file.is_file()]
         if not files:
             raise ValueError(f"{path}: a folder without train / validation / test / all.jsonl "
                              "(not an exported split)")
