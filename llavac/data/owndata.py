@@ -66,6 +66,11 @@ def csv_rows(lines: Iterable[str], path: Path) -> Iterator[tuple[int, dict | str
             yield reader.line_num, fields
 
 
+def own_id(fields: dict, number: int) -> str:
+    """A row's id: its ``id`` field, else its row number."""
+    return str(fields["id"]) if fields.get("id") not in (None, "") else str(number)
+
+
 def own_record(fields: dict | str, number: int, path: Path) -> Record | Problem:
     """The record of one own-data row (or the problem that skips it), the one row rule of the
     eager reader and the streaming one: ``image`` relative to ``path``'s folder and checked to
@@ -75,7 +80,7 @@ def own_record(fields: dict | str, number: int, path: Path) -> Record | Problem:
     if isinstance(fields, str):
         return Problem(None, str(path), "malformed_line", f"line {number}: {fields}")
     fields = with_current_names(fields)
-    row_id = str(fields["id"]) if fields.get("id") not in (None, "") else str(number)
+    row_id = own_id(fields, number)
 
     def problem(reason: str, detail: str, file: Path = path) -> Problem:
         return Problem(row_id, str(file), reason, f"line {number}: {detail}")

@@ -9,11 +9,12 @@ Only the ids seen so far are kept, so memory does not grow with the rows' conten
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from llavac.data.owndata import csv_rows, jsonl_rows, own_record
+from llavac.data.owndata import csv_rows, jsonl_rows, own_id, own_record
 from llavac.data.records import Problem, Record
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -56,23 +57,33 @@ def _rows(path: Path) -> Iterator[tuple[int, dict | str]]:
         raise ValueError(f"{path}: not UTF-8 text ({error})") from None
 
 
-def stream_records(path: str | Path, limit: int | None = None) -> Iterator[Record | Problem]:
-    """One ``Record`` or ``Problem`` per row of ``path``, in file order (the first ``limit``
-    rows when given). Images are checked to exist, not opened: that happens where the pixels
-    are needed."""
+@dataclass(frozen=True)
+class Done:
+    """A row whose id is in ``stream_records``' ``done``: not checked any further."""
+
+    id: str
+
+
+def stream_records(path: str | Path, limit: int | None = None,
+                   done: Container[str] = frozenset()) -> Iterator[Record | Problem | Done]:
+    """One ``Record``, ``Problem`` or ``Done`` per row of ``path``, in file order (the first
+    ``limit`` rows when given). Images are checked to exist, not opened: that happens where
+    the pixels are needed. A row whose id is in ``done`` (a resumed job) is only named, which
+    saves resolving and checking its paths (most of the reading time)."""
     path = Path(path).resolve()
     files = _files(path)
     seen: set[str] = set()
 
-    def rows() -> Iterator[Record | Problem]:
+    def rows() -> Iterator[Record | Problem | Done]:
         for file in files:
             for number, fields in _rows(file):
-                yield own_record(fields, number, file)
+                row_id = own_id(fields, number) if isinstance(fields, dict) else None
+                yield Done(row_id) if row_id in done else own_record(fields, number, file)
 
     for row in islice(rows(), limit):
         if row.id is not None and row.id in seen:
-            row = Problem(row.id, row.image if isinstance(row, Record) else row.file,
-                          "duplicate_id", "an earlier row has this id")
+            file = row.file if isinstance(row, Problem) else getattr(row, "image", str(path))
+            row = Problem(row.id, file, "duplicate_id", "an earlier row has this id")
         elif row.id is not None:
             seen.add(row.id)
         yield row

@@ -244,8 +244,8 @@ def _run(classifier: Classifier, job: PredictArgs, shard: Shard, files: _Files) 
     if job.resume:
         outfile.repair(files.target)
         done = frozenset(outfile.done_ids(*dict.fromkeys((files.out, files.target))))
-    stream = PairStream(lambda: stream_records(job.input, job.limit), classifier.processor,
-                        classifier.fmt, job.batch_size, job.bucket, done, shard.rank, shard.world)
+    stream = PairStream(lambda: stream_records(job.input, job.limit, done), classifier.processor,
+                        classifier.fmt, job.batch_size, job.bucket, shard.rank, shard.world)
     workers = job.num_workers if job.num_workers is not None else default_workers(shard)
     summary = CorpusSummary(out=str(files.out) if files.out else None,
                             errors=str(outfile.errors_path(files.out)) if files.out else None)

@@ -25,6 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from llavac.data.images import UnreadableImage, open_rgb
 from llavac.data.records import Problem
+from llavac.data.stream import Done
 from llavac.predict.batching import processor_inputs
 from llavac.prompt import PromptFormat
 
@@ -49,15 +50,14 @@ class Item:
 
 
 class PairStream(IterableDataset):
-    """Preprocessed batches of this process's shard of ``rows()`` (``Record``s and
-    ``Problem``s, in input order); row ``i`` belongs to shard ``i % world``."""
+    """Preprocessed batches of this process's shard of ``rows()`` (``Record``s, ``Problem``s
+    and ``Done``s, in input order); row ``i`` belongs to shard ``i % world``."""
 
     def __init__(self, rows: Callable[[], Iterable], processor, fmt: PromptFormat,
-                 batch_size: int, bucket: int = 8, done: frozenset[str] = frozenset(),
-                 rank: int = 0, world: int = 1):
+                 batch_size: int, bucket: int = 8, rank: int = 0, world: int = 1):
         self.rows, self.processor, self.fmt = rows, processor, fmt
         self.batch_size, self.window = batch_size, batch_size * bucket
-        self.done, self.rank, self.world = done, rank, world
+        self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[Item]:
         info = get_worker_info()
@@ -78,7 +78,7 @@ class PairStream(IterableDataset):
         for ordinal, row in window:
             if isinstance(row, Problem):
                 skipped.append((ordinal, row))
-            elif row.id in self.done:
+            elif isinstance(row, Done):
                 skipped.append((ordinal, DONE))
             else:
                 todo.append((ordinal, row))
