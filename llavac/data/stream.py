@@ -89,9 +89,9 @@ def stream_records(path: str | Path, limit: int | None = None,
         yield row
 
 
-def count_rows(path: str | Path) -> int:
-    """About how many rows ``path`` holds, cheaply (for a progress bar's total): Parquet
-    metadata, else newlines (a CSV cell with a line break counts twice; blank lines count)."""
+def count_rows(path: str | Path, limit: int | None = None) -> int:
+    """About how many rows ``path`` holds (at most ``limit``), cheaply, for a progress bar's
+    total: Parquet metadata, else newlines (a CSV cell with a line break counts twice)."""
     total = 0
     for file in _files(Path(path).resolve()):
         if file.suffix.lower() == ".parquet":
@@ -99,7 +99,10 @@ def count_rows(path: str | Path) -> int:
 
             total += pq.ParquetFile(file).metadata.num_rows
             continue
-        with file.open("rb") as f:
-            total += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         total -= file.suffix.lower() == ".csv"  # the header
-    return total
+        with file.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                total += chunk.count(b"\n")
+                if limit is not None and total >= limit:
+                    return limit
+    return total if limit is None else min(total, limit)

@@ -233,8 +233,7 @@ class _Progress:
 
 
 def _shard_rows(job: PredictArgs, shard: Shard) -> int:
-    rows = count_rows(job.input)
-    rows = min(rows, job.limit) if job.limit is not None else rows
+    rows = count_rows(job.input, job.limit)
     return rows // shard.world + (shard.rank < rows % shard.world)
 
 
