@@ -16,8 +16,9 @@ On real MVSA-Single images (``../shared/data``) at LLaVA-1.5's input size, 336 p
 - ``rss_growth_mb``: a 200,000-row JSONL (the real pairs repeated, unique ids) through
   ``llavac predict --limit ROWS`` in a subprocess (tiny-llava at 32 px, so rows pass quickly);
   the resident memory of the process and its workers after the first 1,000 rows, then the
-  largest seen until the end; the growth is the difference. ``reader_rss_growth_mb`` streams
-  all 200,000 rows through the reader (ids kept for duplicates: the one per-row state).
+  largest seen until the last row is written; the growth is the difference.
+  ``reader_rss_growth_mb`` streams all 200,000 rows through the reader (ids kept for
+  duplicates: the one per-row state).
 - ``resume_overhead_s``: ``predict_corpus(resume=True)`` on 100,000 input rows whose ids a
   100,000-line ``--out`` holds: scanning the file and skipping every row, no model call.
 
@@ -132,18 +133,21 @@ def rss_growth(corpus: Path, tmp: Path, rows: int) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     job_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     process = psutil.Process(job_.pid)
-    first, peak = None, 0.0
+    first, peak, at = None, 0.0, 0
     while job_.poll() is None:
         lines = out.read_bytes().count(b"\n") if out.exists() else 0
         rss = tree_rss_mb(process)
+        if lines >= rows:  # the rows are done: what follows is the process exiting
+            break
         if first is None and lines >= 1000:
             first = rss
-        elif first is not None and rss == rss:
-            peak = max(peak, rss)
+        elif first is not None and rss > peak:
+            peak, at = rss, lines
         time.sleep(0.2)
+    job_.wait()
     if job_.returncode != 0 or first is None:
         raise RuntimeError(f"the rss run failed: {job_.stderr.read()[-2000:]}")
-    print(f"  {job_.stderr.read().strip().splitlines()[-1]}")
+    print(f"  {job_.stderr.read().strip().splitlines()[-1]}; largest RSS at {at} rows")
     return first, max(peak, first)
 
 

@@ -32,7 +32,7 @@ from llavac.data.records import Problem
 from llavac.data.stream import count_rows, stream_records
 from llavac.predict import outfile
 from llavac.predict.classifier import Classifier, Prediction
-from llavac.predict.loader import DONE, PairStream
+from llavac.predict.loader import DONE, PairStream, release_memory
 from llavac.predict.shards import Shard, default_workers
 
 
@@ -250,7 +250,7 @@ def _run(classifier: Classifier, job: PredictArgs, shard: Shard, files: _Files) 
                             errors=str(outfile.errors_path(files.out)) if files.out else None)
     skipped: Counter = Counter()
     sink, progress = _Sink(files, shard), _Progress(_shard_rows(job, shard), job, shard)
-    start = time.perf_counter()
+    start, batches = time.perf_counter(), 0
     try:
         for ready in classifier.predict_stream(stream, job.method, workers):
             for ordinal, outcome in ready:
@@ -268,6 +268,9 @@ def _run(classifier: Classifier, job: PredictArgs, shard: Shard, files: _Files) 
                     summary.predicted += 1
                     summary.unparseable += outcome.unparseable
             sink.flush()
+            batches += 1
+            if batches % job.bucket == 0:  # about once a window, as the workers do
+                release_memory()
             summary.elapsed_s = time.perf_counter() - start
             progress.update(len(ready), summary)
     finally:

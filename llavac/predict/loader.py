@@ -16,6 +16,7 @@ ordinal, so the order can be restored without gaps.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -30,6 +31,25 @@ from llavac.predict.batching import processor_inputs
 from llavac.prompt import PromptFormat
 
 DONE = None  # the outcome of a row whose id an earlier run already predicted
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None off glibc."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system. Decoded images (megabytes each, of every
+    size) leave glibc's heap fragmented, and the freed pages would otherwise stay resident:
+    the resident size of a long job crept up by tens of MB per thousand rows without it."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 @dataclass
@@ -68,6 +88,7 @@ class PairStream(IterableDataset):
         while window := list(islice(numbered, self.window)):
             if index % workers == worker:
                 yield from self._items(window)
+                release_memory()
             index += 1
 
     def _items(self, window: list[tuple[int, object]]) -> Iterator[Item]:
