@@ -44,6 +44,7 @@ from _common import (  # noqa: E402
     SHARED_DATA,
     banner,
     machine,
+    median,
     met,
     paired_ratio,
     quiet,
@@ -124,8 +125,11 @@ def tree_rss_mb(process: psutil.Process) -> float:
         return float("nan")
 
 
-def rss_growth(corpus: Path, tmp: Path, rows: int) -> tuple[float, float]:
-    """(RSS after 1,000 rows, largest RSS later) of ``llavac predict --limit rows``."""
+def rss_growth(corpus: Path, tmp: Path, rows: int) -> tuple[float, float, float]:
+    """(RSS after 1,000 rows, largest RSS later, the trend: median RSS over the last 1,000
+    rows less the median over rows 1,000-2,000) of ``llavac predict --limit rows``. A batch
+    holds its images decoded at full size until the processor has resized them, so the
+    largest RSS depends on the batch's images; the trend shows growth with rows."""
     out = tmp / "rss.jsonl"
     command = [sys.executable, "-m", "llavac.cli", "predict", "--model", "tiny-llava",
                "--input", str(corpus), "--out", str(out), "--limit", str(rows),
@@ -133,7 +137,7 @@ def rss_growth(corpus: Path, tmp: Path, rows: int) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     job_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     process = psutil.Process(job_.pid)
-    first, peak, at = None, 0.0, 0
+    first, peak, at, samples = None, 0.0, 0, []
     while job_.poll() is None:
         lines = out.read_bytes().count(b"\n") if out.exists() else 0
         rss = tree_rss_mb(process)
@@ -143,12 +147,16 @@ def rss_growth(corpus: Path, tmp: Path, rows: int) -> tuple[float, float]:
             first = rss
         elif first is not None and rss > peak:
             peak, at = rss, lines
+        if lines >= 1000 and rss == rss:
+            samples.append((lines, rss))
         time.sleep(0.2)
     job_.wait()
     if job_.returncode != 0 or first is None:
         raise RuntimeError(f"the rss run failed: {job_.stderr.read()[-2000:]}")
     print(f"  {job_.stderr.read().strip().splitlines()[-1]}; largest RSS at {at} rows")
-    return first, max(peak, first)
+    early = [rss for lines, rss in samples if lines < 2000]
+    late = [rss for lines, rss in samples if lines >= rows - 1000]
+    return first, max(peak, first), median(late) - median(early)
 
 
 def reader_growth(corpus: Path) -> float:
@@ -206,8 +214,9 @@ def main() -> None:
             classifier = Classifier(model, processor, "full", {"model": "tiny-llava-336"})
         ratios = pipeline(classifier, corpus, tmp, args.pairs, args.batch_size, args.repeats)
         banner(f"memory over {args.rss_rows} of 200,000 rows")
-        first, peak = rss_growth(corpus, tmp, args.rss_rows)
-        print(f"  {first:.0f} MB after 1,000 rows, {peak:.0f} MB at most after")
+        first, peak, trend = rss_growth(corpus, tmp, args.rss_rows)
+        print(f"  {first:.0f} MB after 1,000 rows, {peak:.0f} MB at most after, "
+              f"trend {trend:+.1f} MB")
         reader = reader_growth(corpus)
         banner("resume over a 100,000-line --out")
         resume = resume_overhead(corpus, tmp, 100_000)
@@ -216,6 +225,7 @@ def main() -> None:
           f"with 0; rss growth {peak - first:.1f} MB ({met(peak - first, 50)} <= 50)")
     print(result_line(pipeline_over_model=ratios["with"], workers=ratios["workers"],
                       pipeline_over_model_w0=ratios["without"], rss_growth_mb=peak - first,
+                      rss_trend_mb=trend,
                       rss_rows=args.rss_rows, reader_rss_growth_mb=reader,
                       resume_overhead_s=resume, device=str(classifier.model.device)))
 
