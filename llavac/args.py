@@ -215,7 +215,7 @@ class PredictArgs(Section):
     section: ClassVar[str] = "predict"
     image: str | None = None  # one image ...
     text: str | None = None  # ... and its text
-    input: str | None = None  # or an own-data JSONL / CSV file or an exported split folder
+    input: str | None = None  # or a JSONL / CSV / Parquet file or an exported split folder
     out: str | None = None  # JSONL predictions; None: stdout
     method: str = "score"
     batch_size: int = 16
@@ -223,10 +223,22 @@ class PredictArgs(Section):
     # Slots whose (calibrated) top probability is below this are labelled "uncertain"
     # (probabilities kept); None: always answer. Needs method score.
     min_confidence: float | None = None
+    # Corpus jobs (--input); see llavac.predict.corpus.
+    resume: bool = False  # skip the ids already in `out` and append the rest
+    overwrite: bool = False  # replace an existing `out` (without either, it is an error)
+    strict: bool = False  # the first bad row is fatal instead of skipped and reported
+    num_workers: int | None = None  # DataLoader workers; None: the cores per process less one, <= 4
+    limit: int | None = None  # only the first N input rows (a trial run, a benchmark)
+    bucket: int = 8  # batches per length-sorted window: less padding, a few windows of memory
+    progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal
 
     def __post_init__(self):
         self._one_of("method", METHODS)
         self._at_least("batch_size", 1)
+        self._at_least("num_workers", 0, optional=True)
+        self._at_least("limit", 0, optional=True)
+        self._at_least("bucket", 1)
+        self._at_least("progress_every", 0)
         self._check("min_confidence", self.min_confidence is None
                     or 0 <= self.min_confidence <= 1, "a probability in [0, 1] or null")
         self._check("min_confidence", self.min_confidence is None or self.method == "score",

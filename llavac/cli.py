@@ -71,12 +71,17 @@ PREDICT_FLAGS = [
     *CLASSIFIER_FLAGS,
     Flag("--image", "predict.image", "one image ..."),
     Flag("--text", "predict.text", "... and its text"),
-    Flag("--input", "predict.input", "or an own-data JSONL / CSV file or exported split"),
+    Flag("--input", "predict.input", "or a JSONL / CSV / Parquet file or exported split"),
     Flag("--out", "predict.out", "write JSONL here instead of stdout"),
     Flag("--method", "predict.method", "score | generate"),
     Flag("--batch-size", "predict.batch_size", "pairs per model call"),
     Flag("--min-confidence", "predict.min_confidence",
          "label a slot 'uncertain' when its top probability is below P"),
+    Flag("--resume", "predict.resume", "continue the job in --out: skip the ids it holds"),
+    Flag("--overwrite", "predict.overwrite", "replace an existing --out"),
+    Flag("--strict", "predict.strict", "the first bad row is fatal (default: skip, report)"),
+    Flag("--num-workers", "predict.num_workers", "DataLoader workers opening the images"),
+    Flag("--limit", "predict.limit", "only the first N input rows"),
 ]
 CALIBRATE_FLAGS = [
     Flag("--model", "model.name", "base model (default: the one the run names)"),
@@ -217,31 +222,33 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from llavac.data import load_split, open_rgb
+    from llavac.data import open_rgb
     from llavac.predict import Classifier, write_predictions
+    from llavac.predict.corpus import predict_corpus
 
     config = config_from_args(PredictConfig, args, PREDICT_FLAGS)
     job = config.predict
     if (job.input is None) == (job.image is None or job.text is None):
         raise ValueError("give either --image and --text, or --input FILE")
-    classifier = Classifier.from_args(config.model)
     if job.input is not None:
-        records = [r for part in load_split(job.input).parts().values() for r in part]
-        predictions = classifier.predict(records, job.method, job.batch_size, job.progress,
-                                         job.min_confidence)
-    else:
-        predictions = classifier.classify([(open_rgb(job.image), job.text)], job.method,
-                                          min_confidence=job.min_confidence)
-        predictions[0].id = Path(job.image).name
+        if not Path(job.input).exists():
+            raise FileNotFoundError(f"--input {job.input}: no such file or folder")
+        summary = predict_corpus(config)
+        if summary.out is not None:
+            log.info(f"wrote {summary.out} (skipped rows: {summary.errors})")
+        log.info(summary.line())
+        if job.method == "generate":
+            log.info(f"unparseable answers: {summary.unparseable} of {summary.predicted}")
+        return 0
+    prediction = Classifier.from_args(config.model).classify(
+        [(open_rgb(job.image), job.text)], job.method, min_confidence=job.min_confidence)[0]
+    prediction.id = Path(job.image).name
     if job.out is not None:
-        write_predictions(predictions, job.out)
-        print(f"wrote {len(predictions)} predictions to {job.out}", file=sys.stderr)
+        write_predictions([prediction], job.out)
     else:
-        for prediction in predictions:
-            print(prediction.to_json())
-    if job.method == "generate":
-        unparseable = sum(prediction.unparseable for prediction in predictions)
-        print(f"unparseable answers: {unparseable} of {len(predictions)}", file=sys.stderr)
+        print(prediction.to_json())
+    if prediction.unparseable:
+        print("unparseable answer", file=sys.stderr)
     return 0
 
 

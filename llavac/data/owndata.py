@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from llavac.data.records import Problem, Record, Source, collect, with_current_names
@@ -29,15 +29,20 @@ def read_own(path: Path) -> Source:
     if path.suffix.lower() not in SUFFIXES:
         raise ValueError(f"{path}: own data must be .jsonl or .csv")
     text, encoding = decode_bytes(path.read_bytes())
-    rows = _jsonl_rows(text) if path.suffix.lower() == ".jsonl" else _csv_rows(text, path)
-    source = collect(path, "own", (_record(row, number, path) for number, row in rows))
+    jsonl = path.suffix.lower() == ".jsonl"
+    rows = jsonl_rows(text.splitlines()) if jsonl else csv_rows(io.StringIO(text), path)
+    source = collect(path, "own", (own_record(row, number, path) for number, row in rows))
     source.encodings = {encoding: len(source.records)} if source.records else {}
     return source
 
 
-def _jsonl_rows(text: str) -> Iterator[tuple[int, dict | str]]:
-    """(line number, fields) per non-blank line; a string instead of fields says what is wrong."""
-    for number, line in enumerate(text.splitlines(), start=1):
+def jsonl_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict | str]]:
+    """(line number, fields) per non-blank line; a string instead of fields says what is wrong.
+
+    ``lines`` may be a list or an open file: the streaming reader (``llavac.data.stream``)
+    passes the file, so a corpus is never held in memory.
+    """
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -48,8 +53,9 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, dict | str]]:
         yield number, fields if isinstance(fields, dict) else "not a JSON object"
 
 
-def _csv_rows(text: str, path: Path) -> Iterator[tuple[int, dict | str]]:
-    reader = csv.DictReader(io.StringIO(text))
+def csv_rows(lines: Iterable[str], path: Path) -> Iterator[tuple[int, dict | str]]:
+    """(line number, fields) per CSV row of ``lines`` (a list or an open file, newline="")."""
+    reader = csv.DictReader(lines)
     missing = {"image", "text"} - set(reader.fieldnames or ())
     if missing:
         raise ValueError(f"{path}: the CSV header lacks {', '.join(sorted(missing))}")
@@ -60,17 +66,29 @@ def _csv_rows(text: str, path: Path) -> Iterator[tuple[int, dict | str]]:
             yield reader.line_num, fields
 
 
-def _record(fields: dict | str, number: int, path: Path) -> Record | Problem:
+def own_id(fields: dict, number: int) -> str:
+    """A row's id: its ``id`` field, else its row number."""
+    return str(fields["id"]) if fields.get("id") not in (None, "") else str(number)
+
+
+def own_record(fields: dict | str, number: int, path: Path) -> Record | Problem:
+    """The record of one own-data row (or the problem that skips it), the one row rule of the
+    eager reader and the streaming one: ``image`` relative to ``path``'s folder and checked to
+    exist, ``text`` a string, label words normalised, the Xu & Mao rule where only the two
+    unimodal labels are given. ``number`` names the row in problems (and is its id without
+    one)."""
     if isinstance(fields, str):
         return Problem(None, str(path), "malformed_line", f"line {number}: {fields}")
     fields = with_current_names(fields)
-    row_id = str(fields["id"]) if fields.get("id") not in (None, "") else str(number)
+    row_id = own_id(fields, number)
 
     def problem(reason: str, detail: str, file: Path = path) -> Problem:
         return Problem(row_id, str(file), reason, f"line {number}: {detail}")
 
     if fields.get("text") is None:
         return problem("missing_text", "no text field")
+    if not isinstance(fields["text"], str):
+        return problem("bad_text", f"text is a {type(fields['text']).__name__}, not a string")
     if fields.get("image") in (None, ""):
         return problem("missing_image", "no image field")
     image = (path.parent / str(fields["image"])).resolve()  # an absolute path stays as it is

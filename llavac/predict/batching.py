@@ -40,14 +40,26 @@ def encode_prompts(processor, fmt: PromptFormat, images, texts: list[str], model
     Floating-point inputs (pixel values) are cast to the model's dtype, so a bfloat16 model
     gets bfloat16 pixels.
     """
+    return to_model(*processor_inputs(processor, fmt, images, texts), model)
+
+
+def processor_inputs(processor, fmt: PromptFormat, images, texts: list[str]) -> tuple[list, dict]:
+    """``(prompts, tensors)``: the CPU half of :func:`encode_prompts` (rendering, pixel
+    preprocessing, tokenisation). Corpus prediction runs it in DataLoader workers."""
     prompts = [render(processor, fmt, text) for text in texts]
     processor.tokenizer.padding_side = "left"
     encoded = processor(images=[[image] for image in images], text=prompts, padding=True,
                         return_tensors="pt")
     encoded.pop("labels", None)  # PaliGemma's processor adds them (all ignored without a suffix)
+    return prompts, dict(encoded)
+
+
+def to_model(prompts: list[str], encoded: dict, model, non_blocking: bool = False) -> PromptBatch:
+    """The batch on the model's device and in its dtype (``non_blocking`` from pinned memory)."""
     device, dtype = model.device, model.dtype
     inputs = {
-        key: value.to(device, dtype=dtype if value.is_floating_point() else None)
+        key: value.to(device, dtype=dtype if value.is_floating_point() else None,
+                      non_blocking=non_blocking)
         for key, value in encoded.items()
     }
     position_ids = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)

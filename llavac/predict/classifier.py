@@ -15,15 +15,15 @@ probability falls below it as ``"uncertain"`` (abstention) and keeps their proba
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import yaml
-from tqdm import tqdm
 
 from llavac.args import ClassifierArgs
+from llavac.console import Progress
 from llavac.jsonl import write_jsonl
 from llavac.labels import SLOT_FIELDS
 from llavac.models import (
@@ -35,7 +35,7 @@ from llavac.models import (
     resolve_dtype,
     resolve_inputs,
 )
-from llavac.predict.batching import encode_prompts
+from llavac.predict.batching import PromptBatch, encode_prompts, to_model
 from llavac.predict.generation import answer_token_budget, generate_answers
 from llavac.predict.scoring import LabelScorer
 from llavac.prompt import PromptFormat
@@ -278,51 +278,86 @@ class Classifier:
 
     # -- prediction ----------------------------------------------------------------------
 
-    def predict(self, records: Sequence, method: str = "score", batch_size: int = 16,
-                progress: bool = True, min_confidence: float | None = None) -> list[Prediction]:
+    def predict(self, records: Iterable, method: str = "score", batch_size: int = 16,
+                progress: bool = True, min_confidence: float | None = None,
+                num_workers: int = 0) -> list[Prediction]:
         """Predict ``Record``-like objects (``id``, ``text``, ``image`` path), in order.
 
         ``min_confidence``: label ``"uncertain"`` the slots whose top probability is below it.
         """
-        from llavac.data import open_rgb
+        return list(self.predict_iter(records, method, batch_size, progress, min_confidence,
+                                      num_workers))
 
-        def load(chunk):
-            return [(record.id, open_rgb(record.image), record.text) for record in chunk]
+    def predict_iter(self, records: Iterable, method: str = "score", batch_size: int = 16,
+                     progress: bool = True, min_confidence: float | None = None,
+                     num_workers: int = 0) -> Iterator[Prediction]:
+        """Yield the prediction of each ``Record``-like object as soon as it and every
+        earlier one are done, in input order. ``records`` is read once, lazily (a generator
+        over a corpus is fine); ``num_workers`` DataLoader workers open and preprocess the
+        images (they need a list, or a generator that is safe to copy into each worker). An
+        image that does not open raises ``UnreadableImage``; ``llavac.predict.corpus``
+        skips and reports it instead."""
+        from llavac.data import UnreadableImage
+        from llavac.predict.loader import PairStream
 
-        return self._run(records, load, method, batch_size, progress, min_confidence)
+        check_abstention(method, min_confidence)
+        stream = PairStream(lambda: records, self.processor, self.fmt, batch_size)
+        total = len(records) if isinstance(records, Sized) else None
+        with Progress(total, f"predicting ({method})", enabled=progress) as bar:
+            for ready in self.predict_stream(stream, method, num_workers):
+                for _, outcome in ready:
+                    if not isinstance(outcome, Prediction):
+                        raise UnreadableImage(outcome.detail)
+                    yield outcome.abstain(min_confidence)
+                bar.update(len(ready))
+
+    def predict_stream(self, stream, method: str, num_workers: int = 0
+                       ) -> Iterator[list[tuple[int, object]]]:
+        """Run a ``loader.PairStream`` through the model: per model batch, the rows whose turn
+        has come as ``(ordinal, Prediction | Problem | None)`` (None: done before a resume),
+        in ordinal order. Pinned memory and asynchronous copies on CUDA."""
+        from torch.utils.data import DataLoader
+
+        from llavac.predict.loader import in_order
+
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
+        pin = self.model.device.type == "cuda"
+        loader = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin)
+
+        def outcomes():
+            for item in loader:
+                done = []
+                if item.ids:
+                    batch = to_model(item.prompts, item.encoded, self.model, non_blocking=pin)
+                    done = zip(item.ordinals, self._predict_batch(item.ids, batch, method),
+                               strict=True)
+                yield [*item.skipped, *done]
+
+        return in_order(outcomes())
 
     def classify(self, items: Sequence[tuple], method: str = "score", batch_size: int = 16,
                  min_confidence: float | None = None) -> list[Prediction]:
         """Predict ``(PIL image, text)`` pairs (for serving); ids are the positions ``"0"``, ..."""
-        numbered = [(str(i), image, text) for i, (image, text) in enumerate(items)]
-        return self._run(numbered, list, method, batch_size, False, min_confidence)
-
-    def _run(self, items: Sequence, load, method: str, batch_size: int,
-             progress: bool, min_confidence: float | None = None) -> list[Prediction]:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
-        if min_confidence is not None and method != "score":
-            raise ValueError("min_confidence needs probabilities: predict with method "
-                             "'score' (generate gives none)")
+        check_abstention(method, min_confidence)
         predictions = []
-        with tqdm(total=len(items), desc=f"predicting ({method})", unit="pair",
-                  disable=not progress) as bar:
-            for start in range(0, len(items), batch_size):
-                ids, images, texts = zip(*load(items[start : start + batch_size]), strict=True)
-                predictions += self._predict_batch(list(ids), images, list(texts), method,
-                                                   min_confidence)
-                bar.update(len(ids))
-        return predictions
+        for start in range(0, len(items), batch_size):
+            images, texts = zip(*items[start : start + batch_size], strict=True)
+            batch = encode_prompts(self.processor, self.fmt, images, list(texts), self.model)
+            ids = [str(i) for i in range(start, start + len(texts))]
+            predictions += self._predict_batch(ids, batch, method)
+        return [prediction.abstain(min_confidence) for prediction in predictions]
 
-    def _predict_batch(self, ids, images, texts, method,
-                       min_confidence: float | None = None) -> list[Prediction]:
-        batch = encode_prompts(self.processor, self.fmt, images, texts, self.model)
+    def _predict_batch(self, ids: list[str], batch: PromptBatch, method: str) -> list[Prediction]:
+        """The one place a prompt batch becomes ``Prediction``s."""
         if method == "score":
             return [
                 Prediction.from_labels(
                     id, {slot: max(p, key=p.get) for slot, p in probs.items()},
                     probabilities=self._calibrated(probs),
-                ).abstain(min_confidence)
+                )
                 for id, probs in zip(ids, self.scorer.score(batch), strict=True)
             ]
         answers = generate_answers(self.model, self.processor.tokenizer, batch,
@@ -343,3 +378,10 @@ class Classifier:
                 values = apply_temperature([list(p.values())], self.temperatures[slot])[0]
                 scaled[slot] = dict(zip(p, map(float, values), strict=True))
         return scaled
+
+
+def check_abstention(method: str, min_confidence: float | None) -> None:
+    """Abstaining reads probabilities, which only ``score`` gives."""
+    if min_confidence is not None and method != "score":
+        raise ValueError("min_confidence needs probabilities: predict with method "
+                         "'score' (generate gives none)")

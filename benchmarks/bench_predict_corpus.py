@@ -1,0 +1,234 @@
+"""Corpus prediction: pipeline overhead, memory over a long input, resume scan time.
+
+    python benchmarks/bench_predict_corpus.py [--model NAME] [--pairs 32] [--repeats 3]
+                                              [--rss-rows 4000] [--quick]
+
+On real MVSA-Single images (``../shared/data``) at LLaVA-1.5's input size, 336 px:
+
+- ``pipeline_over_model``: end-to-end pairs/s of ``predict_corpus`` (a JSONL on disk: reading,
+  decoding, preprocessing, the model, writing) over model-only pairs/s (the same batches
+  already decoded and preprocessed in memory; only the copy to the device and the model).
+  With the default number of DataLoader workers and with 0 workers. The CPU model is
+  ``tiny-llava`` at 336 px / patch 14 (576 image tokens, as LLaVA-1.5) with ``SMALL_SIZES``
+  widths and one layer per tower, so that a pair costs the model a few times what its image
+  costs to decode and preprocess, as a 7B model on a GPU does (~25 ms against ~5 ms a pair).
+  ``--model NAME`` runs a real checkpoint instead (CUDA when present, same code path).
+- ``rss_growth_mb``: a 200,000-row JSONL (the real pairs repeated, unique ids) through
+  ``llavac predict --limit ROWS`` in a subprocess (tiny-llava at 32 px, so rows pass quickly);
+  the resident memory of the process and its workers after the first 1,000 rows, then the
+  largest seen until the last row is written; the growth is the difference.
+  ``reader_rss_growth_mb`` streams all 200,000 rows through the reader (ids kept for
+  duplicates: the one per-row state).
+- ``resume_overhead_s``: ``predict_corpus(resume=True)`` on 100,000 input rows whose ids a
+  100,000-line ``--out`` holds: scanning the file and skipping every row, no model call.
+
+Last line: ``RESULT pipeline_over_model=... pipeline_over_model_w0=... rss_growth_mb=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    REPO,
+    SHARED_DATA,
+    banner,
+    machine,
+    median,
+    met,
+    paired_ratio,
+    quiet,
+    result_line,
+    rss_mb,
+    side_by_side,
+    spread,
+)
+
+from llavac.args import ClassifierArgs, PredictArgs, PredictConfig  # noqa: E402
+from llavac.data import read_text  # noqa: E402
+from llavac.data.stream import stream_records  # noqa: E402
+from llavac.models import SMALL_SIZES, build_tiny  # noqa: E402
+from llavac.predict import Classifier  # noqa: E402
+from llavac.predict.batching import to_model  # noqa: E402
+from llavac.predict.corpus import job_settings, predict_corpus  # noqa: E402
+from llavac.predict.loader import PairStream  # noqa: E402
+from llavac.predict.outfile import meta_path, write_settings  # noqa: E402
+from llavac.predict.shards import Shard, default_workers  # noqa: E402
+
+LLAVA_336 = {**SMALL_SIZES, "image_size": 336, "patch_size": 14, "vision_layers": 1,
+             "text_layers": 1}
+
+
+def write_corpus(path: Path, rows: int, pairs: int) -> None:
+    """``rows`` rows cycling over the first ``pairs`` real pairs, each with its own id."""
+    folder = SHARED_DATA / "mvsa_single" / "data"
+    numbers = sorted(int(p.stem) for p in folder.glob("*.jpg"))[:pairs]
+    real = [(str(folder / f"{k}.jpg"), read_text(folder / f"{k}.txt").text.strip())
+            for k in numbers]
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(rows):
+            image, text = real[i % len(real)]
+            f.write(json.dumps({"id": f"row-{i}", "image": image, "text": text}) + "\n")
+
+
+def job(input: Path, out: Path, **predict) -> PredictConfig:
+    return PredictConfig(ClassifierArgs(), PredictArgs(input=str(input), out=str(out),
+                                                       progress=False, **predict))
+
+
+def pipeline(classifier: Classifier, corpus: Path, tmp: Path, pairs: int, batch: int,
+             repeats: int) -> dict[str, float]:
+    """End-to-end against model-only pairs/s, on the same batches."""
+    items = list(PairStream(lambda: stream_records(corpus, pairs), classifier.processor,
+                            classifier.fmt, batch))
+    pin = classifier.model.device.type == "cuda"
+
+    def model_only():
+        for item in items:
+            batch_ = to_model(item.prompts, item.encoded, classifier.model, non_blocking=pin)
+            classifier._predict_batch(item.ids, batch_, "score")
+        if pin:
+            import torch
+
+            torch.cuda.synchronize()
+
+    workers = default_workers(Shard.from_env())
+
+    def end_to_end(num_workers):
+        return lambda: predict_corpus(job(corpus, tmp / "e2e.jsonl", limit=pairs, batch_size=batch,
+                                          num_workers=num_workers, overwrite=True), classifier)
+
+    times = side_by_side({"model": model_only, "workers": end_to_end(workers),
+                          "w0": end_to_end(0)}, repeats=repeats)
+    for name, values in times.items():
+        print(f"  {name:8s} {spread(values)} for {pairs} pairs "
+              f"({pairs / min(values):.2f} pairs/s best)")
+    return {"workers": workers, "with": paired_ratio(times, "model", "workers"),
+            "without": paired_ratio(times, "model", "w0")}
+
+
+def tree_rss_mb(process: psutil.Process) -> float:
+    try:
+        members = [process, *process.children(recursive=True)]
+        return sum(p.memory_info().rss for p in members) / 2**20
+    except psutil.Error:
+        return float("nan")
+
+
+def rss_growth(corpus: Path, tmp: Path, rows: int) -> tuple[float, float, float]:
+    """(RSS after 1,000 rows, largest RSS later, the trend: median RSS over the last 1,000
+    rows less the median over rows 1,000-2,000) of ``llavac predict --limit rows``. A batch
+    holds its images decoded at full size until the processor has resized them, so the
+    largest RSS depends on the batch's images; the trend shows growth with rows."""
+    out = tmp / "rss.jsonl"
+    command = [sys.executable, "-m", "llavac.cli", "predict", "--model", "tiny-llava",
+               "--input", str(corpus), "--out", str(out), "--limit", str(rows),
+               "--batch-size", "64", "--overwrite", "predict.progress=false"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    job_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    process = psutil.Process(job_.pid)
+    first, peak, at, samples = None, 0.0, 0, []
+    while job_.poll() is None:
+        lines = out.read_bytes().count(b"\n") if out.exists() else 0
+        rss = tree_rss_mb(process)
+        if lines >= rows:  # the rows are done: what follows is the process exiting
+            break
+        if first is None and lines >= 1000:
+            first = rss
+        elif first is not None and rss > peak:
+            peak, at = rss, lines
+        if lines >= 1000 and rss == rss:
+            samples.append((lines, rss))
+        time.sleep(0.2)
+    job_.wait()
+    if job_.returncode != 0 or first is None:
+        raise RuntimeError(f"the rss run failed: {job_.stderr.read()[-2000:]}")
+    print(f"  {job_.stderr.read().strip().splitlines()[-1]}; largest RSS at {at} rows")
+    early = [rss for lines, rss in samples if lines < 2000]
+    late = [rss for lines, rss in samples if lines >= rows - 1000]
+    return first, max(peak, first), median(late) - median(early)
+
+
+def reader_growth(corpus: Path) -> float:
+    start = rss_mb()
+    rows = sum(1 for _ in stream_records(corpus))
+    grown = rss_mb() - start
+    print(f"  reader: {rows} rows, +{grown:.1f} MB")
+    return grown
+
+
+def resume_overhead(corpus: Path, tmp: Path, rows: int) -> float:
+    """Seconds for a resume that finds all ``rows`` done."""
+    classifier = Classifier.from_pretrained("tiny-llava", device="cpu")
+    out = tmp / "resume.jsonl"
+    config = job(corpus, out, limit=rows, resume=True, num_workers=0)
+    probabilities = {"text": {"negative": 0.2, "neutral": 0.3, "positive": 0.5}}
+    with out.open("w", encoding="utf-8") as f:
+        for i in range(rows):
+            f.write(json.dumps({"id": f"row-{i}", "text_label": "positive", "image_label": None,
+                                "multimodal_label": None, "probabilities": probabilities}) + "\n")
+    write_settings(meta_path(out), job_settings(classifier, config.predict, Shard()))
+    start = time.perf_counter()
+    summary = predict_corpus(config, classifier)
+    seconds = time.perf_counter() - start
+    assert summary.already_done == rows and summary.predicted == 0, summary.line()
+    print(f"  {summary.line()}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a real checkpoint (GPU) instead of the 336 px tiny")
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rss-rows", type=int, default=4000)
+    parser.add_argument("--quick", action="store_true", help="fewer pairs, rows and repeats")
+    args = parser.parse_args()
+    quiet()
+    if not (SHARED_DATA / "mvsa_single" / "data").is_dir():
+        print(result_line(status="skipped"))
+        return
+    if args.quick:
+        args.pairs, args.repeats, args.rss_rows = 16, 1, 1500
+    print(machine())
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        corpus = tmp / "corpus.jsonl"
+        write_corpus(corpus, 200_000, 500)
+        banner("pipeline over model (336 px)")
+        if args.model:
+            classifier = Classifier.from_pretrained(args.model)
+        else:
+            model, processor = build_tiny("llava", **LLAVA_336)
+            classifier = Classifier(model, processor, "full", {"model": "tiny-llava-336"})
+        ratios = pipeline(classifier, corpus, tmp, args.pairs, args.batch_size, args.repeats)
+        banner(f"memory over {args.rss_rows} of 200,000 rows")
+        first, peak, trend = rss_growth(corpus, tmp, args.rss_rows)
+        print(f"  {first:.0f} MB after 1,000 rows, {peak:.0f} MB at most after, "
+              f"trend {trend:+.1f} MB")
+        reader = reader_growth(corpus)
+        banner("resume over a 100,000-line --out")
+        resume = resume_overhead(corpus, tmp, 100_000)
+    print(f"pipeline_over_model {ratios['with']:.3f} with {ratios['workers']} workers "
+          f"({met(ratios['with'], 0.90, at_most=False)} >= 0.90), {ratios['without']:.3f} "
+          f"with 0; rss growth {peak - first:.1f} MB ({met(peak - first, 50)} <= 50)")
+    print(result_line(pipeline_over_model=ratios["with"], workers=ratios["workers"],
+                      pipeline_over_model_w0=ratios["without"], rss_growth_mb=peak - first,
+                      rss_trend_mb=trend,
+                      rss_rows=args.rss_rows, reader_rss_growth_mb=reader,
+                      resume_overhead_s=resume, device=str(classifier.model.device)))
+
+
+if __name__ == "__main__":
+    main()
