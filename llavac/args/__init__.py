@@ -1,0 +1,88 @@
+"""Every knob of every command, as config sections whose defaults are the paper's choices.
+
+A command's config is a dataclass of these sections (``TrainConfig`` = ``model`` + ``data`` +
+``lora`` + ``train``; ``EvalConfig`` = ``model`` + ``data`` + ``eval``; ...). A YAML preset
+(``llavac/configs/``) fills some of them, flags and ``section.key=value`` overrides win, and
+the resolved config is saved next to every checkpoint and result (``llavac.config``).
+
+Training defaults follow the LLaVA repository's task-LoRA recipe that LLaVAC fine-tunes with
+(``scripts/v1_5/finetune_task_lora.sh``), except where a comment says otherwise.
+
+Each section checks its own values when it is built, so a bad value is one error naming its
+key, before any model is loaded, from the command line and from Python alike.
+
+    common.py   Section (the checks), the model / classifier / data sections
+    train.py    lora, train; the train, experiment and sweep configs
+    predict.py  eval, predict, calibrate, prompt, robustness and their configs
+    serve.py    serve and its config
+"""
+
+from llavac.args.common import (
+    IMAGE_MODES,
+    METHODS,
+    PROCEDURES,
+    REPORT_TO,
+    SWEEP_METRICS,
+    TRAIN_METHODS,
+    ClassifierArgs,
+    DataArgs,
+    ModelArgs,
+    Section,
+)
+from llavac.args.predict import (
+    CalibrateArgs,
+    CalibrateConfig,
+    EvalArgs,
+    EvalConfig,
+    PredictArgs,
+    PredictConfig,
+    PromptArgs,
+    PromptConfig,
+    RobustnessArgs,
+    RobustnessConfig,
+)
+from llavac.args.serve import (
+    ServeArgs,
+    ServeConfig,
+)
+from llavac.args.train import (
+    ExperimentArgs,
+    ExperimentConfig,
+    LoraArgs,
+    SweepArgs,
+    SweepConfig,
+    TrainArgs,
+    TrainConfig,
+)
+
+__all__ = [
+    "CalibrateArgs",
+    "CalibrateConfig",
+    "ClassifierArgs",
+    "DataArgs",
+    "EvalArgs",
+    "EvalConfig",
+    "ExperimentArgs",
+    "ExperimentConfig",
+    "IMAGE_MODES",
+    "LoraArgs",
+    "METHODS",
+    "ModelArgs",
+    "PROCEDURES",
+    "PredictArgs",
+    "PredictConfig",
+    "PromptArgs",
+    "PromptConfig",
+    "REPORT_TO",
+    "RobustnessArgs",
+    "RobustnessConfig",
+    "SWEEP_METRICS",
+    "Section",
+    "ServeArgs",
+    "ServeConfig",
+    "SweepArgs",
+    "SweepConfig",
+    "TRAIN_METHODS",
+    "TrainArgs",
+    "TrainConfig",
+]

@@ -1,0 +1,107 @@
+"""The config machinery every section shares, and the sections several commands use:
+which model (``model``), which trained classifier (``model`` of the prediction commands) and
+which data (``data``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+PROCEDURES = ("cheema10", "random811", "clmlf", "qmf", "none")
+METHODS = ("score", "generate")
+TRAIN_METHODS = ("lora", "full")
+IMAGE_MODES = ("pad", "crop", "processor")  # llavac.models.inputs says what each does
+SWEEP_METRICS = ("accuracy", "weighted_f1")
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+
+
+class Section:
+    """Mixin for config sections: ``_check`` raises one ``ValueError`` naming the key."""
+
+    section: ClassVar[str] = ""
+
+    def _check(self, key: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"{self.section}.{key}: expected {expected}, "
+                             f"got {getattr(self, key)!r}")
+
+    def _at_least(self, key: str, minimum: float, optional: bool = False) -> None:
+        value = getattr(self, key)
+        ok = (optional and value is None) or (value is not None and value >= minimum)
+        self._check(key, ok, f"a number >= {minimum}" + (" or null" if optional else ""))
+
+    def _one_of(self, key: str, choices: tuple[str, ...], optional: bool = False) -> None:
+        value = getattr(self, key)
+        ok = (optional and value is None) or value in choices
+        self._check(key, ok, "one of " + ", ".join(choices) + (" or null" if optional else ""))
+
+
+@dataclass
+class ModelArgs(Section):
+    """Which vision-language model to fine-tune, and how to load it."""
+
+    section: ClassVar[str] = "model"
+    name: str = "llava-hf/llava-1.5-7b-hf"  # a hub id, a local path, or a built-in tiny-* name
+    dtype: str | None = None  # None: the checkpoint's own; "bfloat16", "float32", ...
+    attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
+    load_in_4bit: bool = False  # QLoRA through bitsandbytes; needs CUDA
+    seed: int = 0  # the weights of a built-in tiny-* model; ignored for real checkpoints
+    # How images and the conversation reach the model (llavac.models.inputs). None: the
+    # family's default, filled in when training starts so the run records it: for LLaVA-1.5
+    # the paper's inputs (images padded to a square, LLaVA's v1 conversation), for other
+    # families their processor's images and their own chat template.
+    image_mode: str | None = None  # pad | crop | processor
+    system: str | None = None  # llava_v1 | none | a system sentence of your own
+
+    def __post_init__(self):
+        self._check("name", bool(self.name), "a model name or path")
+        _check_inputs(self)
+
+
+def _check_inputs(section: Section) -> None:
+    section._one_of("image_mode", IMAGE_MODES, optional=True)
+    section._check("system", section.system is None or bool(section.system.strip()),
+                   "llava_v1, none, a system sentence or null")
+
+
+@dataclass
+class ClassifierArgs(Section):
+    """A trained classifier to load for prediction (evaluate, predict, serve, ...)."""
+
+    section: ClassVar[str] = "model"
+    name: str | None = None  # the base model; None: the one the adapter's training run names
+    adapter: str | None = None  # a training run folder or a peft adapter; None: zero-shot
+    prompt: str | None = None  # None: the training run's prompt, else "full"
+    dtype: str | None = None  # None: the run's model.dtype, else the checkpoint's own
+    device: str | None = None  # None: CUDA when available, else the CPU
+    # Apply the run folder's calibration.json (llavac calibrate) when it has one: the
+    # probabilities then mean what they say. false: the model's raw probabilities.
+    calibrated: bool = True
+    # None: what the training run recorded (a run from before these existed: processor,
+    # none), else the family's default; see ModelArgs. Training and prediction then agree.
+    image_mode: str | None = None  # pad | crop | processor
+    system: str | None = None  # llava_v1 | none | a system sentence of your own
+
+    def __post_init__(self):
+        _check_inputs(self)
+
+
+@dataclass
+class DataArgs(Section):
+    """What to train or evaluate on: an exported split folder, a release folder + procedure,
+    or an own-data JSONL / CSV file."""
+
+    section: ClassVar[str] = "data"
+    path: str | None = None
+    procedure: str | None = None  # cheema10 | random811 | clmlf | qmf | none (own data: all)
+    fold: int | None = None  # cheema10: 1..10
+    split_seed: int = 0  # random811's shuffle
+    splits_dir: str | None = None  # the original published split files, not the shipped lists
+    strict: bool = False  # a bad record is fatal instead of skipped and counted
+
+    def __post_init__(self):
+        if isinstance(self.procedure, str):
+            self.procedure = self.procedure.lower()  # QMF, Cheema10 ... read as written
+        self._one_of("procedure", PROCEDURES, optional=True)
+        self._check("fold", self.fold is None or 1 <= self.fold <= 10, "a fold in 1..10")
+        self._at_least("split_seed", 0)

@@ -1,0 +1,149 @@
+"""Sections of the commands that use a trained classifier: ``evaluate``, ``predict``,
+``calibrate``, ``prompt``, ``robustness``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from llavac.args.common import METHODS, ClassifierArgs, DataArgs, Section
+
+
+@dataclass
+class EvalArgs(Section):
+    """One evaluation of a classifier on one part of a split."""
+
+    section: ClassVar[str] = "eval"
+    output: str = "runs/eval"
+    part: str | None = None  # train | validation | test | all; None: test (all for "none")
+    method: str = "score"  # score the label candidates | generate and parse (the paper)
+    batch_size: int = 16
+    progress: bool = True
+    # Reporting a run on records it trained on measures memory, not generalisation: refused
+    # unless asked for deliberately (llavac.leakage).
+    allow_overlap: bool = False
+
+    def __post_init__(self):
+        self._one_of("part", ("train", "validation", "test", "all"), optional=True)
+        self._one_of("method", METHODS)
+        self._at_least("batch_size", 1)
+
+
+@dataclass
+class PredictArgs(Section):
+    """``llavac predict``: one pair, or every record of a file."""
+
+    section: ClassVar[str] = "predict"
+    image: str | None = None  # one image ...
+    text: str | None = None  # ... and its text
+    input: str | None = None  # or a JSONL / CSV / Parquet file or an exported split folder
+    out: str | None = None  # JSONL predictions; None: stdout
+    method: str = "score"
+    batch_size: int = 16
+    progress: bool = True
+    # Slots whose (calibrated) top probability is below this are labelled "uncertain"
+    # (probabilities kept); None: always answer. Needs method score.
+    min_confidence: float | None = None
+    # Corpus jobs (--input); see llavac.predict.corpus.
+    resume: bool = False  # skip the ids already in `out` and append the rest
+    overwrite: bool = False  # replace an existing `out` (without either, it is an error)
+    strict: bool = False  # the first bad row is fatal instead of skipped and reported
+    num_workers: int | None = None  # DataLoader workers; None: the cores per process less one, <= 4
+    limit: int | None = None  # only the first N input rows (a trial run, a benchmark)
+    bucket: int = 8  # batches per length-sorted window: less padding, a few windows of memory
+    progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal
+
+    def __post_init__(self):
+        self._one_of("method", METHODS)
+        self._at_least("batch_size", 1)
+        self._at_least("num_workers", 0, optional=True)
+        self._at_least("limit", 0, optional=True)
+        self._at_least("bucket", 1)
+        self._at_least("progress_every", 0)
+        self._check("min_confidence", self.min_confidence is None
+                    or 0 <= self.min_confidence <= 1, "a probability in [0, 1] or null")
+        self._check("min_confidence", self.min_confidence is None or self.method == "score",
+                    "null with predict.method generate (it gives no probabilities)")
+
+
+@dataclass
+class CalibrateArgs(Section):
+    """``llavac calibrate``: fit one temperature per slot on the validation part."""
+
+    section: ClassVar[str] = "calibrate"
+    batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self):
+        self._at_least("batch_size", 1)
+
+
+@dataclass
+class PromptArgs(Section):
+    """``llavac prompt``: one example to show as the model sees it."""
+
+    section: ClassVar[str] = "prompt"
+    text: str | None = None
+    image: str | None = None  # None: a blank square of the processor's size stands in
+    answer: str | None = None  # e.g. "positive, neutral, positive": show the trained tokens
+
+
+@dataclass
+class RobustnessArgs(Section):
+    """``llavac robustness``: one trained run evaluated under every prompt variant."""
+
+    section: ClassVar[str] = "robustness"
+    output: str = "runs/robustness"
+    variants: str | None = None  # a variants YAML; None: llavac/configs/prompt_variants.yaml
+    part: str | None = None  # None: test (all for own data without a split)
+    method: str = "score"  # score | generate: the paper generates, so its parser is tested too
+    batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self):
+        self._one_of("part", ("train", "validation", "test", "all"), optional=True)
+        self._one_of("method", METHODS)
+        self._at_least("batch_size", 1)
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation; saved as ``config.yaml`` in its output folder."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    eval: EvalArgs = field(default_factory=EvalArgs)
+
+
+@dataclass
+class PredictConfig:
+    """One ``llavac predict`` call."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    predict: PredictArgs = field(default_factory=PredictArgs)
+
+
+@dataclass
+class CalibrateConfig:
+    """One ``llavac calibrate`` call; ``model.adapter`` is the run folder it writes into."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    calibrate: CalibrateArgs = field(default_factory=CalibrateArgs)
+
+
+@dataclass
+class PromptConfig:
+    """One ``llavac prompt`` call."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    prompt: PromptArgs = field(default_factory=PromptArgs)
+
+
+@dataclass
+class RobustnessConfig:
+    """One ``llavac robustness`` call; saved as ``config.yaml`` in its output folder."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    robustness: RobustnessArgs = field(default_factory=RobustnessArgs)

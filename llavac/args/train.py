@@ -1,0 +1,170 @@
+"""Training sections and the commands built on training: ``train``, ``experiment``,
+``sweep``. Defaults are the LLaVA task-LoRA recipe that LLaVAC fine-tunes with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from llavac.args.common import (
+    METHODS,
+    REPORT_TO,
+    SWEEP_METRICS,
+    TRAIN_METHODS,
+    DataArgs,
+    ModelArgs,
+    Section,
+)
+
+
+@dataclass
+class LoraArgs(Section):
+    """The low-rank adapters (``train.method=lora``) and the projector beside them."""
+
+    section: ClassVar[str] = "lora"
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    train_projector: bool = True  # the projector is trained in full, as in LLaVA's recipe
+    projector_lr: float | None = 2e-5  # None: the main learning rate
+
+    def __post_init__(self):
+        self._at_least("r", 1)
+        self._at_least("alpha", 1)
+        self._check("dropout", 0 <= self.dropout < 1, "a probability in [0, 1)")
+        self._check("projector_lr", self.projector_lr is None or self.projector_lr > 0,
+                    "a learning rate > 0 or null")
+
+
+@dataclass
+class TrainArgs(Section):
+    """The optimisation loop (handed to the transformers Trainer)."""
+
+    section: ClassVar[str] = "train"
+    output: str = "runs/train"
+    method: str = "lora"  # lora (the paper) | full (language model + projector; vision frozen)
+    prompt: str = "full"  # full | multimodal-only | an order such as "multimodal,text,image"
+    lr: float = 2e-4
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    batch_size: int = 16  # per device
+    grad_accum: int = 1  # effective batch = batch_size x grad_accum x devices (paper: 16)
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs; -1: train the epochs
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    max_length: int | None = 2048  # an example longer than this is an error, never truncated
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    logging_steps: int = 1
+    seed: int = 0  # data order, dropout and LoRA initialisation
+    # DataLoader workers decode and preprocess images beside the GPU: with 0, a 7B step at
+    # batch 16 waits ~100 ms (+12 %) for its batch (benchmarks/bench_data.py). The paper
+    # presets use 4; 0 keeps CPU runs and tests in one process.
+    num_workers: int = 0
+    progress: bool = True  # a progress bar on stderr (plain lines when it is not a terminal)
+    deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. llavac/configs/zero3.json
+    fsdp: str | None = None  # the Trainer's FSDP option, e.g. "full_shard auto_wrap"
+    # A prompt variants file (llavac/configs/prompt_variants.yaml): each example asks one
+    # variant, drawn by train.seed and its id; None: the fixed prompt, as in the paper.
+    prompt_variants: str | None = None
+    report_to: str = "none"  # tensorboard | wandb | mlflow | none: nothing leaves the machine
+
+    def __post_init__(self):
+        self._one_of("method", TRAIN_METHODS)
+        self._check("lr", self.lr > 0, "a learning rate > 0")
+        self._check("warmup_ratio", 0 <= self.warmup_ratio < 1, "a fraction in [0, 1)")
+        self._at_least("weight_decay", 0)
+        for key in ("batch_size", "grad_accum", "save_steps", "logging_steps"):
+            self._at_least(key, 1)
+        self._check("epochs", self.epochs > 0, "a number of epochs > 0")
+        self._check("max_steps", self.max_steps == -1 or self.max_steps >= 1,
+                    "-1 (train the epochs) or a number of steps >= 1")
+        self._at_least("max_length", 1, optional=True)
+        self._at_least("save_total_limit", 1, optional=True)
+        self._at_least("seed", 0)
+        self._at_least("num_workers", 0)
+        self._one_of("report_to", REPORT_TO)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; saved as ``config.yaml`` in its output folder."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+
+
+@dataclass
+class ExperimentArgs(Section):
+    """Which runs to make and how to evaluate them."""
+
+    section: ClassVar[str] = "experiment"
+    output: str = "runs/experiment"
+    procedures: list[str] = field(default_factory=lambda: ["qmf"])
+    folds: list[int] = field(default_factory=lambda: list(range(1, 11)))  # cheema10 only
+    seeds: list[int] = field(default_factory=lambda: [0])  # training seed (+ random811 split)
+    # Each run is evaluated with every method: generate + the strict parser is the paper's
+    # way (its numbers stand beside the paper's, with the unparseable count); score needs no
+    # parsing and gives probabilities. ``experiment.method`` still reads.
+    methods: list[str] = field(default_factory=lambda: ["generate", "score"])
+    batch_size: int = 16  # evaluation batch
+    part: str = "test"
+    # Another experiment's output folder (e.g. the multimodal-only ablation of this one):
+    # its runs of the same name are compared with this one's (llavac compare) in results.md.
+    compare_with: str | None = None
+
+    def __post_init__(self):
+        self._check("methods", bool(self.methods) and all(m in METHODS for m in self.methods)
+                    and len(set(self.methods)) == len(self.methods),
+                    "a list of distinct methods from " + ", ".join(METHODS))
+
+
+@dataclass
+class ExperimentConfig(TrainConfig):
+    """An experiment preset: the training config every run shares, plus which runs to make."""
+
+    experiment: ExperimentArgs = field(default_factory=ExperimentArgs)
+    # Cross-dataset runs: test on this data instead of the training data (e.g. train on
+    # MVSA-Single, test on MVSA-Multiple). Empty path: the training data; unset procedure /
+    # fold: the run's.
+    eval_data: DataArgs = field(default_factory=DataArgs)
+
+
+@dataclass
+class SweepArgs(Section):
+    """``llavac sweep``: an Optuna search over training settings, scored on validation."""
+
+    section: ClassVar[str] = "sweep"
+    output: str = "runs/sweep"
+    trials: int = 20  # in the study in all: a second call with more continues it
+    space: str | None = None  # a search-space YAML; None: llavac/configs/sweep_space.yaml
+    storage: str | None = None  # an Optuna storage URL; None: sqlite in output/study.db
+    study: str = "llavac"  # the study's name inside the storage
+    metric: str = "accuracy"  # of the multimodal label on the validation part (never test)
+    method: str = "score"  # how validation is predicted: score (fast) | generate
+    batch_size: int = 16  # validation batch
+    # The TPE sampler's, plus the trials already in the study; machines sharing a storage
+    # each need their own (or they start from the same draws).
+    seed: int = 0
+    # Median pruning on the training loss: a trial stops when its loss at a step is worse
+    # than the median of earlier trials at that step, once this many trials are complete.
+    startup_trials: int = 5
+    pruning: bool = True
+
+    def __post_init__(self):
+        self._at_least("trials", 1)
+        self._one_of("metric", SWEEP_METRICS)
+        self._one_of("method", METHODS)
+        self._at_least("batch_size", 1)
+        self._at_least("startup_trials", 0)
+
+
+@dataclass
+class SweepConfig(TrainConfig):
+    """A sweep: the training config every trial starts from, plus the search's settings."""
+
+    sweep: SweepArgs = field(default_factory=SweepArgs)

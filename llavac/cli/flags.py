@@ -1,0 +1,122 @@
+"""One flag table per command: each flag sets one config key (see ``llavac.config.Flag``)."""
+
+from __future__ import annotations
+
+from llavac.config import Flag
+
+DATA_FLAGS = [
+    Flag("--data", "data.path", "exported split folder, MVSA release folder, or own-data file"),
+    Flag("--procedure", "data.procedure",
+         "with a release folder: cheema10 | random811 | clmlf | qmf | none"),
+    Flag("--fold", "data.fold", "cheema10 fold, 1..10"),
+    Flag("--split-seed", "data.split_seed", "random811 shuffle seed"),
+    Flag("--strict", "data.strict", "a bad record is fatal instead of skipped and counted"),
+]
+CLASSIFIER_FLAGS = [
+    Flag("--model", "model.name", "base model: hub id, local folder or tiny-* name"),
+    Flag("--adapter", "model.adapter", "a training run folder or a peft adapter"),
+    Flag("--prompt", "model.prompt", "prompt variant: full | multimodal-only | a slot order"),
+    Flag("--dtype", "model.dtype", "float32 | bf16 | fp16 | auto"),
+    Flag("--device", "model.device", "cpu | cuda | cuda:0 ..."),
+    Flag("--image-mode", "model.image_mode",
+         "pad | crop | processor; unset: the run's, else the family's"),
+    Flag("--system", "model.system",
+         "llava_v1 | none | a system sentence; unset: the run's, else the family's"),
+]
+TRAIN_FLAGS = [
+    Flag("--model", "model.name", "hub id, local path or tiny-* name"),
+    *DATA_FLAGS,
+    Flag("--output", "train.output", "output folder"),
+    Flag("--method", "train.method", "lora | full"),
+    Flag("--max-steps", "train.max_steps", "stop after N optimizer steps"),
+    Flag("--save-steps", "train.save_steps", "checkpoint every N steps"),
+    Flag("--seed", "train.seed", "training seed (data order, dropout, LoRA init)"),
+]
+
+
+def evaluation_flags(section: str) -> list[Flag]:
+    """A classifier on one part of some data, into an output folder: ``evaluate`` and
+    ``robustness`` alike (their section names differ)."""
+    return [
+        *CLASSIFIER_FLAGS,
+        *DATA_FLAGS,
+        Flag("--part", f"{section}.part", "train | validation | test | all"),
+        Flag("--method", f"{section}.method", "score | generate"),
+        Flag("--batch-size", f"{section}.batch_size", "pairs per model call"),
+        Flag("--output", f"{section}.output", "output folder"),
+    ]
+
+
+EVAL_FLAGS = [
+    *evaluation_flags("eval"),
+    Flag("--allow-overlap", "eval.allow_overlap",
+         "report a run on records it trained on (refused otherwise)"),
+]
+PREDICT_FLAGS = [
+    *CLASSIFIER_FLAGS,
+    Flag("--image", "predict.image", "one image ..."),
+    Flag("--text", "predict.text", "... and its text"),
+    Flag("--input", "predict.input", "or a JSONL / CSV / Parquet file or exported split"),
+    Flag("--out", "predict.out", "write JSONL here instead of stdout"),
+    Flag("--method", "predict.method", "score | generate"),
+    Flag("--batch-size", "predict.batch_size", "pairs per model call"),
+    Flag("--min-confidence", "predict.min_confidence",
+         "label a slot 'uncertain' when its top probability is below P"),
+    Flag("--resume", "predict.resume", "continue the job in --out: skip the ids it holds"),
+    Flag("--overwrite", "predict.overwrite", "replace an existing --out"),
+    Flag("--strict", "predict.strict", "the first bad row is fatal (default: skip, report)"),
+    Flag("--num-workers", "predict.num_workers", "DataLoader workers opening the images"),
+    Flag("--limit", "predict.limit", "only the first N input rows"),
+]
+CALIBRATE_FLAGS = [
+    Flag("--model", "model.name", "base model (default: the one the run names)"),
+    Flag("--dtype", "model.dtype", "float32 | bf16 | fp16 | auto"),
+    Flag("--device", "model.device", "cpu | cuda | cuda:0 ..."),
+    *DATA_FLAGS,
+    Flag("--batch-size", "calibrate.batch_size", "pairs per model call"),
+]
+SERVE_FLAGS = [
+    *CLASSIFIER_FLAGS,
+    Flag("--method", "serve.method", "score | generate"),
+    Flag("--host", "serve.host", "address to bind; beyond loopback an API key is required"),
+    Flag("--port", "serve.port", "TCP port"),
+    Flag("--api-key", "serve.api_key", "required as 'Authorization: Bearer KEY' (several: "
+         "comma-separated; also read from LLAVAC_API_KEY)"),
+    Flag("--api-key-file", "serve.api_key_file", "keys, one per line"),
+    Flag("--insecure-no-auth", "serve.insecure_no_auth", "allow a non-loopback host without "
+         "any key"),
+    Flag("--max-queue", "serve.max_queue", "waiting examples; past it: 503 + Retry-After"),
+    Flag("--rate-limit", "serve.rate_limit", "requests per second per key; past it: 429"),
+    Flag("--shutdown-timeout", "serve.shutdown_timeout", "seconds SIGTERM waits for accepted "
+         "requests"),
+    Flag("--max-body-mb", "serve.max_body_mb", "largest request body"),
+    Flag("--max-text-chars", "serve.max_text_chars", "longest text"),
+    Flag("--max-batch-items", "serve.max_batch_items", "longest /v1/classify/batch list"),
+    Flag("--max-image-pixels", "serve.max_image_pixels", "largest decoded image"),
+    Flag("--max-batch-size", "serve.max_batch_size", "most examples in one model call"),
+    Flag("--max-wait-ms", "serve.max_wait_ms", "how long the queue waits to fill a batch"),
+    Flag("--log-level", "serve.log_level", "critical | error | warning | info | debug"),
+]
+
+PROMPT_FLAGS = [
+    *[flag for flag in CLASSIFIER_FLAGS if flag.key not in ("model.dtype", "model.device")],
+    Flag("--text", "prompt.text", "the text of the example"),
+    Flag("--image", "prompt.image", "its image (else a blank square stands in)"),
+    Flag("--answer", "prompt.answer", "an answer, e.g. 'positive, neutral, positive': "
+         "shows the tokens training puts the loss on"),
+]
+
+ROBUSTNESS_FLAGS = [
+    *evaluation_flags("robustness"),
+    Flag("--variants", "robustness.variants", "prompt variants YAML (default: the shipped set)"),
+]
+SWEEP_FLAGS = [
+    *(flag for flag in TRAIN_FLAGS if flag.key != "train.output"),  # each trial has its own
+    Flag("--output", "sweep.output", "output folder (study.db, trials/, best.yaml)"),
+    Flag("--trials", "sweep.trials", "finished trials the study should hold in all"),
+    Flag("--storage", "sweep.storage", "Optuna storage URL shared by several machines"),
+    Flag("--space", "sweep.space", "search-space YAML (default: the shipped one)"),
+    Flag("--metric", "sweep.metric", "validation multimodal accuracy | weighted_f1"),
+]
+
+
