@@ -67,6 +67,11 @@ def configure(quiet: bool = False, verbose: bool = False, threads: int | None = 
                                                           else logging.ERROR)
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def on_terminal() -> bool:
     """Whether stderr is a terminal, where a live progress bar can redraw itself."""
     return sys.stderr.isatty()

@@ -46,7 +46,7 @@ from llavac.predict import Classifier
 from llavac.results import collect_results, comparison_section, finished_hash, write_results
 from llavac.runinfo import results_hash, results_key
 from llavac.train import train
-from llavac.train.recipe import is_finished
+from llavac.train.recipe import is_finished, with_input_defaults
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
     # bookkeeping below runs on one rank; gloo on CPU, and the Trainer's own 30-minute
     # timeout, since the other ranks wait while the main process evaluates a 7B model.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
+    config = with_input_defaults(config)  # as each run records them, so finished runs match
     output = Path(config.experiment.output)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)

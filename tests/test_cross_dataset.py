@@ -30,7 +30,7 @@ def test_single_to_multiple_experiment_names_both_sources(tmp_path, capsys):
                                        annotators=3)
     config = load_config(ExperimentConfig, "tiny_experiment", [
         f"data.path={single}", f"eval_data.path={multiple}", "experiment.procedures=random811",
-        f"experiment.output={tmp_path / 'exp'}", "train.max_steps=3",
+        f"experiment.output={tmp_path / 'exp'}", "train.max_steps=3", "experiment.methods=score",
     ])
     run_experiment(config)
     with (tmp_path / "exp" / "results.csv").open() as f:

@@ -83,12 +83,12 @@ def _add_data_commands(subparsers) -> None:
                                         parser_class=Parser)
 
     check = _command(data_commands, "check", "read everything, report what is wrong",
-                     commands.run_data_check)
+                     commands.data_check_command)
     check.add_argument("path", type=Path, help="MVSA release folder or own-data JSONL / CSV")
     check.add_argument("--json", action="store_true", help="one JSON object instead of text")
 
     export = _command(data_commands, "export", "write the parts of a split as JSONL",
-                      commands.run_data_export)
+                      commands.data_export_command)
     export.add_argument("path", type=Path, help="MVSA release folder or own-data JSONL / CSV")
     export.add_argument("--procedure", required=True, type=str.lower,
                         choices=["cheema10", "random811", "clmlf", "qmf", "none"],
@@ -119,41 +119,41 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_commands(subparsers) -> None:
     """Training, prediction and evaluation: the commands that run a model on data."""
     fit = _config_command(subparsers, "train", "LoRA fine-tuning (the paper's recipe by default)",
-                          TrainConfig, TRAIN_FLAGS, commands.run_train)
+                          TrainConfig, TRAIN_FLAGS, commands.train_command)
     fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     _overwrite(fit)
     _config_command(subparsers, "predict", "label image + text pairs", PredictConfig,
-                    PREDICT_FLAGS, commands.run_predict)
+                    PREDICT_FLAGS, commands.predict_command)
     _config_command(subparsers, "prompt", "show one example exactly as the model sees it",
-                    PromptConfig, PROMPT_FLAGS, commands.run_prompt)
+                    PromptConfig, PROMPT_FLAGS, commands.prompt_command)
     _overwrite(_config_command(subparsers, "evaluate", "metrics, predictions and plots on one "
-                               "split part", EvalConfig, EVAL_FLAGS, commands.run_evaluate))
+                               "split part", EvalConfig, EVAL_FLAGS, commands.evaluate_command))
     calibrate = _config_command(
         subparsers, "calibrate", "temperature scaling: fit one temperature per slot on the "
         "validation part (by NLL) and write RUN/calibration.json, which predict, evaluate and "
-        "serve apply", CalibrateConfig, CALIBRATE_FLAGS, commands.run_calibrate)
+        "serve apply", CalibrateConfig, CALIBRATE_FLAGS, commands.calibrate_command)
     calibrate.usage = "llavac calibrate RUN [options] [key=value ...]  (RUN: a training run)"
     compare = _command(subparsers, "compare", "paired comparison of two evaluation folders "
-                       "(bootstrap, McNemar)", commands.run_compare)
+                       "(bootstrap, McNemar)", commands.compare_command)
     compare.add_argument("eval_a", type=Path, metavar="EVAL_A", help="an evaluate output folder")
     compare.add_argument("eval_b", type=Path, metavar="EVAL_B", help="another, same test ids")
     compare.add_argument("--json", action="store_true", help="one JSON object instead of text")
     _overwrite(_config_command(subparsers, "experiment", "train + evaluate procedures x folds x "
                                "seeds; results.csv and the paper-shaped table",
-                               ExperimentConfig, [], commands.run_experiment))
+                               ExperimentConfig, [], commands.experiment_command))
     robust = _config_command(
         subparsers, "robustness", "one trained run under every prompt variant: how much its "
         "labels move (llavac robustness RUN --data D --output O)", RobustnessConfig,
-        ROBUSTNESS_FLAGS, commands.run_robustness)
+        ROBUSTNESS_FLAGS, commands.robustness_command)
     robust.usage = "llavac robustness RUN [--data D] [--output O] [flags] [key=value ...]"
     _config_command(subparsers, "sweep", "Optuna hyperparameter search on the validation "
                     "part; same flags and overrides as train", SweepConfig, SWEEP_FLAGS,
-                    commands.run_sweep)
+                    commands.sweep_command)
 
 
 def _add_demo_and_serving_commands(subparsers) -> None:
     demo = _command(subparsers, "demo", "the whole pipeline on a synthetic release",
-                    commands.run_demo)
+                    commands.demo_command)
     demo.add_argument("--output", default="runs/demo", help="output folder [default: "
                       "runs/demo]")
     demo.add_argument("--data", help="a real release folder instead of the synthetic one")
@@ -166,10 +166,10 @@ def _add_demo_and_serving_commands(subparsers) -> None:
 
     _config_command(subparsers, "serve", "HTTP API and web page around one model (API keys, "
                     "backpressure, /metrics, draining on SIGTERM)", ServeConfig, SERVE_FLAGS,
-                    commands.run_serve)
+                    commands.serve_command)
     export = _command(subparsers, "export", "a training run as one folder that plain "
                       "transformers loads: merged model, processor, model card",
-                      commands.run_export)
+                      commands.export_command)
     export.add_argument("run_folder", type=Path, metavar="RUN", help="a training run folder")
     export.add_argument("--output", type=Path, required=True, help="the folder to write")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")

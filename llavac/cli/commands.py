@@ -28,10 +28,10 @@ from llavac.cli.flags import (
     TRAIN_FLAGS,
 )
 from llavac.config import config_from_args
-from llavac.console import log
+from llavac.console import is_main_process, log
 
 
-def run_data_check(args: argparse.Namespace) -> int:
+def data_check_command(args: argparse.Namespace) -> int:
     from llavac.data.check import check_path
 
     report = check_path(args.path)
@@ -39,7 +39,7 @@ def run_data_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def run_data_export(args: argparse.Namespace) -> int:
+def data_export_command(args: argparse.Namespace) -> int:
     from llavac.data.export import export_split
 
     export_split(args.path, procedure=args.procedure.lower(), fold=args.fold,
@@ -47,7 +47,7 @@ def run_data_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_train(args: argparse.Namespace) -> int:
+def train_command(args: argparse.Namespace) -> int:
     from llavac.hub import DEFAULT_MODEL_SIZES, require_reachable
     from llavac.runinfo import claim_output
 
@@ -91,7 +91,7 @@ def _wrote(folder: Path, what: str) -> None:
     log.info(f"wrote {folder}: {what}")
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
+def evaluate_command(args: argparse.Namespace) -> int:
     from llavac.evaluation import evaluate
     from llavac.evaluation.metrics import hints
     from llavac.runinfo import claim_output
@@ -109,7 +109,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def predict_command(args: argparse.Namespace) -> int:
     from llavac.data import open_rgb
     from llavac.predict import Classifier, write_predictions
     from llavac.predict.corpus import predict_corpus
@@ -140,7 +140,7 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_calibrate(args: argparse.Namespace) -> int:
+def calibrate_command(args: argparse.Namespace) -> int:
     from llavac.evaluation.calibrate import calibrate
 
     # RUN shares the positionals with the key=value overrides, so that it may stand before
@@ -161,7 +161,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_compare(args: argparse.Namespace) -> int:
+def compare_command(args: argparse.Namespace) -> int:
     import json
 
     from llavac.evaluation.compare import compare_evaluations, format_comparison
@@ -171,7 +171,7 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_prompt(args: argparse.Namespace) -> int:
+def prompt_command(args: argparse.Namespace) -> int:
     from llavac.predict.view import view_prompt
 
     view = view_prompt(config_from_args(PromptConfig, args, PROMPT_FLAGS))
@@ -201,18 +201,20 @@ def _image_line(facts: dict) -> str:
     return f"{line} -> {pixels} pixels ({facts['image_mode']})"
 
 
-def run_experiment(args: argparse.Namespace) -> int:
+def experiment_command(args: argparse.Namespace) -> int:
     from llavac.experiment import claim_experiment, run_experiment
 
     config = config_from_args(ExperimentConfig, args, [])
-    claim_experiment(config, args.overwrite)
+    if is_main_process():  # under torchrun: one rank checks the folder and reports
+        claim_experiment(config, args.overwrite)
     output = run_experiment(config)
-    print((output / "results.md").read_text(encoding="utf-8"))
-    _wrote(output, "results.csv, results.md, runs/<run>/train and eval")
+    if is_main_process():
+        print((output / "results.md").read_text(encoding="utf-8"))
+        _wrote(output, "results.csv, results.md, runs/<run>/train and eval")
     return 0
 
 
-def run_robustness(args: argparse.Namespace) -> int:
+def robustness_command(args: argparse.Namespace) -> int:
     from llavac.robustness import robustness
 
     # RUN is the one positional without "=" (argparse cannot put a positional before the
@@ -228,7 +230,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_sweep(args: argparse.Namespace) -> int:
+def sweep_command(args: argparse.Namespace) -> int:
     from llavac.sweep import run_sweep
 
     config = config_from_args(SweepConfig, args, SWEEP_FLAGS)
@@ -239,7 +241,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def demo_command(args: argparse.Namespace) -> int:
     from llavac.demo import run_demo
     from llavac.runinfo import claim_output
 
@@ -248,7 +250,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def serve_command(args: argparse.Namespace) -> int:
     import logging
 
     from llavac.serve import serve
@@ -263,7 +265,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_export(args: argparse.Namespace) -> int:
+def export_command(args: argparse.Namespace) -> int:
     from llavac.export import export_run
 
     print(f"exported: {export_run(args.run_folder, args.output, overwrite=args.overwrite)}")

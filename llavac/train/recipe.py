@@ -37,7 +37,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from llavac.args import LoraArgs, TrainArgs, TrainConfig
 from llavac.config import save_config
-from llavac.console import log
+from llavac.console import is_main_process, log
 from llavac.data import Record, load_data
 from llavac.labels import slot_labels
 from llavac.leakage import trained_on
@@ -321,8 +321,3 @@ def trainer_arguments(args: TrainArgs, checkpoints: Path) -> TrainingArguments:
         # Under torchrun on CPU the processes talk through gloo (NCCL needs GPUs).
         ddp_backend="gloo" if distributed and not on_cuda else None,
     )
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate launch, or the only process."""
-    return int(os.environ.get("RANK", "0")) == 0
