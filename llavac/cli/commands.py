@@ -76,14 +76,15 @@ def _require_data(path: str | None) -> None:
         raise FileNotFoundError(f"--data {path}: no such file or folder")
 
 
-def _report_records(manifest_path: Path, part: str) -> None:
-    """The one line on records used and skipped, from a run's or evaluation's manifest."""
+def _report_records(manifest_path: Path, part: str, used: int | None = None) -> None:
+    """The one line on records used and skipped, from a run's or evaluation's manifest
+    (``used``: the count, where the manifest does not hold it)."""
     import json
 
     from llavac.data.records import usage_line
 
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    used = manifest.get("train_records") or manifest.get("records")
+    used = manifest.get("train_records") if used is None else used
     log.info(usage_line(manifest["data"], used, part))
 
 
@@ -104,7 +105,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print((output / "summary.md").read_text(encoding="utf-8"))
     for hint in hints(metrics):
         log.info(hint)
-    _report_records(output / "manifest.json", metrics["part"])
+    _report_records(output / "manifest.json", metrics["part"], metrics["records"])
     _wrote(output, "metrics.json, predictions.jsonl, summary.md, confusion_*.png, config.yaml")
     return 0
 
