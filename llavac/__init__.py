@@ -1,3 +1,3 @@
 """llavac: a vision-language model as a multimodal sentiment classifier (LLaVAC)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
