@@ -80,8 +80,9 @@ def on_terminal() -> bool:
 class Progress:
     """A tqdm bar on a terminal, periodic plain log lines elsewhere; silent when quiet."""
 
-    def __init__(self, total: int | None, desc: str, unit: str = "pair", enabled: bool = True):
-        self.total, self.desc, self.unit = total, desc, unit
+    def __init__(self, total: int | None, desc: str, unit: str = "pair", enabled: bool = True,
+                 every: float = PLAIN_EVERY_S):
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.enabled = enabled and log.isEnabledFor(logging.INFO)
         self.bar = tqdm(total=total, desc=desc, unit=unit) if self.enabled and on_terminal() \
             else None
@@ -91,7 +92,7 @@ class Progress:
         self.n += n
         if self.bar is not None:
             self.bar.update(n)
-        elif self.enabled and time.perf_counter() - self.last_line >= PLAIN_EVERY_S:
+        elif self.enabled and time.perf_counter() - self.last_line >= self.every:
             self._line()
 
     def _line(self) -> None:

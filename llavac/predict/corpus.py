@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from llavac.args import ClassifierArgs, PredictArgs, PredictConfig
+from llavac.console import Progress
 from llavac.data.records import Problem
 from llavac.data.stream import count_rows, stream_records
 from llavac.predict import outfile
@@ -204,34 +204,6 @@ class _Sink:
                 stream.close()
 
 
-class _Progress:
-    """pairs/s and ETA: a tqdm bar on a terminal, else a plain line every ``every`` seconds
-    (log files of batch jobs); the main rank only."""
-
-    def __init__(self, total: int, job: PredictArgs, shard: Shard):
-        self.on = job.progress and shard.main
-        self.tty = sys.stderr.isatty()
-        self.total, self.every = total, job.progress_every
-        self.bar = tqdm(total=total, desc=f"predicting ({job.method})", unit="row",
-                        disable=not (self.on and self.tty), dynamic_ncols=True)
-        self.start = self.last = time.perf_counter()
-        self.rows = 0
-
-    def update(self, rows: int, summary: CorpusSummary) -> None:
-        self.rows += rows
-        self.bar.update(rows)
-        now = time.perf_counter()
-        if self.on and not self.tty and now - self.last >= self.every:
-            self.last = now
-            rate = summary.predicted / (now - self.start)
-            eta = (self.total - self.rows) / rate if rate else float("nan")
-            print(f"predict: {self.rows}/{self.total} rows, {rate:.1f} pairs/s, "
-                  f"ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def _shard_rows(job: PredictArgs, shard: Shard) -> int:
     rows = count_rows(job.input, job.limit)
     return rows // shard.world + (shard.rank < rows % shard.world)
@@ -249,7 +221,9 @@ def _run(classifier: Classifier, job: PredictArgs, shard: Shard, files: _Files) 
     summary = CorpusSummary(out=str(files.out) if files.out else None,
                             errors=str(outfile.errors_path(files.out)) if files.out else None)
     skipped: Counter = Counter()
-    sink, progress = _Sink(files, shard), _Progress(_shard_rows(job, shard), job, shard)
+    sink = _Sink(files, shard)
+    progress = Progress(_shard_rows(job, shard), f"predicting ({job.method})", unit="row",
+                        enabled=job.progress and shard.main, every=job.progress_every)
     start, batches = time.perf_counter(), 0
     try:
         for ready in classifier.predict_stream(stream, job.method, workers):
@@ -272,7 +246,7 @@ def _run(classifier: Classifier, job: PredictArgs, shard: Shard, files: _Files) 
             if batches % job.bucket == 0:  # about once a window, as the workers do
                 release_memory()
             summary.elapsed_s = time.perf_counter() - start
-            progress.update(len(ready), summary)
+            progress.update(len(ready))
     finally:
         sink.close()
         progress.close()
