@@ -14,6 +14,7 @@ from PIL import Image
 from llavac.args import TrainConfig
 from llavac.config import save_config
 from llavac.labels import LABELS
+from llavac.models import peft_wrapping
 from llavac.serve import create_app
 
 PROMPT = "multimodal,text,image"  # not the default: the export must carry it
@@ -32,7 +33,8 @@ def lora_run(tmp_path_factory):
     lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                       target_modules=language_model_linear_names(model),
                       modules_to_save=projector_module_names(model))
-    get_peft_model(model, lora).save_pretrained(run / "adapter")
+    with peft_wrapping():  # peft reads a property transformers 5 deprecated
+        get_peft_model(model, lora).save_pretrained(run / "adapter")
     processor.save_pretrained(run / "processor")
     config = TrainConfig()
     config.model.name, config.model.seed, config.model.dtype = "tiny-llava", 2, "float32"
