@@ -43,6 +43,15 @@ def _launch(p):
     )
 
 
+def _wait_for_model_line(page, text: str) -> None:
+    """Until the page's model line says ``text``. Playwright's assertion polls from its own
+    script world: a string predicate (wait_for_function) would be eval'd in the page, which
+    the page's Content-Security-Policy (no 'unsafe-eval') refuses."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#model-line")).to_contain_text(text, timeout=60_000)
+
+
 def _classify_on_page(page, image_path: Path, text: str) -> dict:
     """Upload, classify and read back the labels the page shows."""
     page.set_input_files("#image", str(image_path))
@@ -85,8 +94,7 @@ def test_page_classifies_an_upload_like_the_api(sync_playwright, tmp_path):
                 page.on("pageerror", lambda error: problems.append(str(error)))
 
                 page.goto(server.url + "/")
-                page.wait_for_function("document.getElementById('model-line')"
-                                       ".textContent.includes('tiny-llava')")
+                _wait_for_model_line(page, "tiny-llava")
                 assert not page.is_visible("#auth")  # no key configured: nothing to ask
                 shown = _classify_on_page(page, image_path, text)
                 error_box = page.inner_text("#error")
@@ -119,18 +127,15 @@ def test_page_asks_for_the_key_once_per_tab(sync_playwright, tmp_path):
                 page.wait_for_selector("#auth", state="visible")
                 page.fill("#api-key", "wrong-key")
                 page.click("#key-save")
-                page.wait_for_function("document.getElementById('model-line')"
-                                       ".textContent.includes('not accepted')")
+                _wait_for_model_line(page, "not accepted")
                 assert page.is_visible("#auth")  # a wrong key is refused and asked again
                 page.fill("#api-key", "page-secret")
                 page.click("#key-save")
-                page.wait_for_function("document.getElementById('model-line')"
-                                       ".textContent.includes('tiny-llava')")
+                _wait_for_model_line(page, "tiny-llava")
                 assert not page.is_visible("#auth")
                 shown = _classify_on_page(page, image_path, text)
                 page.reload()  # same tab: the key is kept, nothing is asked again
-                page.wait_for_function("document.getElementById('model-line')"
-                                       ".textContent.includes('tiny-llava')")
+                _wait_for_model_line(page, "tiny-llava")
                 assert not page.is_visible("#auth")
                 stored = page.evaluate("sessionStorage.getItem('llavac-api-key')")
                 fresh_tab = browser.new_page()  # another tab starts without it
