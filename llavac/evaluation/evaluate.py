@@ -27,10 +27,10 @@ from llavac.evaluation.report import (
     gold_labels,
     slot_reports,
     uncertainty_lines,
-    write_predictions_with_gold,
+    with_gold,
 )
 from llavac.leakage import check_overlap
-from llavac.predict import Classifier
+from llavac.predict import Classifier, write_predictions
 from llavac.runinfo import provenance_versions, results_hash, write_json, write_run_files
 
 
@@ -74,7 +74,7 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    write_predictions_with_gold(predictions, records, output / "predictions.jsonl")
+    write_predictions(with_gold(predictions, records), output / "predictions.jsonl")
     write_json(metrics, output / "metrics.json")
     write_plots(metrics, gold, predictions, output)
     (output / "summary.md").write_text(summary(metrics, classifier.source, data),

@@ -18,7 +18,6 @@ The formulas are in :mod:`llavac.evaluation.calibration` and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,17 +114,13 @@ def calibration_plots(gold: dict[str, list], predictions: Sequence, title: str,
     return paths
 
 
-def write_predictions_with_gold(predictions: Sequence, records: Sequence,
-                                path: Path) -> Path:
-    """``predictions.jsonl`` with each record's gold labels (``gold: {slot: label}``), so a
-    folder can be compared with another (``llavac compare``) without the data."""
-    with path.open("w", encoding="utf-8") as f:
-        for prediction, record in zip(predictions, records, strict=True):
-            row = json.loads(prediction.to_json())
-            row["gold"] = {slot: label for slot, label in slot_labels(record).items()
+def with_gold(predictions: Sequence, records: Sequence) -> Sequence:
+    """``predictions`` carrying each record's gold labels (``gold: {slot: label}``), so that
+    ``predictions.jsonl`` can be compared with another (``llavac compare``) without the data."""
+    for prediction, record in zip(predictions, records, strict=True):
+        prediction.gold = {slot: label for slot, label in slot_labels(record).items()
                            if label is not None}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
+    return predictions
 
 
 def _interval(values: list[float]) -> str:

@@ -65,6 +65,7 @@ class Prediction:
     multimodal_label: str | None = None
     probabilities: dict[str, dict[str, float]] | None = None
     answer: str | None = None
+    gold: dict[str, str] | None = None  # the record's labels, set by evaluate
 
     def label(self, slot: str) -> str | None:
         return getattr(self, SLOT_FIELDS[slot])
@@ -94,9 +95,10 @@ class Prediction:
         return self
 
     def to_json(self) -> str:
-        """The labels always; ``probabilities`` or ``answer``, whichever the method gave."""
+        """The labels always; ``probabilities`` or ``answer``, whichever the method gave, and
+        ``gold`` when evaluation set it."""
         fields = asdict(self)
-        for optional in ("probabilities", "answer"):
+        for optional in ("probabilities", "answer", "gold"):
             if fields[optional] is None:
                 del fields[optional]
         return json.dumps(fields, ensure_ascii=False)

@@ -189,7 +189,8 @@ def with_input_defaults(config: TrainConfig) -> TrainConfig:
 
 
 def setup(config: TrainConfig) -> Setup:
-    """Load the training records and the model, and make the model trainable."""
+    """Load the training records and the model, and make the model trainable (``config``
+    with its input defaults filled in, as ``train`` passes it)."""
     split = load_data(config.data)
     # The paper trains on the train split only: no validation set, no early stopping. Own data
     # without a split (procedure "none") is trained on all of it. load_split has opened every
@@ -198,7 +199,6 @@ def setup(config: TrainConfig) -> Setup:
     part, records = split.part(None, default="train")
     if not records:
         raise ValueError(f"no trainable records in {config.data.path} (the {part} part is empty)")
-    config = with_input_defaults(config)
     fmt = PromptFormat.from_name(config.train.prompt, config.model.system)
     require_labels(records, fmt, config.data.path)
     # train.prompt_variants: every example asks one variant of the question (robustness),
