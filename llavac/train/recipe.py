@@ -189,8 +189,8 @@ def with_input_defaults(config: TrainConfig) -> TrainConfig:
 
 
 def setup(config: TrainConfig) -> Setup:
-    """Load the training records and the model, and make the model trainable (``config``
-    with its input defaults filled in, as ``train`` passes it)."""
+    """Load the training records and the model, and make the model trainable."""
+    config = with_input_defaults(config)  # a no-op after train(); setup() is public too
     split = load_data(config.data)
     # The paper trains on the train split only: no validation set, no early stopping. Own data
     # without a split (procedure "none") is trained on all of it. load_split has opened every
