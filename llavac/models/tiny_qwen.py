@@ -45,7 +45,7 @@ def _qwen_parts(sizes: TinySizes, processor_class):
                                 add_bos=False, eos="<|im_end|>")  # Qwen's tokenizer adds none
     text = text_kwargs(sizes, tokenizer)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6,
-                               "mrope_section": mrope_section(text.pop("head_dim"))}
+                               "mrope_section": mrope_section(text["head_dim"])}
     token_ids = {
         "image_token_id": tokenizer.image_token_id,
         "video_token_id": tokenizer.video_token_id,
