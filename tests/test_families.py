@@ -66,12 +66,13 @@ def test_trains_two_steps_then_predicts_exports_and_serves(name, synthetic_relea
 
 
 @pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen2-vl"])
-def test_qwen_processor_loads_without_a_video_processor_and_saves_an_ordinary_folder(
+def test_qwen_processors_load_without_a_video_processor_from_saved_and_hub_folders(
         name, tmp_path):
     """llavac builds Qwen processors from their image processor and tokenizer alone, on every
-    machine; the folder they save names the family's processor, and the video processor's
-    settings as a Qwen checkpoint keeps them (the image processor's), so plain transformers
-    loads it wherever torchvision is installed, and names torchvision where it is not."""
+    machine, from its own saved folders and from a hub checkpoint's layout alike. The folder
+    they save names the family's processor, and the video processor's settings as a Qwen
+    checkpoint keeps them (the image processor's), so plain transformers loads it wherever
+    torchvision is installed, and names torchvision where it is not."""
     import transformers
     from transformers import AutoProcessor
     from transformers.utils import is_torchvision_available
@@ -92,6 +93,20 @@ def test_qwen_processor_loads_without_a_video_processor_and_saves_an_ordinary_fo
     ours, again = (p(images=[image], text=[prompt], return_tensors="pt")
                    for p in (processor, reloaded))
     assert ours.keys() == again.keys() and all(torch.equal(ours[k], again[k]) for k in ours)
+    # A hub checkpoint's layout: no processor_config.json; the image processor's file names
+    # the processor class, the chat template has its own file.
+    hub = tmp_path / "hub"
+    model.save_pretrained(hub)
+    processor.image_processor.save_pretrained(hub)
+    processor.tokenizer.save_pretrained(hub)
+    (hub / "chat_template.json").write_text(json.dumps({"chat_template": processor.chat_template}))
+    images_file = hub / "preprocessor_config.json"
+    images_file.write_text(json.dumps({**json.loads(images_file.read_text()),
+                                       "processor_class": family_class.__name__}))
+    from_hub = load_processor(str(hub))
+    assert type(from_hub) is type(processor) and from_hub.chat_template == processor.chat_template
+    assert torch.equal(from_hub(images=[image], text=[prompt], return_tensors="pt")["input_ids"],
+                       ours["input_ids"])
     if is_torchvision_available():
         plain = AutoProcessor.from_pretrained(tmp_path)
         assert type(plain) is family_class and plain.video_processor is not None
