@@ -44,7 +44,7 @@ class Qwen2VLProcessor(_WithoutVideo, transformers.Qwen2VLProcessor):
     """``transformers.Qwen2VLProcessor`` for images (and text) only."""
 
 
-class Qwen2_5_VLProcessor(_WithoutVideo, transformers.Qwen2_5_VLProcessor):  # noqa: N801 (the family's name)
+class Qwen2_5_VLProcessor(_WithoutVideo, transformers.Qwen2_5_VLProcessor):
     """``transformers.Qwen2_5_VLProcessor`` for images (and text) only."""
 
 

@@ -14,7 +14,9 @@ markers, so the properties the training code relies on hold for all of them at o
   when the conversation brings none.
 
 The bos token is *not* part of the templates: the tiny tokenizers add it when encoding, as
-Llama's does, so rendering then encoding never doubles it.
+Llama's does, so rendering then encoding never doubles it. A family whose template writes
+its first token itself (SmolVLM's ``<|im_start|>``, ``begin``) gets a tokenizer that adds
+none.
 """
 
 from __future__ import annotations
