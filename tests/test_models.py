@@ -29,6 +29,9 @@ IMAGE_TOKENS = {
     "tiny-paligemma": 16,
     "tiny-gemma3": 16,
     "tiny-idefics3": 4,
+    "tiny-qwen2-vl": 4,
+    "tiny-qwen2.5-vl": 4,
+    "tiny-smolvlm": 5,  # 2x2 tiles of the image resized to 64x64, and the global view
 }
 
 

@@ -69,7 +69,8 @@ def _train_and_evaluate(name: str, release, tmp_path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tiny-llava-next", "tiny-gemma3", "tiny-idefics3"])
+@pytest.mark.parametrize("name", ["tiny-llava-next", "tiny-gemma3", "tiny-idefics3",
+                                  "tiny-smolvlm", "tiny-qwen2-vl", "tiny-qwen2.5-vl"])
 def test_other_tiny_families_learn_the_task(name, demo_sized_release, tmp_path):
     metrics = _train_and_evaluate(name, demo_sized_release, tmp_path)
     assert metrics["slots"]["multimodal"]["accuracy"] >= 0.9, metrics["slots"]["multimodal"]

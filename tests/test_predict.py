@@ -129,6 +129,32 @@ def test_cached_scoring_equals_full_forward_incl_multi_token_candidates(name):
                                atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("name", tiny_names())
+def test_scoring_gives_generated_tokens_the_log_probabilities_generate_chose_them_by(name):
+    """Whatever greedy decoding writes (untrained: arbitrary tokens), the scorer's cached
+    continuation pass reads it with the log-probabilities ``generate`` had at each step, in
+    a left-padded batch of different image sizes and text lengths. Both see one model with
+    one set of positions (M-RoPE included), so they agree wherever the answer parses."""
+    classifier = Classifier.from_pretrained(name, dtype="float32", device="cpu")
+    images, texts = zip(*_pairs(3), strict=True)
+    batch = encode_prompts(classifier.processor, classifier.fmt, images, list(texts),
+                           classifier.model)
+    eos = classifier.processor.tokenizer.eos_token_id
+    with torch.no_grad():
+        out = classifier.model.generate(**batch.inputs, max_new_tokens=4, do_sample=False,
+                                        output_logits=True, return_dict_in_generate=True)
+    written = out.sequences[:, batch.inputs["input_ids"].shape[1]:]
+    step_logprobs = torch.stack(out.logits, 1).float().log_softmax(-1)
+    chosen = step_logprobs.gather(-1, written[..., None])[..., 0]
+    sequences, expected = [], []
+    for tokens, logprobs in zip(written.tolist(), chosen, strict=True):
+        n = tokens.index(eos) + 1 if eos in tokens else len(tokens)  # nothing after eos counts
+        sequences.append((tuple(tokens[:n]),))
+        expected.append(logprobs[:n].sum())
+    scored = classifier.scorer.loglik(classifier.scorer.prefill(batch), sequences)[:, 0]
+    torch.testing.assert_close(scored, torch.stack(expected), atol=1e-4, rtol=0)
+
+
 def test_prefix_lm_cached_scoring_equals_suffix_forward(tiny_paligemma):
     """PaliGemma: the prompt is prefilled as a bidirectional prefix and the candidates are
     scored as the causal suffix, with the tokens the processor gives a suffix."""

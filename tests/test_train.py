@@ -19,7 +19,13 @@ from safetensors.torch import load_file
 
 from llavac.data import load_split
 from llavac.labels import slot_labels
-from llavac.models import is_prefix_lm, load_model, tiny_names
+from llavac.models import (
+    is_prefix_lm,
+    load_model,
+    projector_module_names,
+    tiny_names,
+    vision_tower_name,
+)
 from llavac.prompt import PromptFormat
 from llavac.train import LoraArgs, train
 from llavac.train.collator import IGNORE_INDEX, TrainCollator
@@ -78,16 +84,20 @@ def test_prefix_lm_answer_cannot_leak_into_the_prompt(records):
 @pytest.mark.parametrize("name", tiny_names())
 def test_what_is_trained(name):
     """LoRA: adapters on the language model and the projector in full; full fine-tuning:
-    everything but the vision tower. The vision tower is frozen either way."""
+    everything but the vision tower. The vision tower is frozen either way, except a
+    projector that sits inside it (Qwen2-VL's ``visual.merger``)."""
     lora = make_trainable(load_model(name)[0], LoraArgs(r=4, alpha=8))
-    trained = {n for n, p in lora.named_parameters() if p.requires_grad}
+    trained = {n.removeprefix("base_model.model.") for n, p in lora.named_parameters()
+               if p.requires_grad}
     assert trained and all("lora_" in n or "modules_to_save" in n for n in trained)
-    assert not any("vision" in n for n in trained)
+    tower, projector = vision_tower_name(lora) + ".", tuple(projector_module_names(lora))
+    assert not any(n.startswith(tower) and not n.startswith(projector) for n in trained)
     assert any("modules_to_save" in n for n in trained)
 
     full = make_trainable(load_model(name)[0], LoraArgs(), "full")
     frozen = {n for n, p in full.named_parameters() if not p.requires_grad}
-    assert frozen and all("vision" in n for n in frozen)
+    assert frozen and all(n.startswith(tower) for n in frozen)
+    assert all(p.requires_grad for n, p in full.named_parameters() if n.startswith(projector))
 
 
 def test_paper_lora_trains_exactly_the_lora_matrices_and_the_projector():

@@ -21,11 +21,14 @@ from llavac.models.inputs import (
 )
 from llavac.models.introspect import (
     PROJECTOR_NAMES,
+    frozen_vision_parameters,
     is_prefix_lm,
     language_model_linear_names,
     model_facts,
     model_family,
+    multimodal_rope_index,
     projector_module_names,
+    vision_tower_name,
 )
 from llavac.models.quiet import peft_wrapping
 from llavac.models.tiny import build_tiny, is_tiny_name, tiny_names
@@ -41,6 +44,7 @@ __all__ = [
     "apply_image_mode",
     "describe_image",
     "four_bit_config",
+    "frozen_vision_parameters",
     "input_defaults",
     "is_prefix_lm",
     "is_tiny_name",
@@ -50,9 +54,11 @@ __all__ = [
     "model_family",
     "model_type",
     "model_facts",
+    "multimodal_rope_index",
     "peft_wrapping",
     "projector_module_names",
     "resolve_dtype",
     "resolve_inputs",
     "tiny_names",
+    "vision_tower_name",
 ]

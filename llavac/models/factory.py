@@ -9,19 +9,20 @@ keep their own chat template; tiny models carry the one they were built with.
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 import torch
 from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
-    AutoProcessor,
     PreTrainedModel,
     ProcessorMixin,
 )
 
 from llavac.hub import require_reachable
 from llavac.models.introspect import PROJECTOR_NAMES
-from llavac.models.tiny import TINY_PREFIX, build_tiny, is_tiny_name
+from llavac.models.processors import processor_loader
+from llavac.models.tiny import build_tiny, is_tiny_name, tiny_model_type
 
 _DTYPES = {
     "float32": torch.float32,
@@ -51,17 +52,24 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
 
 def model_type(name_or_path: str) -> str:
     """The family (``config.model_type``) of a model name, without loading its weights."""
-    if is_tiny_name(name_or_path):  # each tiny family is named after its model_type
-        return name_or_path.removeprefix(TINY_PREFIX).replace("-", "_")
+    if is_tiny_name(name_or_path):
+        return tiny_model_type(name_or_path)
     return AutoConfig.from_pretrained(name_or_path).model_type
 
 
-def load_processor(name_or_path: str, seed: int = 0) -> ProcessorMixin:
+def load_processor(name_or_path: str, seed: int = 0, saved: str | Path | None = None
+                   ) -> ProcessorMixin:
     """The processor :func:`load_model` would return, without loading a real model's weights
-    (a tiny model is built whole: it takes a second)."""
-    if is_tiny_name(name_or_path):
+    (a tiny model is built whole: it takes a second).
+
+    ``saved``: a processor folder saved for this model (a training run's ``processor/``), read
+    instead of the model's own. Families whose transformers processor also takes videos
+    (Qwen2-VL, Qwen2.5-VL) load through their image-only class on every machine
+    (:mod:`llavac.models.processors`), the others through ``AutoProcessor``.
+    """
+    if saved is None and is_tiny_name(name_or_path):
         return build_tiny(name_or_path, seed)[1]
-    return AutoProcessor.from_pretrained(name_or_path)
+    return processor_loader(model_type(name_or_path)).from_pretrained(saved or name_or_path)
 
 
 def _tiny_device(device_map) -> torch.device:
@@ -159,7 +167,7 @@ def load_model(
     if quantization is not None and device_map is None:
         device_map = {"": torch.cuda.current_device()}
     require_reachable(name_or_path)
-    processor = AutoProcessor.from_pretrained(name_or_path)
+    processor = load_processor(name_or_path)
     model = AutoModelForImageTextToText.from_pretrained(
         name_or_path,
         dtype=torch_dtype,

@@ -19,8 +19,9 @@ processor resizes it (transformers' own ``LlavaImageProcessor(do_pad=True)``); `
 resizes the short side and centre-crops (what the CLIP processor of ``llava-hf`` checkpoints
 does); ``processor`` leaves the processor as the checkpoint ships it. ``pad`` and ``crop``
 apply to the fixed-resolution square inputs of LLaVA-1.5 (CLIP / LLaVA image processors);
-other families (LLaVA-NeXT's tiles, PaliGemma's squash-resize, Idefics3's splits, Gemma3)
-keep ``processor``. The system choice is rendered by :func:`llavac.prompt.render`.
+other families (LLaVA-NeXT's tiles, PaliGemma's squash-resize, Idefics3's and SmolVLM's
+splits, Gemma3, Qwen2-VL's aspect-keeping resize) keep ``processor``. The system choice is
+rendered by :func:`llavac.prompt.render`.
 """
 
 from __future__ import annotations
@@ -90,9 +91,15 @@ def describe_image(processor, mode: str, image: Image.Image) -> dict:
     """What preprocessing does to ``image`` under ``mode``: its size, the padding (left, top,
     right, bottom pixels and colour) or the crop, and the size of the pixels the model gets."""
     width, height = image.size
-    pixels = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    output = processor.image_processor(images=[image], return_tensors="pt")
+    if "image_grid_thw" in output:  # Qwen2-VL's pixels are flat patches; the grid is the size
+        _, rows, columns = output["image_grid_thw"][0].tolist()
+        pixels = [columns * processor.image_processor.patch_size,
+                  rows * processor.image_processor.patch_size]
+    else:
+        pixels = list(output["pixel_values"].shape[-2:])[::-1]
     facts = {"image_mode": mode, "size": [width, height],
-             "pixels": list(pixels.shape[-2:])[::-1], "padding": None, "fill": None}
+             "pixels": pixels, "padding": None, "fill": None}
     if mode == "pad":
         side = max(width, height)
         left, top = (side - width) // 2, (side - height) // 2  # as transformers' pad_to_square

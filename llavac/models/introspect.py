@@ -7,14 +7,16 @@ those architectures).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
 # Module names of the vision-to-text connector in transformers 5 architectures:
-# LLaVA / LLaVA-NeXT / PaliGemma / Gemma3 use ``multi_modal_projector``, Idefics3 ``connector``.
-PROJECTOR_NAMES: tuple[str, ...] = ("multi_modal_projector", "connector")
+# LLaVA / LLaVA-NeXT / PaliGemma / Gemma3 use ``multi_modal_projector``, Idefics3 (and
+# SmolVLM) ``connector``, Qwen2-VL / Qwen2.5-VL ``merger``, the last block of their vision
+# tower (``visual.merger``), which merges 2x2 patches and maps them to the decoder's width.
+PROJECTOR_NAMES: tuple[str, ...] = ("multi_modal_projector", "connector", "merger")
 
 # Architectures whose text prompt (token_type_ids == 0) attends bidirectionally. Measured on
 # the tiny models (tests/test_models.py): PaliGemma's prompt is a bidirectional prefix;
@@ -87,6 +89,30 @@ def projector_module_names(model: nn.Module) -> list[str]:
     if not names:
         raise ValueError(f"no projector ({' / '.join(PROJECTOR_NAMES)}) in {type(base).__name__}")
     return names
+
+
+def vision_tower_name(model: nn.Module) -> str:
+    """Full name of the vision encoder (transformers' ``get_encoder(modality="image")``):
+    ``model.vision_tower`` (LLaVA, PaliGemma, Gemma3), ``model.vision_model`` (Idefics3),
+    ``model.visual`` (Qwen2-VL, which holds its projector: see :data:`PROJECTOR_NAMES`)."""
+    base = _unwrap(model)
+    return _module_name(base, base.get_encoder(modality="image"))
+
+
+def frozen_vision_parameters(model: nn.Module) -> list[str]:
+    """The parameters a run never trains: the vision encoder's, but not a projector's
+    inside it (Qwen2-VL's merger)."""
+    tower = vision_tower_name(model) + "."
+    projector = tuple(f"{name}." for name in projector_module_names(model))
+    return [name for name, _ in _unwrap(model).named_parameters()
+            if name.startswith(tower) and not name.startswith(projector)]
+
+
+def multimodal_rope_index(model: nn.Module) -> Callable | None:
+    """The model's own multimodal rotary positions, ``get_rope_index(input_ids, ...,
+    attention_mask) -> (position_ids (3, batch, length), deltas)`` (Qwen2-VL's M-RoPE), or
+    None for a model whose positions count tokens."""
+    return getattr(_unwrap(model).base_model, "get_rope_index", None)
 
 
 def model_family(model: nn.Module) -> str:

@@ -9,14 +9,19 @@ markers, so the properties the training code relies on hold for all of them at o
   token prefix too (answer-only labels mask exactly the prompt);
 * the assistant turn ends with the tokenizer's eos token, so the model learns to stop;
 * ``content`` may be a string or the list-of-parts form (``{"type": "image"}``,
-  ``{"type": "text", "text": ...}``); images are rendered before the text of a turn.
+  ``{"type": "text", "text": ...}``); images are rendered before the text of a turn;
+* a family whose template always has a system turn (Qwen's ChatML) renders its default one
+  when the conversation brings none.
 
 The bos token is *not* part of the templates: the tiny tokenizers add it when encoding, as
-Llama's does, so rendering then encoding never doubles it.
+Llama's does, so rendering then encoding never doubles it. A family whose template writes
+its first token itself (SmolVLM's ``<|im_start|>``, ``begin``) gets a tokenizer that adds
+none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -33,9 +38,15 @@ class TurnLayout:
     answer_sep: str = ""  # between the assistant marker and the answer text
     system_start: str = ""
     system_end: str = "\n"
+    begin: str = ""  # once, before the first turn (SmolVLM's ``<|im_start|>``)
+    default_system: str = ""  # the system turn when the messages hold none ("": no turn)
 
 
 _TEMPLATE = """\
+{{ BEGIN }}
+{%- if DEFAULT_SYSTEM and (messages | length == 0 or messages[0]['role'] != 'system') -%}
+{{ SYSTEM_START }}{{ DEFAULT_SYSTEM }}{{ SYSTEM_END }}
+{%- endif -%}
 {%- for message in messages -%}
 {%- set content = message['content'] -%}
 {%- if content is string -%}{%- set content = [{'type': 'text', 'text': content}] -%}{%- endif -%}
@@ -69,6 +80,8 @@ def render_template_source(layout: TurnLayout) -> str:
         "IMAGE": layout.image,
         "SYSTEM_START": layout.system_start,
         "SYSTEM_END": layout.system_end,
+        "BEGIN": layout.begin,
+        "DEFAULT_SYSTEM": layout.default_system,
     }
     header = "".join(
         f"{{%- set {name} = {json.dumps(value)} -%}}\n" for name, value in binds.items()
@@ -128,4 +141,24 @@ def paligemma_layout(eos: str) -> TurnLayout:
         answer_sep="\n",
         assistant_end=eos,
         image="<image>",
+    )
+
+
+def smolvlm_layout(eos: str = "<end_of_utterance>") -> TurnLayout:
+    """SmolVLM: Idefics3's turns after one ``<|im_start|>`` (SmolLM2's turn token)."""
+    return dataclasses.replace(idefics3_layout(eos), begin="<|im_start|>")
+
+
+def chatml_layout(image: str, eos: str = "<|im_end|>") -> TurnLayout:
+    """Qwen's ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` for every turn, and the
+    system turn "You are a helpful assistant." when the conversation has none."""
+    return TurnLayout(
+        user_start="<|im_start|>user\n",
+        user_end=eos + "\n",
+        assistant_start="<|im_start|>assistant\n",
+        assistant_end=eos + "\n",
+        image=image,
+        system_start="<|im_start|>system\n",
+        system_end=eos + "\n",
+        default_system="You are a helpful assistant.",
     )

@@ -16,9 +16,10 @@ import torch
 from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
 
 from llavac.models.tiny_gemma import build_gemma3, build_paligemma
-from llavac.models.tiny_idefics3 import build_idefics3
+from llavac.models.tiny_idefics3 import build_idefics3, build_smolvlm
 from llavac.models.tiny_llava import build_llava, build_llava_next
 from llavac.models.tiny_parts import TinySizes
+from llavac.models.tiny_qwen import build_qwen2_5_vl, build_qwen2_vl
 
 TINY_PREFIX = "tiny-"
 
@@ -29,7 +30,14 @@ _BUILDERS: dict[str, Callable[[TinySizes], tuple]] = {
     "paligemma": build_paligemma,
     "gemma3": build_gemma3,
     "idefics3": build_idefics3,
+    "qwen2-vl": build_qwen2_vl,
+    "qwen2.5-vl": build_qwen2_5_vl,
+    "smolvlm": build_smolvlm,
 }
+
+# The architecture (``config.model_type``) of a tiny family whose name does not spell it:
+# the others are their model_type with dashes (``tiny-llava-next`` is ``llava_next``).
+_MODEL_TYPES = {"qwen2.5-vl": "qwen2_5_vl", "smolvlm": "idefics3"}
 
 
 def tiny_names() -> tuple[str, ...]:
@@ -40,6 +48,12 @@ def tiny_names() -> tuple[str, ...]:
 def is_tiny_name(name: str) -> bool:
     """True when ``name`` is a built-in tiny model rather than a hub id or a path."""
     return name in tiny_names()
+
+
+def tiny_model_type(name: str) -> str:
+    """The ``config.model_type`` of a built-in tiny model, without building it."""
+    family = name.removeprefix(TINY_PREFIX)
+    return _MODEL_TYPES.get(family, family.replace("-", "_"))
 
 
 def build_tiny(

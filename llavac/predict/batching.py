@@ -5,6 +5,11 @@ same tokens. Left padding puts every prompt's last token in the last column, whe
 token is predicted for all rows at once; the position ids count real tokens only, so a
 padded row gets the positions it would have alone (predictions do not depend on the batch
 size or on the other prompts in the batch).
+
+Models with multimodal rotary positions (Qwen2-VL, Qwen2.5-VL: M-RoPE) give an image token a
+time, a row and a column position, and the text after an image continues from the image's
+largest position rather than from its token count. Their positions come from the model's own
+``get_rope_index``, as ``generate`` computes them, so scoring and generating agree.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llavac.models import multimodal_rope_index
 from llavac.prompt import PromptFormat, render
 
 
@@ -22,16 +28,19 @@ class PromptBatch:
 
     prompts: list[str]  # the rendered prompt strings (chat template + generation prompt)
     inputs: dict[str, torch.Tensor]  # processor output on the model's device, left-padded
-    position_ids: torch.Tensor  # (batch, length): real-token positions, 0 on padding
+    # (batch, length): real-token positions, 0 on padding; with M-RoPE (3, batch, length)
+    position_ids: torch.Tensor
 
     @property
     def attention_mask(self) -> torch.Tensor:
         return self.inputs["attention_mask"]
 
     @property
-    def lengths(self) -> torch.Tensor:
-        """Real (unpadded) prompt tokens per row, image tokens included."""
-        return self.attention_mask.sum(-1)
+    def next_positions(self) -> torch.Tensor:
+        """``(batch,)``: the position of the first token after each prompt, one past its
+        largest (the real-token count, unless M-RoPE positions ran ahead of it)."""
+        largest = self.position_ids.amax(-1).reshape(-1, len(self.prompts)).amax(0)
+        return largest + 1
 
 
 def encode_prompts(processor, fmt: PromptFormat, images, texts: list[str], model) -> PromptBatch:
@@ -62,8 +71,16 @@ def to_model(prompts: list[str], encoded: dict, model, non_blocking: bool = Fals
                       non_blocking=non_blocking)
         for key, value in encoded.items()
     }
-    position_ids = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    return PromptBatch(prompts, inputs, position_ids)
+    return PromptBatch(prompts, inputs, prompt_positions(model, inputs))
+
+
+def prompt_positions(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The position ids of a left-padded batch: real tokens counted from 0, padding 0,
+    ``(batch, length)``; for a model with M-RoPE its own ``(3, batch, length)`` ones."""
+    rope_index = multimodal_rope_index(model)
+    if rope_index is not None:
+        return rope_index(**inputs)[0]
+    return (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
 
 
 def answer_separator(processor, fmt: PromptFormat) -> str:

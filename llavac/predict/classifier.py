@@ -29,6 +29,7 @@ from llavac.labels import SLOT_FIELDS
 from llavac.models import (
     apply_image_mode,
     load_model,
+    load_processor,
     model_facts,
     model_family,
     peft_wrapping,
@@ -167,12 +168,12 @@ class _Run:
 
     def load(self, dtype: str | None, device: str):
         """``(model, processor)``: the base model with the weights merged in."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         if self.weights is not None and self.weights.name == "model":  # a full fine-tune
             model = AutoModelForImageTextToText.from_pretrained(
                 self.weights, dtype=resolve_dtype(dtype), device_map=device)
-            return model, AutoProcessor.from_pretrained(self.weights.parent / "processor")
+            return model, load_processor(self.name, saved=self.weights.parent / "processor")
         model, processor = load_model(self.name, dtype=dtype, device_map=device, seed=self.seed)
         if self.weights is None:
             return model, processor
@@ -182,7 +183,7 @@ class _Run:
             model = PeftModel.from_pretrained(model, self.weights).merge_and_unload()
         run_processor = self.weights.parent / "processor"
         if self.config and run_processor.exists():
-            processor = AutoProcessor.from_pretrained(run_processor)
+            processor = load_processor(self.name, saved=run_processor)
         return model, processor
 
 

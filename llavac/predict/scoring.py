@@ -215,7 +215,8 @@ class LabelScorer:
     def _trie_pass(self, prefilled: PrefilledPrompts, tries: StackedTries) -> torch.Tensor:
         """``(rows, inputs, vocab)`` log-probs after each trie input, from one pass against
         the prompt cache: the 4-D mask lets each input see the prompt and its own ancestors,
-        and its position continues the prompt's along its branch."""
+        and its position continues the prompt's along its branch (answer tokens are text: with
+        M-RoPE their three positions are equal, which 2-D position ids say)."""
         batch, width = prefilled.batch, tries.width
         self._check_window(batch.attention_mask.shape[1], width)
         prompt = batch.attention_mask.bool()[:, None, :].expand(-1, width, -1)
@@ -226,7 +227,7 @@ class LabelScorer:
             out = self.model(
                 input_ids=tries.inputs,
                 attention_mask=mask,
-                position_ids=self.first_position + batch.lengths[:, None] + tries.depths,
+                position_ids=self.first_position + batch.next_positions[:, None] + tries.depths,
                 cache=prefilled.cache,
                 use_cache=True,
             )

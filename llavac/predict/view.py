@@ -84,9 +84,7 @@ def _run_processor(run: _Run):
     base model's."""
     saved = run.weights.parent / "processor" if run.weights is not None else None
     if run.config and saved is not None and saved.is_dir():
-        from transformers import AutoProcessor
-
-        return AutoProcessor.from_pretrained(saved)
+        return load_processor(run.name, saved=saved)
     return load_processor(run.name, run.seed)
 
 
@@ -108,15 +106,14 @@ def _encoded(processor, batch) -> dict:
     The text is the token ids decoded, special tokens and the processor's image expansion
     included, so it is what the model gets rather than what was rendered. A run of one
     repeated marker token (the image features' placeholders: ``<image>`` for LLaVA,
-    ``<image_soft_token>`` for Gemma3) is shown as ``<image × count>``.
+    ``<image_soft_token>`` for Gemma3) is shown as ``<image × count>``. Image tokens are
+    counted by the processor's image token, also where a tile has only one (SmolVLM).
     """
     tokenizer = processor.tokenizer
     ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
-    runs = []
 
     def collapse(run: re.Match) -> str:
-        runs.append(run.group(0).count(run.group(1)))
-        return f"{run.group(1)[:-1]} × {runs[-1]}>"
+        return f"{run.group(1)[:-1]} × {run.group(0).count(run.group(1))}>"
 
     text = _REPEATED_MARKER.sub(collapse, tokenizer.decode(ids))
     trained = None
@@ -126,7 +123,7 @@ def _encoded(processor, batch) -> dict:
     return {
         "text": text,
         "tokens": len(ids),
-        "image_tokens": sum(runs),
+        "image_tokens": ids.count(processor.image_token_id),
         "trained": tokenizer.convert_ids_to_tokens(trained) if trained is not None else None,
         "trained_text": tokenizer.decode(trained) if trained is not None else None,
     }

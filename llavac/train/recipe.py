@@ -43,6 +43,7 @@ from llavac.labels import slot_labels
 from llavac.leakage import trained_on
 from llavac.models import (
     apply_image_mode,
+    frozen_vision_parameters,
     is_prefix_lm,
     language_model_linear_names,
     load_model,
@@ -72,9 +73,9 @@ def make_trainable(model, lora: LoraArgs, method: str = "lora"):
     frozen either way, as in LLaVA."""
     projector = projector_module_names(model)
     if method == "full":
-        vision = {name for name, _ in model.named_modules() if "vision" in name.split(".")[-1]}
+        frozen = set(frozen_vision_parameters(model))
         for name, param in model.named_parameters():
-            param.requires_grad = not any(name.startswith(v + ".") for v in vision)
+            param.requires_grad = name not in frozen
         return model
     if getattr(model, "is_loaded_in_4bit", False):  # QLoRA: norms in fp32, input grads on
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
