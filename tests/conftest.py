@@ -109,10 +109,12 @@ def train_full(data: Path, output: Path, *overrides: str) -> Path:
                                    *overrides))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium():
     """Headless Debian Chromium through playwright (``.ci/setup-browser.sh``; playwright's
-    own browser download is never used); skipped where either is missing."""
+    own browser download is never used); skipped where either is missing. One per test:
+    playwright's sync API keeps an event loop running in this thread while it is open,
+    which would break every later test of the worker that calls ``asyncio.run``."""
     executable = Path("/usr/bin/chromium")
     if not executable.exists() and not shutil.which("chromium"):
         pytest.skip("no /usr/bin/chromium: run .ci/setup-browser.sh (apt-get install chromium)")
