@@ -86,7 +86,8 @@ def run_configs(config: ExperimentConfig, run: Run,
             model=ClassifierArgs(adapter=str(folder / "train")), data=eval_data(config, data),
             eval=EvalArgs(output=str(folder / "eval" / method), part=config.experiment.part,
                           method=method, batch_size=config.experiment.batch_size,
-                          progress=config.train.progress),
+                          progress=config.train.progress,
+                          reliance_pairs=config.experiment.reliance_pairs),
         )
         for method in config.experiment.methods
     ]

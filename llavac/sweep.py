@@ -124,7 +124,8 @@ def objective(trial: optuna.Trial, config: SweepConfig, space: dict) -> float:
         model=ClassifierArgs(adapter=str(folder / "train")), data=config.data,
         eval=EvalArgs(output=str(folder / "eval"), part="validation",
                       method=config.sweep.method, batch_size=config.sweep.batch_size,
-                      progress=config.train.progress),
+                      progress=config.train.progress,
+                      reliance_pairs=0),  # 2 more scoring passes a pair, read by no trial
     ))
     return metrics["slots"]["multimodal"][config.sweep.metric]
 

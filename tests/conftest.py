@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 # The tiny test models gain nothing from a second thread, and two threads per process
@@ -10,6 +11,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
+from filelock import FileLock
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -75,3 +77,52 @@ def tiny_train_config(data: Path, output: Path, *overrides: str):
     return load_config(TrainConfig, preset, [
         f"data.path={data}", f"train.output={output}", "train.progress=false", *overrides,
     ])
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory) -> Path:
+    """The tiny LLaVA fully fine-tuned on the synthetic task (300 steps, ~15-50 s on 2 CPUs;
+    >= 90 % multimodal accuracy, so it reads both the image colour and the text keyword).
+
+    Trained once per test run: the pytest-xdist workers share a folder beside their own
+    temporary folders, and a file lock lets the first one train while the others wait.
+    """
+    from llavac.synthetic import write_synthetic_release
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above every worker's own
+    folder = root / "synthetic-run"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "run" / "manifest.json").is_file():  # written last: a finished run
+            release = write_synthetic_release(folder / "release", n=600, seed=0)
+            train_full(release, folder / "run")
+    return folder / "run"
+
+
+def train_full(data: Path, output: Path, *overrides: str) -> Path:
+    """A full fine-tune of 300 steps on ``data`` (``tiny_train_config``, then ``overrides``)."""
+    from llavac.train import train
+
+    return train(tiny_train_config(data, output, "train.max_steps=300", "train.method=full",
+                                   "train.save_steps=100000", "train.logging_steps=1000",
+                                   *overrides))
+
+
+@pytest.fixture
+def chromium():
+    """Headless Debian Chromium through playwright (``.ci/setup-browser.sh``; playwright's
+    own browser download is never used); skipped where either is missing. One per test:
+    playwright's sync API keeps an event loop running in this thread while it is open,
+    which would break every later test of the worker that calls ``asyncio.run``."""
+    executable = Path("/usr/bin/chromium")
+    if not executable.exists() and not shutil.which("chromium"):
+        pytest.skip("no /usr/bin/chromium: run .ci/setup-browser.sh (apt-get install chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(executable if executable.exists() else shutil.which("chromium")),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()

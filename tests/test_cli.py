@@ -62,6 +62,13 @@ def _bad(split: Path) -> list[list[str]]:
         ["train", *tiny, *data, "--no-such-flag"],
         ["data", "export", str(split), "--procedure", "tenfold", "--out", "x"],
         ["experiment", "--config", "no_such_preset"],
+        ["evaluate", *tiny, *data, "--reliance-pairs", "-1"],
+        ["explain", *tiny, "--text", "an image is missing"],
+        ["explain", *tiny, "--image", "no/such.jpg", "--text", "t"],
+        ["explain", *tiny, "--input", "no/such.jsonl"],
+        ["explain", *tiny, "--input", str(split), "--grid", "0"],
+        ["report", "no/such/folder"],
+        ["report", str(split)],  # a folder without an evaluation
     ]
 
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_train_config
+from conftest import train_full
 from PIL import Image
 
 from llavac.cli import main
@@ -20,7 +20,7 @@ from llavac.models import is_prefix_lm, load_model, tiny_names
 from llavac.predict import Classifier, Prediction, write_predictions
 from llavac.predict.batching import encode_prompts
 from llavac.prompt import PromptFormat
-from llavac.train import TrainConfig, train
+from llavac.train import TrainConfig
 
 CAUSAL_FAMILIES = [name for name in tiny_names() if name != "tiny-paligemma"]
 TEXTS = [
@@ -314,23 +314,11 @@ def test_jsonl_has_labels_and_what_the_method_gave(tmp_path):
 # -- trained runs ------------------------------------------------------------------------
 
 
-def _train_full(synthetic_release, tmp_path_factory, name: str):
-    """``name`` fully fine-tuned on the synthetic task (300 steps, ~10-25 s on 2 CPUs)."""
-    output = tmp_path_factory.mktemp(name) / "run"
-    config = tiny_train_config(synthetic_release, output, f"model.name={name}",
-                               "train.max_steps=300", "train.method=full",
-                               "train.save_steps=100000", "train.logging_steps=1000")
-    return train(config)
-
-
-@pytest.fixture(scope="module")
-def trained_run(synthetic_release, tmp_path_factory):
-    return _train_full(synthetic_release, tmp_path_factory, "tiny-llava")
-
-
 @pytest.fixture(scope="module")
 def trained_paligemma_run(synthetic_release, tmp_path_factory):
-    return _train_full(synthetic_release, tmp_path_factory, "tiny-paligemma")
+    """The tiny PaliGemma fully fine-tuned like ``synthetic_run`` (~10-25 s on 2 CPUs)."""
+    output = tmp_path_factory.mktemp("tiny-paligemma") / "run"
+    return train_full(synthetic_release, output, "model.name=tiny-paligemma")
 
 
 @pytest.fixture(scope="module")
@@ -341,7 +329,7 @@ def all_records(synthetic_release):
 
 # PaliGemma learns the task more slowly: 300 steps give ~0.67 (the majority label ~0.44).
 @pytest.mark.parametrize(("run", "name", "min_accuracy"),
-                         [("trained_run", "tiny-llava", 0.9),
+                         [("synthetic_run", "tiny-llava", 0.9),
                           ("trained_paligemma_run", "tiny-paligemma", 0.6)])
 def test_score_and_generate_agree_wherever_generate_parses(run, name, min_accuracy, request,
                                                            all_records):
@@ -396,18 +384,18 @@ def test_lora_run_folder_restores_seed_and_prompt(tmp_path, all_records):
     assert bare.source["adapter"] == str(tmp_path / "adapter") and bare.fmt.name == "full"
 
 
-def test_predict_cli_file_and_single_pair(trained_run, all_records, tmp_path, capsys):
+def test_predict_cli_file_and_single_pair(synthetic_run, all_records, tmp_path, capsys):
     records = all_records[:3]
     lines = [json.dumps({"id": r.id, "image": r.image, "text": r.text}) for r in records]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "pred.jsonl"
-    assert main(["predict", "--adapter", str(trained_run), "--input", str(tmp_path / "in.jsonl"),
+    assert main(["predict", "--adapter", str(synthetic_run), "--input", str(tmp_path / "in.jsonl"),
                  "--method", "generate", "--batch-size", "2", "--out", str(out)]) == 0
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["id"] for p in written] == [r.id for r in records]
     assert "unparseable answers:" in capsys.readouterr().err
 
-    assert main(["predict", "--adapter", str(trained_run), "--image", records[0].image,
+    assert main(["predict", "--adapter", str(synthetic_run), "--image", records[0].image,
                  "--text", records[0].text]) == 0
     (single,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert single["multimodal_label"] in LABELS and "probabilities" in single

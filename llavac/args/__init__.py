@@ -13,7 +13,7 @@ key, before any model is loaded, from the command line and from Python alike.
 
     common.py   Section (the checks), the model / classifier / data sections
     train.py    lora, train; the train, experiment and sweep configs
-    predict.py  eval, predict, calibrate, prompt, robustness and their configs
+    predict.py  eval, predict, calibrate, prompt, robustness, explain and their configs
     serve.py    serve and its config
 """
 
@@ -34,6 +34,8 @@ from llavac.args.predict import (
     CalibrateConfig,
     EvalArgs,
     EvalConfig,
+    ExplainArgs,
+    ExplainConfig,
     PredictArgs,
     PredictConfig,
     PromptArgs,
@@ -64,6 +66,8 @@ __all__ = [
     "EvalConfig",
     "ExperimentArgs",
     "ExperimentConfig",
+    "ExplainArgs",
+    "ExplainConfig",
     "IMAGE_MODES",
     "LoraArgs",
     "METHODS",

@@ -1,5 +1,5 @@
 """Sections of the commands that use a trained classifier: ``evaluate``, ``predict``,
-``calibrate``, ``prompt``, ``robustness``."""
+``calibrate``, ``prompt``, ``robustness``, ``explain``."""
 
 from __future__ import annotations
 
@@ -22,11 +22,21 @@ class EvalArgs(Section):
     # Reporting a run on records it trained on measures memory, not generalisation: refused
     # unless asked for deliberately (llavac.leakage).
     allow_overlap: bool = False
+    # Modality reliance (llavac.evaluation.reliance, score only): each pair scored again with
+    # its image blanked and with its text removed, i.e. 2 more scoring passes per pair. On
+    # at most this many pairs (a seeded sample beyond: all of every paper test set, a bounded
+    # cost on a corpus); 0: off.
+    reliance_pairs: int = 1000
+    # report.html's gallery (thumbnails and texts) stays under this many MB; past it, a
+    # sample of the pairs is shown and the page says so (llavac.evaluation.html_report).
+    report_max_mb: float = 10.0
 
     def __post_init__(self):
         self._one_of("part", ("train", "validation", "test", "all"), optional=True)
         self._one_of("method", METHODS)
         self._at_least("batch_size", 1)
+        self._at_least("reliance_pairs", 0)
+        self._check("report_max_mb", self.report_max_mb > 0, "a size in MB > 0")
 
 
 @dataclass
@@ -107,6 +117,27 @@ class RobustnessArgs(Section):
 
 
 @dataclass
+class ExplainArgs(Section):
+    """``llavac explain``: what drove each label of one pair, or of every pair of a file,
+    by occlusion (llavac.explain)."""
+
+    section: ClassVar[str] = "explain"
+    image: str | None = None  # one image ...
+    text: str | None = None  # ... and its text
+    input: str | None = None  # or a JSONL / CSV / Parquet file or an exported split folder
+    output: str = "runs/explain"  # explanations.jsonl and heatmaps/<id>_<slot>.png
+    # Cells per side of the occlusion grid over the image: grid**2 scored variants a pair.
+    grid: int = 6
+    batch_size: int = 16  # occluded variants per model call
+    top_words: int = 3  # words printed per slot (the JSON holds them all)
+
+    def __post_init__(self):
+        self._at_least("grid", 1)
+        self._at_least("batch_size", 1)
+        self._at_least("top_words", 0)
+
+
+@dataclass
 class EvalConfig:
     """One evaluation; saved as ``config.yaml`` in its output folder."""
 
@@ -147,3 +178,11 @@ class RobustnessConfig:
     model: ClassifierArgs = field(default_factory=ClassifierArgs)
     data: DataArgs = field(default_factory=DataArgs)
     robustness: RobustnessArgs = field(default_factory=RobustnessArgs)
+
+
+@dataclass
+class ExplainConfig:
+    """One ``llavac explain`` call."""
+
+    model: ClassifierArgs = field(default_factory=ClassifierArgs)
+    explain: ExplainArgs = field(default_factory=ExplainArgs)

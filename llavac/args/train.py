@@ -113,6 +113,9 @@ class ExperimentArgs(Section):
     methods: list[str] = field(default_factory=lambda: ["generate", "score"])
     batch_size: int = 16  # evaluation batch
     part: str = "test"
+    # Modality reliance of each score evaluation (eval.reliance_pairs: 2 more scoring passes
+    # a pair, on at most this many pairs; 0: off); the ablation comparison reads it.
+    reliance_pairs: int = 1000
     # Another experiment's output folder (e.g. the multimodal-only ablation of this one):
     # its runs of the same name are compared with this one's (llavac compare) in results.md.
     compare_with: str | None = None
@@ -121,6 +124,7 @@ class ExperimentArgs(Section):
         self._check("methods", bool(self.methods) and all(m in METHODS for m in self.methods)
                     and len(set(self.methods)) == len(self.methods),
                     "a list of distinct methods from " + ", ".join(METHODS))
+        self._at_least("reliance_pairs", 0)
 
 
 @dataclass

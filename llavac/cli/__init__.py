@@ -17,6 +17,7 @@ from llavac.args import (
     CalibrateConfig,
     EvalConfig,
     ExperimentConfig,
+    ExplainConfig,
     PredictConfig,
     PromptConfig,
     RobustnessConfig,
@@ -28,6 +29,7 @@ from llavac.cli import commands
 from llavac.cli.flags import (
     CALIBRATE_FLAGS,
     EVAL_FLAGS,
+    EXPLAIN_FLAGS,
     PREDICT_FLAGS,
     PROMPT_FLAGS,
     ROBUSTNESS_FLAGS,
@@ -149,6 +151,20 @@ def _add_model_commands(subparsers) -> None:
     _config_command(subparsers, "sweep", "Optuna hyperparameter search on the validation "
                     "part; same flags and overrides as train", SweepConfig, SWEEP_FLAGS,
                     commands.sweep_command)
+    _add_explanation_commands(subparsers)
+
+
+def _add_explanation_commands(subparsers) -> None:
+    """Looking at the errors and at what drove the labels."""
+    report = _command(subparsers, "report", "rebuild report.html (metrics, reliability, the "
+                      "pairs as pictures) in an evaluation folder, or in every one below a "
+                      "folder", commands.report_command)
+    report.add_argument("folder", type=Path, metavar="RUN_OR_EVAL_DIR",
+                        help="an evaluate output folder, or a demo / experiment folder")
+    _overwrite(_config_command(
+        subparsers, "explain", "what drove each label of a pair, by occlusion: modality "
+        "shifts, word and image-region importances (JSON + heatmap PNGs)", ExplainConfig,
+        EXPLAIN_FLAGS, commands.explain_command))
 
 
 def _add_demo_and_serving_commands(subparsers) -> None:

@@ -10,6 +10,7 @@ from llavac.args import (
     CalibrateConfig,
     EvalConfig,
     ExperimentConfig,
+    ExplainConfig,
     PredictConfig,
     PromptConfig,
     RobustnessConfig,
@@ -20,6 +21,7 @@ from llavac.args import (
 from llavac.cli.flags import (
     CALIBRATE_FLAGS,
     EVAL_FLAGS,
+    EXPLAIN_FLAGS,
     PREDICT_FLAGS,
     PROMPT_FLAGS,
     ROBUSTNESS_FLAGS,
@@ -106,7 +108,35 @@ def evaluate_command(args: argparse.Namespace) -> int:
     for hint in hints(metrics):
         log.info(hint)
     _report_records(output / "manifest.json", metrics["part"], metrics["records"])
-    _wrote(output, "metrics.json, predictions.jsonl, summary.md, confusion_*.png, config.yaml")
+    _wrote(output, "metrics.json, predictions.jsonl, summary.md, report.html, "
+                   "confusion_*.png, config.yaml")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from llavac.evaluation.html_report import rebuild_reports
+
+    for path in rebuild_reports(args.folder):
+        log.info(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    from llavac.explain.job import EXPLANATIONS, format_explanation, run_explain
+    from llavac.runinfo import claim_output
+
+    config = config_from_args(ExplainConfig, args, EXPLAIN_FLAGS)
+    job = config.explain
+    if job.input is not None and not Path(job.input).exists():
+        raise FileNotFoundError(f"--input {job.input}: no such file or folder")
+    claim_output(job.output, EXPLANATIONS, args.overwrite)
+    summary = run_explain(config)
+    for pair in summary.explained:
+        print(format_explanation(pair, job.top_words))
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.skipped.items()))
+    log.info(f"explained {len(summary.explained)}, skipped "
+             f"{sum(summary.skipped.values())}" + (f" ({skipped})" if skipped else ""))
+    _wrote(Path(job.output), f"{EXPLANATIONS}, heatmaps/<id>_<slot>.png")
     return 0
 
 

@@ -51,6 +51,8 @@ EVAL_FLAGS = [
     *evaluation_flags("eval"),
     Flag("--allow-overlap", "eval.allow_overlap",
          "report a run on records it trained on (refused otherwise)"),
+    Flag("--reliance-pairs", "eval.reliance_pairs",
+         "modality reliance on at most N pairs (2 more scoring passes each); 0: off"),
 ]
 PREDICT_FLAGS = [
     *CLASSIFIER_FLAGS,
@@ -119,4 +121,12 @@ SWEEP_FLAGS = [
     Flag("--metric", "sweep.metric", "validation multimodal accuracy | weighted_f1"),
 ]
 
-
+EXPLAIN_FLAGS = [
+    *CLASSIFIER_FLAGS,
+    Flag("--image", "explain.image", "one image ..."),
+    Flag("--text", "explain.text", "... and its text"),
+    Flag("--input", "explain.input", "or a JSONL / CSV / Parquet file or exported split"),
+    Flag("--output", "explain.output", "folder for explanations.jsonl and heatmaps/"),
+    Flag("--grid", "explain.grid", "occlusion grid cells per side (grid x grid variants)"),
+    Flag("--batch-size", "explain.batch_size", "occluded variants per model call"),
+]

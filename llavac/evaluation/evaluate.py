@@ -5,10 +5,12 @@ Zero-shot evaluation is the same call without an adapter. The output folder hold
 per-class precision / recall / F1 / support, the confusion matrix; with ``score`` also ECE,
 NLL, Brier, AURC and accuracy / coverage at confidence thresholds; the unparseable count),
 ``predictions.jsonl`` (with each record's gold labels), ``confusion_<slot>.png``,
-``reliability_<slot>.png`` and ``coverage_<slot>.png`` (``score``), ``summary.md``, and the
-``config.yaml`` / ``manifest.json`` / ``versions.json`` every output folder carries. What
-counts and what is left out is explained in :mod:`llavac.evaluation.metrics` and
-:mod:`llavac.evaluation.report`.
+``reliability_<slot>.png`` and ``coverage_<slot>.png`` (``score``), modality reliance
+(``score``: ``metrics.json``'s ``modality_reliance`` and ``reliance.jsonl``), ``summary.md``,
+``report.html`` (the page to look at the errors with), and the ``config.yaml`` /
+``manifest.json`` / ``versions.json`` every output folder carries. What counts and what is
+left out is explained in :mod:`llavac.evaluation.metrics`, :mod:`llavac.evaluation.report`
+and :mod:`llavac.evaluation.reliance`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import yaml
 
 from llavac.args import DataArgs, EvalConfig
 from llavac.data import load_data
+from llavac.evaluation.html_report import write_report
 from llavac.evaluation.metrics import plot_confusion
+from llavac.evaluation.reliance import RELIANCE_FILE, modality_reliance, reliance_lines
 from llavac.evaluation.report import (
     calibration_plots,
     gold_labels,
@@ -29,6 +33,7 @@ from llavac.evaluation.report import (
     uncertainty_lines,
     with_gold,
 )
+from llavac.jsonl import write_jsonl
 from llavac.leakage import check_overlap
 from llavac.predict import Classifier, write_predictions
 from llavac.runinfo import provenance_versions, results_hash, write_json, write_run_files
@@ -55,6 +60,9 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
 
     gold = gold_labels(records, classifier.fmt.slots)
     slots = slot_reports(gold, predictions, classifier.temperatures)
+    reliance, reliance_pairs = modality_reliance(classifier, records, predictions,
+                                                 args.reliance_pairs, args.batch_size,
+                                                 args.progress)
     metrics = {
         "method": args.method,
         "prompt": classifier.fmt.name,
@@ -68,6 +76,7 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
         "pairs_per_second": round(len(records) / seconds, 2),
         "calibration": calibration_info(classifier, args.method),
         "slots": slots,
+        "modality_reliance": reliance,  # None: not measured (generate, or switched off)
         "trained_on_overlap": overlap,  # None: the model names no training records
         "provenance": provenance(config, split.manifest, classifier, part),
     }
@@ -75,10 +84,13 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     write_predictions(with_gold(predictions, records), output / "predictions.jsonl")
+    if reliance_pairs:
+        write_jsonl(reliance_pairs, output / RELIANCE_FILE)
     write_json(metrics, output / "metrics.json")
     write_plots(metrics, gold, predictions, output)
     (output / "summary.md").write_text(summary(metrics, classifier.source, data),
                                        encoding="utf-8")
+    write_report(output, records, args.report_max_mb)
     write_run_files(output, config, {"data": split.manifest, "model": classifier.source})
     return metrics
 
@@ -157,4 +169,5 @@ def summary(metrics: dict, source: dict, data: DataArgs) -> str:
             lines.append(f"| {slot} | {values['n']} | {values['no_gold']} | "
                          f"{values['accuracy']:.4f} | "
                          f"{values['weighted_f1']:.4f} | {values['macro_f1']:.4f} |")
-    return "\n".join(lines + uncertainty_lines(metrics)) + "\n"
+    return "\n".join(lines + uncertainty_lines(metrics)
+                     + reliance_lines(metrics["modality_reliance"])) + "\n"
