@@ -13,6 +13,7 @@ TRAIN_METHODS = ("lora", "full")
 IMAGE_MODES = ("pad", "crop", "processor")  # llavac.models.inputs says what each does
 SWEEP_METRICS = ("accuracy", "weighted_f1")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")  # the Trainer's two torch AdamW kernels
 
 
 class Section:
