@@ -311,10 +311,38 @@ def test_global_batch_is_cut_by_the_hardware():
                                          "processes: set train.micro_batch_size"):
         global_batch(TrainArgs(), 3)
     with pytest.raises(ValueError, match=r"train.global_batch_size=8 is not a multiple of "
-                                         r"train.micro_batch_size=3 x 1"):
+                                         r"train.micro_batch_size=3 x 1 process$"):
         global_batch(TrainArgs(global_batch_size=8, micro_batch_size=3), 1)
     with pytest.raises(ValueError, match="train.micro_batch_size: expected null beside 0.2's"):
         TrainArgs(micro_batch_size=2, batch_size=2)
+
+
+def test_trainer_arguments_follow_the_recipe_keys(tmp_path):
+    """bf16 compute whenever the frozen weights are bf16 (the fp32 trainable parameters meet
+    them only inside autocast); TF32 only where a GPU has it; LLaVA's optimizer on request;
+    length grouping as the batch sampler."""
+    from transformers.utils import is_torch_tf32_available
+
+    from llavac.train.batch import GlobalBatch
+    from llavac.train.precision import compute_dtype
+    from llavac.train.recipe import trainer_arguments
+
+    assert compute_dtype(TrainArgs(bf16=False), torch.bfloat16) == "bf16"
+    assert compute_dtype(TrainArgs(bf16=False), torch.float16) == "fp16"
+    assert compute_dtype(TrainArgs(bf16=False), torch.float32) is None
+    assert compute_dtype(TrainArgs(), torch.float32) == "bf16"  # autocast over fp32 weights
+    args = trainer_arguments(TrainArgs(optim="adamw_torch"), tmp_path, GlobalBatch(2, 1, 4),
+                             "bf16")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 4)
+    assert (args.bf16, args.fp16, args.optim, args.train_sampling_strategy) == (
+        True, False, "adamw_torch", "batch_rebalance")
+    assert args.tf32 is (True if is_torch_tf32_available() else None)
+    plain = trainer_arguments(TrainArgs(group_by_length=False), tmp_path, GlobalBatch(2, 1, 1),
+                              None)
+    assert (plain.bf16, plain.optim, plain.train_sampling_strategy) == (
+        False, "adamw_torch_fused", "random")
+    with pytest.raises(ValueError, match="train.optim: expected one of adamw_torch_fused"):
+        TrainArgs(optim="sgd")
 
 
 def _losses(run: Path) -> list[float]:

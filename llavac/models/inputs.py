@@ -67,14 +67,15 @@ def apply_inputs(processor, image_mode: str, system: str):
 def tokenize_as_llava(tokenizer) -> None:
     """Tokenise the text on either side of the image as LLaVA's ``tokenizer_image_token``:
     each chunk on its own, so SentencePiece starts the one after the image with ``▁`` too
-    (``<image> ▁ \n Consider``, 29871 13 on LLaMA's vocabulary).
+    (after ``<image>``: ``▁`` and the newline, 29871 13 on LLaMA's vocabulary).
 
     A tokenizer that prepends ``▁`` to the first chunk only (transformers 5's
     ``LlamaTokenizer`` without ``legacy``: a ``Metaspace`` pre-tokenizer with
     ``prepend_scheme="first"``) is set to prepend it to every chunk; one that already does
     (the classic normalizer, as in ``../shared/tokenizers/llama-spm``) is left as it is.
     """
-    metaspace = tokenizer.backend_tokenizer.pre_tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # None: a Python tokenizer
+    metaspace = backend.pre_tokenizer if backend is not None else None
     if isinstance(metaspace, pre_tokenizers.Metaspace) and metaspace.prepend_scheme == "first":
         metaspace.prepend_scheme = "always"
 

@@ -81,7 +81,7 @@ def global_batch(args: TrainArgs, processes: int) -> GlobalBatch:
     if args.global_batch_size % (micro * processes):
         raise ValueError(
             f"train.global_batch_size={args.global_batch_size} is not a multiple of "
-            f"train.micro_batch_size={micro} x {processes} processes")
+            f"train.micro_batch_size={micro} x {_count(processes, 'process', 'processes')}")
     return GlobalBatch(micro, processes, args.global_batch_size // (micro * processes))
 
 
