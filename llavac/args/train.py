@@ -65,7 +65,7 @@ class TrainArgs(Section):
     bf16: bool = True
     tf32: bool = True  # TF32 matmuls where the GPU has them (LLaVA's --tf32); no-op elsewhere
     # adamw_torch_fused (the Trainer's default) or adamw_torch (LLaVA's script): the same
-    # AdamW update, one kernel against one loop per step (the README's fidelity table).
+    # AdamW update, fused into one kernel or not (the README's fidelity table).
     optim: str = "adamw_torch_fused"
     # Each step's batch arranged by length across devices and accumulation steps, so similar
     # lengths are padded together (LLaVA's --group_by_modality_length; llavac.train.batch).
