@@ -22,7 +22,8 @@ Figures:
   fused and the unfused AdamW after the same steps, beside the largest projector change for
   scale.
 
-``--smoke``: 4 steps, to check that the script runs. Last line: ``RESULT ...``.
+``--smoke``: 4 steps on a 120-pair release, to check that the script runs. Last line:
+``RESULT ...``.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def main() -> None:
     banner(f"precision: {steps} steps of the paper's LoRA recipe on tiny-llava; {machine()}")
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        release = write_synthetic_release(folder / "release", n=600, seed=0)
+        release = write_synthetic_release(folder / "release", n=120 if args.smoke else 600,
+                                          seed=0)
         runs = {"float32": _train(release, folder / "fp32", steps, "model.dtype=float32"),
                 "bfloat16": _train(release, folder / "bf16", steps, "model.dtype=bfloat16"),
                 "adamw_torch": _train(release, folder / "adamw", steps, "model.dtype=float32",
