@@ -10,11 +10,15 @@ Variants (one option, ``prompt=``):
 - ``multimodal-only``: the paper's ablation, ask and answer only the multimodal label.
 - any other order of the three slots, e.g. ``multimodal,text,image``.
 
-The conversation around the question (``system=``):
-- ``llava_v1`` (LLaVA-1.5's default): the LLaVA repository's ``v1`` conversation, which the
-  paper trained with, rendered here from its definition rather than from a checkpoint's chat
+The conversation around the question (``system=``), named after the LLaVA repository's
+``conv_templates`` keys:
+- ``vicuna_v1`` (LLaVA-1.5's default): the ``v1`` conversation that LLaVA's
+  ``finetune_task_lora.sh`` selects with ``--version v1`` (``conv_vicuna_v1``), which the paper
+  trained with, rendered here from its definition rather than from a checkpoint's chat
   template: ``{system sentence} USER: <image>\n{question} ASSISTANT: {answer}</s>``, the image
   moved to the front of the question as LLaVA's ``preprocess_multimodal`` does.
+- ``llava_v1``: the same conversation with ``conv_llava_v1``'s sentence ("curious human"),
+  llavac 0.2's default; runs saved with it keep rendering it.
 - ``none`` (other families' default): the model's own chat template, no system turn.
 - any other text: the model's own chat template with that text as the system turn.
 """
@@ -28,17 +32,21 @@ from llavac.labels import LABELS, SLOTS
 
 _SLOT_NAMES = {"text": "Text", "image": "Image", "multimodal": "Multimodal"}
 
-LLAVA_V1_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant "
-    "gives helpful, detailed, and polite answers to the human's questions."
-)
+# The v1 conversations' system sentences, word for word from LLaVA's llava/conversation.py.
+V1_SYSTEMS = {
+    "vicuna_v1": "A chat between a curious user and an artificial intelligence assistant. The "
+                 "assistant gives helpful, detailed, and polite answers to the user's questions.",
+    "llava_v1": "A chat between a curious human and an artificial intelligence assistant. The "
+                "assistant gives helpful, detailed, and polite answers to the human's questions.",
+}
 
 
 @dataclass(frozen=True)
 class PromptFormat:
     """Which labels the prompt asks for, in the order the answer gives them, in which words
     (``instruction``, for the prompt-robustness study; None: the paper's), and the
-    conversation around the question (``llava_v1``, ``none`` or a system sentence)."""
+    conversation around the question (``vicuna_v1``, ``llava_v1``, ``none`` or a system
+    sentence)."""
 
     slots: tuple[str, ...] = SLOTS
     system: str = "none"
@@ -144,16 +152,17 @@ def render(processor, fmt: PromptFormat, text: str, answer: str | None = None) -
     with one, the assistant turn holds it. The first is a string prefix of the second for
     every template the project ships and for LLaVA-1.5's; the collator checks it.
 
-    ``fmt.system == "llava_v1"`` renders LLaVA's v1 conversation (:func:`llava_v1`) instead of
-    the chat template. A processor without a chat template (PaliGemma checkpoints ship none)
-    gets the plain question after its image token, and the answer after a space.
+    ``fmt.system`` ``vicuna_v1`` or ``llava_v1`` renders LLaVA's v1 conversation
+    (:func:`llava_v1`) instead of the chat template. A processor without a chat template
+    (PaliGemma checkpoints ship none) gets the plain question after its image token, and the
+    answer after a space.
     """
-    if fmt.system == "llava_v1":
+    if fmt.system in V1_SYSTEMS:
         return llava_v1(processor, fmt, text, answer)
     if processor.chat_template is None:
         if fmt.system != "none":
             raise ValueError("model.system: this processor has no chat template to hold a "
-                             "system sentence; use none or llava_v1")
+                             "system sentence; use none, vicuna_v1 or llava_v1")
         before, after = fmt.question_parts(text)
         prompt = f"{getattr(processor, 'image_token', '<image>')}{before}{after}"
         return prompt if answer is None else f"{prompt} {answer}"
@@ -169,17 +178,19 @@ def render(processor, fmt: PromptFormat, text: str, answer: str | None = None) -
 
 
 def llava_v1(processor, fmt: PromptFormat, text: str, answer: str | None = None) -> str:
-    """LLaVA's ``v1`` conversation (``conv_vicuna_v1``), re-implemented from its description.
+    """LLaVA's ``v1`` conversation (``conv_vicuna_v1``, or ``conv_llava_v1`` with its own
+    sentence), re-implemented from its description.
 
-    The system sentence and the user turn are joined by a space, the turns are
-    ``USER: `` / ``ASSISTANT:``, the answer follows a space and ends with the end token.
+    The system sentence (``V1_SYSTEMS[fmt.system]``) and the user turn are joined by a space,
+    the turns are ``USER: `` / ``ASSISTANT:``, the answer follows a space and ends with the
+    end token.
     The paper's question holds the image in place (``Image: <image>\nText: ...``); as
     LLaVA's ``preprocess_multimodal`` does, the image token is taken out (``Image: \nText``)
     and put in front of the question, followed by a newline.
     """
     image = getattr(processor, "image_token", "<image>")
     before, after = fmt.question_parts(text)
-    prompt = f"{LLAVA_V1_SYSTEM} USER: {image}\n{before} {after} ASSISTANT:"
+    prompt = f"{V1_SYSTEMS[fmt.system]} USER: {image}\n{before} {after} ASSISTANT:"
     return prompt if answer is None else f"{prompt} {answer}{processor.tokenizer.eos_token}"
 
 

@@ -146,6 +146,7 @@ def test_evaluation_on_test_carries_its_provenance(trained_run, tmp_path):
     provenance = metrics["provenance"]
     assert set(PROVENANCE) <= set(provenance)
     assert (provenance["train_seed"], provenance["split_seed"]) == (7, 2)
+    assert provenance["global_batch_size"] == 8  # the tiny_synthetic preset's
     assert (provenance["procedure"], provenance["part"], provenance["method"]) == (
         "random811", "test", "score")
     assert provenance["model"] == "tiny-llava" and provenance["adapter"] == str(run)

@@ -4,10 +4,12 @@ The numbers pin the whole inference path at once (tiny model build, tokenizer, c
 template, prompt wording, image preprocessing, cached label scoring, greedy decoding): a
 change in any of them moves them. Recorded on x86-64 with torch 2.13 in float32.
 
-``default`` is LLaVA-1.5's default inputs (the v1 system sentence, padded images);
-``plain`` is the processor's images without a system sentence, the inputs before those
-defaults existed: its numbers are the ones recorded then, so nothing else moved. The pair's
-image is square, so padding leaves it as it is; the two differ by the system sentence.
+``default`` is LLaVA-1.5's default inputs (LLaVA's ``conv_vicuna_v1`` system sentence,
+padded images). The other choices keep the numbers recorded when they were the defaults, so
+nothing else moved: ``llava_v1`` (``conv_llava_v1``'s "curious human" sentence, llavac 0.2's
+default) and ``plain`` (the processor's images without a system sentence, llavac 0.1's
+inputs). The pair's image is square, so padding leaves it as it is; the three differ by the
+system sentence alone.
 """
 
 from __future__ import annotations
@@ -23,12 +25,22 @@ GOLDEN = {
     "default": {
         "inputs": {},
         "probabilities": {
+            "text": {"negative": 0.409457, "neutral": 0.330603, "positive": 0.259940},
+            "image": {"negative": 0.352833, "neutral": 0.294344, "positive": 0.352823},
+            "multimodal": {"negative": 0.352355, "neutral": 0.294037, "positive": 0.353609},
+        },
+        "labels": ("negative", "negative", "positive"),
+        "answer": "SYSTEM1 `\x0bsmileourar",  # untrained: unparseable, and kept
+    },
+    "llava_v1": {
+        "inputs": {"system": "llava_v1"},
+        "probabilities": {
             "text": {"negative": 0.411102, "neutral": 0.326868, "positive": 0.262030},
             "image": {"negative": 0.353488, "neutral": 0.294809, "positive": 0.351703},
             "multimodal": {"negative": 0.353003, "neutral": 0.294497, "positive": 0.352500},
         },
         "labels": ("negative", "negative", "negative"),
-        "answer": "SYSTEM1\ufffdtim:SYSTEM1",  # untrained: unparseable, and kept
+        "answer": "SYSTEM1\ufffdtim:SYSTEM1",
     },
     "plain": {
         "inputs": {"image_mode": "processor", "system": "none"},

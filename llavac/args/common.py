@@ -13,6 +13,7 @@ TRAIN_METHODS = ("lora", "full")
 IMAGE_MODES = ("pad", "crop", "processor")  # llavac.models.inputs says what each does
 SWEEP_METRICS = ("accuracy", "weighted_f1")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")  # the Trainer's two torch AdamW kernels
 
 
 class Section:
@@ -51,7 +52,8 @@ class ModelArgs(Section):
     # the paper's inputs (images padded to a square, LLaVA's v1 conversation), for other
     # families their processor's images and their own chat template.
     image_mode: str | None = None  # pad | crop | processor
-    system: str | None = None  # llava_v1 | none | a system sentence of your own
+    # vicuna_v1 (LLaVA's --version v1) | llava_v1 (0.2's default) | none | a sentence of your own
+    system: str | None = None
 
     def __post_init__(self):
         self._check("name", bool(self.name), "a model name or path")
@@ -61,7 +63,7 @@ class ModelArgs(Section):
 def _check_inputs(section: Section) -> None:
     section._one_of("image_mode", IMAGE_MODES, optional=True)
     section._check("system", section.system is None or bool(section.system.strip()),
-                   "llava_v1, none, a system sentence or null")
+                   "vicuna_v1, llava_v1, none, a system sentence or null")
 
 
 @dataclass
@@ -80,7 +82,7 @@ class ClassifierArgs(Section):
     # None: what the training run recorded (a run from before these existed: processor,
     # none), else the family's default; see ModelArgs. Training and prediction then agree.
     image_mode: str | None = None  # pad | crop | processor
-    system: str | None = None  # llava_v1 | none | a system sentence of your own
+    system: str | None = None  # vicuna_v1 | llava_v1 | none | a system sentence of your own
 
     def __post_init__(self):
         _check_inputs(self)

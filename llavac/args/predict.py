@@ -96,6 +96,7 @@ class PromptArgs(Section):
     text: str | None = None
     image: str | None = None  # None: a blank square of the processor's size stands in
     answer: str | None = None  # e.g. "positive, neutral, positive": show the trained tokens
+    ids: bool = False  # also print the token ids
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from llavac.args.common import (
     METHODS,
+    OPTIMIZERS,
     REPORT_TO,
     SWEEP_METRICS,
     TRAIN_METHODS,
@@ -48,11 +49,27 @@ class TrainArgs(Section):
     scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    batch_size: int = 16  # per device
-    grad_accum: int = 1  # effective batch = batch_size x grad_accum x devices (paper: 16)
+    # The batch one optimizer step averages over, whatever the hardware (llavac.train.batch):
+    # micro_batch_size per device x processes x accumulation steps, the accumulation derived.
+    # The paper's 16; LLaVA's script gives 16 per device (128 on its eight GPUs).
+    global_batch_size: int = 16
+    micro_batch_size: int | None = None  # per device, what fits; None: global / processes
+    # 0.2's keys, still read: set, they decide the batch as in 0.2 (batch_size per device x
+    # grad_accum x processes: it grows with the processes) and global_batch_size is not used.
+    batch_size: int | None = None
+    grad_accum: int | None = None
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs; -1: train the epochs
+    # The forward and backward in bf16; every trainable parameter is still held and updated
+    # in fp32 (llavac.train.precision), as DeepSpeed's bf16 optimizer does for LLaVA.
     bf16: bool = True
+    tf32: bool = True  # TF32 matmuls where the GPU has them (LLaVA's --tf32); no-op elsewhere
+    # adamw_torch_fused (the Trainer's default) or adamw_torch (LLaVA's script): the same
+    # AdamW update, fused into one kernel or not (the README's fidelity table).
+    optim: str = "adamw_torch_fused"
+    # Each step's batch arranged by length across devices and accumulation steps, so similar
+    # lengths are padded together (LLaVA's --group_by_modality_length; llavac.train.batch).
+    group_by_length: bool = True
     gradient_checkpointing: bool = True
     max_length: int | None = 2048  # an example longer than this is an error, never truncated
     save_steps: int = 500
@@ -76,8 +93,12 @@ class TrainArgs(Section):
         self._check("lr", self.lr > 0, "a learning rate > 0")
         self._check("warmup_ratio", 0 <= self.warmup_ratio < 1, "a fraction in [0, 1)")
         self._at_least("weight_decay", 0)
-        for key in ("batch_size", "grad_accum", "save_steps", "logging_steps"):
+        for key in ("global_batch_size", "save_steps", "logging_steps"):
             self._at_least(key, 1)
+        for key in ("micro_batch_size", "batch_size", "grad_accum"):
+            self._at_least(key, 1, optional=True)
+        self._check("micro_batch_size", self.micro_batch_size is None or self.batch_size is None,
+                    "null beside 0.2's train.batch_size, which is the per-device batch too")
         self._check("epochs", self.epochs > 0, "a number of epochs > 0")
         self._check("max_steps", self.max_steps == -1 or self.max_steps >= 1,
                     "-1 (train the epochs) or a number of steps >= 1")
@@ -86,6 +107,7 @@ class TrainArgs(Section):
         self._at_least("seed", 0)
         self._at_least("num_workers", 0)
         self._one_of("report_to", REPORT_TO)
+        self._one_of("optim", OPTIMIZERS)
 
 
 @dataclass

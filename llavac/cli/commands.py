@@ -203,17 +203,23 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def prompt_command(args: argparse.Namespace) -> int:
-    from llavac.predict.view import view_prompt
+    from llavac.predict.view import collapsed_ids, view_prompt
 
-    view = view_prompt(config_from_args(PromptConfig, args, PROMPT_FLAGS))
+    config = config_from_args(PromptConfig, args, PROMPT_FLAGS)
+    view = view_prompt(config)
     print(f"model:   {view.model} ({view.family}), prompt {view.prompt}")
-    print(f"inputs:  image_mode={view.image_mode}, system={view.system}")
+    print(f"inputs:  image_mode={view.image_mode}, system={view.system}, "
+          f"images by {view.image_processor}")
     print(f"tokens:  {view.tokens} ({view.image_tokens} image)")
     if view.image is not None:
         print(f"image:   {_image_line(view.image)}")
     print("-" * 72 + f"\n{view.text}\n" + "-" * 72)
+    if config.prompt.ids:
+        print(f"ids:     {collapsed_ids(view.ids)}")
     if view.trained is not None:
         print(f"trained: {len(view.trained)} tokens {view.trained}")
+        if config.prompt.ids:
+            print(f"         ids {view.trained_ids}")
         print(f"         = {view.trained_text!r}; every other token is label -100")
     return 0
 

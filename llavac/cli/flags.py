@@ -21,7 +21,8 @@ CLASSIFIER_FLAGS = [
     Flag("--image-mode", "model.image_mode",
          "pad | crop | processor; unset: the run's, else the family's"),
     Flag("--system", "model.system",
-         "llava_v1 | none | a system sentence; unset: the run's, else the family's"),
+         "vicuna_v1 | llava_v1 | none | a system sentence; unset: the run's, else the "
+         "family's"),
 ]
 TRAIN_FLAGS = [
     Flag("--model", "model.name", "hub id, local path or tiny-* name"),
@@ -106,6 +107,7 @@ PROMPT_FLAGS = [
     Flag("--image", "prompt.image", "its image (else a blank square stands in)"),
     Flag("--answer", "prompt.answer", "an answer, e.g. 'positive, neutral, positive': "
          "shows the tokens training puts the loss on"),
+    Flag("--ids", "prompt.ids", "also print the token ids (the image's run as id × count)"),
 ]
 
 ROBUSTNESS_FLAGS = [

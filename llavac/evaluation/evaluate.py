@@ -16,6 +16,7 @@ and :mod:`llavac.evaluation.reliance`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -105,6 +106,8 @@ def provenance(config: EvalConfig, manifest: dict, classifier: Classifier, part:
                   "prompt": classifier.fmt.name}
     return {
         "train_seed": trained.get("train", {}).get("seed"),
+        # The optimizer step's batch the run trained with, as its manifest recorded it.
+        "global_batch_size": _run_manifest(config.model.adapter).get("batch", {}).get("global"),
         "split_seed": manifest.get("seed"),  # random811's shuffle; None for a fixed split
         "config_hash": results_hash(trained or {"model": {"name": source.get("model")}},
                                     evaluation),
@@ -125,6 +128,13 @@ def _run_config(adapter: str | None) -> dict:
     if path is None or not path.is_file():
         return {}
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def _run_manifest(adapter: str | None) -> dict:
+    """The manifest of a training run folder; {} for zero-shot, a bare peft adapter or a run
+    from before the manifest recorded its batch."""
+    path = Path(adapter) / "manifest.json" if adapter else None
+    return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
 
 
 def calibration_info(classifier: Classifier, method: str) -> dict:

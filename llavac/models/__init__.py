@@ -15,6 +15,7 @@ from llavac.models.factory import (
 from llavac.models.inputs import (
     IMAGE_MODES,
     apply_image_mode,
+    apply_inputs,
     describe_image,
     input_defaults,
     resolve_inputs,
@@ -42,6 +43,7 @@ __all__ = [
     "TinySizes",
     "build_tiny",
     "apply_image_mode",
+    "apply_inputs",
     "describe_image",
     "four_bit_config",
     "frozen_vision_parameters",

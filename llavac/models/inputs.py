@@ -2,17 +2,18 @@
 
 LLaVAC fine-tunes LLaVA-1.5 with the LLaVA repository's recipe, which pads every image to a
 square filled with the CLIP mean colour (``--image_aspect_ratio pad``, LLaVA's
-``expand2square``) and wraps every example in the ``v1`` conversation (a system sentence,
-``USER:`` / ``ASSISTANT:`` turns, ``</s>`` after the answer). A plain Hugging Face processor
+``expand2square``) and wraps every example in the ``v1`` conversation (``--version v1``:
+``conv_vicuna_v1``'s system sentence, ``USER:`` / ``ASSISTANT:`` turns, ``</s>`` after the
+answer). A plain Hugging Face processor
 centre-crops instead and its chat template has no system sentence. Both choices are named
 here, with the defaults per model family:
 
-=============  ==============  ===========  ===================================================
-family         ``image_mode``  ``system``   why
-=============  ==============  ===========  ===================================================
-``llava``      ``pad``         ``llava_v1``  LLaVA-1.5 (and ``tiny-llava``): the paper's inputs
-others         ``processor``   ``none``     their processor's images and their chat template
-=============  ==============  ===========  ===================================================
+=============  ==============  =============  =================================================
+family         ``image_mode``  ``system``     why
+=============  ==============  =============  =================================================
+``llava``      ``pad``         ``vicuna_v1``  LLaVA-1.5 (and ``tiny-llava``): the paper's inputs
+others         ``processor``   ``none``       their processor's images and their chat template
+=============  ==============  =============  =================================================
 
 ``image_mode``: ``pad`` centres the image on a square of the processor's mean colour, then the
 processor resizes it (transformers' own ``LlavaImageProcessor(do_pad=True)``); ``crop``
@@ -21,18 +22,21 @@ does); ``processor`` leaves the processor as the checkpoint ships it. ``pad`` an
 apply to the fixed-resolution square inputs of LLaVA-1.5 (CLIP / LLaVA image processors);
 other families (LLaVA-NeXT's tiles, PaliGemma's squash-resize, Idefics3's and SmolVLM's
 splits, Gemma3, Qwen2-VL's aspect-keeping resize) keep ``processor``. The system choice is
-rendered by :func:`llavac.prompt.render`.
+rendered by :func:`llavac.prompt.render`; LLaVA's v1 conversation is also tokenised as LLaVA
+does around the image (:func:`tokenize_as_llava`).
 """
 
 from __future__ import annotations
 
 import transformers
 from PIL import Image
+from tokenizers import pre_tokenizers
 
 from llavac.args import IMAGE_MODES
+from llavac.prompt import V1_SYSTEMS
 
 # model_type -> (image_mode, system) a run of that family gets when it names neither.
-_FAMILY_DEFAULTS = {"llava": ("pad", "llava_v1")}
+_FAMILY_DEFAULTS = {"llava": ("pad", "vicuna_v1")}
 _OTHERS = ("processor", "none")
 
 # The image processors whose square, fixed-resolution input ``pad`` and ``crop`` describe.
@@ -51,12 +55,41 @@ def resolve_inputs(model_type: str, image_mode: str | None,
     return image_mode or default_mode, system or default_system
 
 
+def apply_inputs(processor, image_mode: str, system: str):
+    """Configure ``processor`` for a run's inputs, the same way in training, prediction and
+    ``llavac prompt``: its images (:func:`apply_image_mode`) and, for LLaVA's v1
+    conversation, the tokenisation around the image (:func:`tokenize_as_llava`)."""
+    apply_image_mode(processor, image_mode)
+    if system in V1_SYSTEMS:
+        tokenize_as_llava(processor.tokenizer)
+    return processor
+
+
+def tokenize_as_llava(tokenizer) -> None:
+    """Tokenise the text on either side of the image as LLaVA's ``tokenizer_image_token``:
+    each chunk on its own, so SentencePiece starts the one after the image with ``▁`` too
+    (after ``<image>``: ``▁`` and the newline, 29871 13 on LLaMA's vocabulary).
+
+    A tokenizer that prepends ``▁`` to the first chunk only (transformers 5's
+    ``LlamaTokenizer`` without ``legacy``: a ``Metaspace`` pre-tokenizer with
+    ``prepend_scheme="first"``) is set to prepend it to every chunk; one that already does
+    (the classic normalizer, as in ``../shared/tokenizers/llama-spm``) is left as it is.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # None: a Python tokenizer
+    metaspace = backend.pre_tokenizer if backend is not None else None
+    if isinstance(metaspace, pre_tokenizers.Metaspace) and metaspace.prepend_scheme == "first":
+        metaspace.prepend_scheme = "always"
+
+
 def apply_image_mode(processor, mode: str):
     """Configure ``processor``'s image processor for ``mode``; returns the processor.
 
-    ``pad`` goes through transformers' ``LlavaImageProcessor(do_pad=True)``: a CLIP image
-    processor (what ``llava-hf`` checkpoints ship) is replaced by the LLaVA one with the same
-    settings, since CLIP's own ``do_pad`` pads to a fixed size at the bottom right instead.
+    ``pad`` goes through transformers' ``LlavaImageProcessorPil(do_pad=True)``, with the
+    settings of the processor it replaces (a CLIP one, as ``llava-hf`` checkpoints ship,
+    whose own ``do_pad`` pads to a fixed size at the bottom right instead). It is always the
+    PIL backend, as LLaVA's training resizes with PIL: transformers picks the torchvision
+    backend wherever torchvision is installed, and its bicubic resize gives other pixels, so
+    a GPU machine and a CPU one would train on different inputs.
     """
     if mode not in IMAGE_MODES:
         raise ValueError(f"model.image_mode: expected one of {', '.join(IMAGE_MODES)}, "
@@ -70,11 +103,10 @@ def apply_image_mode(processor, mode: str):
             f"model.image_mode={mode}: defined for LLaVA-1.5's square inputs (CLIP / LLaVA "
             f"image processors), not for {type(images).__name__}; use model.image_mode=processor"
         )
-    if mode == "pad" and kind == "CLIPImageProcessor":
-        backend = "Pil" if type(images).__name__.endswith("Pil") else ""
+    if mode == "pad" and not isinstance(images, transformers.LlavaImageProcessorPil):
         settings = {key: value for key, value in images.to_dict().items()
                     if key not in ("image_processor_type", "processor_class")}
-        images = getattr(transformers, "LlavaImageProcessor" + backend)(**settings)
+        images = transformers.LlavaImageProcessorPil(**settings)
         processor.image_processor = images
     if hasattr(images, "pad_to_square"):
         images.do_pad = mode == "pad"

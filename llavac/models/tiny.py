@@ -24,7 +24,7 @@ from llavac.models.tiny_qwen import build_qwen2_5_vl, build_qwen2_vl
 TINY_PREFIX = "tiny-"
 
 # family -> builder(sizes) returning (config, processor)
-_BUILDERS: dict[str, Callable[[TinySizes], tuple]] = {
+_BUILDERS: dict[str, Callable[..., tuple]] = {
     "llava": build_llava,
     "llava-next": build_llava_next,
     "paligemma": build_paligemma,
@@ -34,6 +34,8 @@ _BUILDERS: dict[str, Callable[[TinySizes], tuple]] = {
     "qwen2.5-vl": build_qwen2_5_vl,
     "smolvlm": build_smolvlm,
 }
+# The families whose builder also takes a real tokenizer's folder (``tokenizer=``).
+_ANY_VOCABULARY = ("llava", "llava-next")
 
 # The architecture (``config.model_type``) of a tiny family whose name does not spell it:
 # the others are their model_type with dashes (``tiny-llava-next`` is ``llava_next``).
@@ -63,6 +65,7 @@ def build_tiny(
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     attn_implementation: str | None = None,
+    tokenizer: str | None = None,
     **sizes,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Build the tiny ``family`` (with or without the ``tiny-`` prefix) from ``seed``.
@@ -71,12 +74,21 @@ def build_tiny(
     left untouched, so building a model never perturbs the caller's data shuffling.
     ``sizes`` override fields of :class:`TinySizes` (an unknown name raises ``TypeError``).
     ``device`` initialises the weights directly there (a 7B-shaped model never has to fit
-    in CPU memory in float32); ``dtype`` likewise. The model is returned in eval mode.
+    in CPU memory in float32); ``dtype`` likewise. ``tokenizer``, a tokenizer folder (LLaVA
+    families only), replaces the toy vocabulary with a real one. The model is returned in eval
+    mode.
     """
     family = family.removeprefix(TINY_PREFIX)
     if family not in _BUILDERS:
         raise ValueError(f"unknown tiny family {family!r}; known: {', '.join(tiny_names())}")
-    config, processor = _BUILDERS[family](dataclasses.replace(TinySizes(), **sizes))
+    sizes = dataclasses.replace(TinySizes(), **sizes)
+    if tokenizer is None:
+        config, processor = _BUILDERS[family](sizes)
+    elif family in _ANY_VOCABULARY:
+        config, processor = _BUILDERS[family](sizes, tokenizer)
+    else:
+        raise ValueError(f"tokenizer=: the tiny {family} keeps its own vocabulary; "
+                         f"{', '.join(_ANY_VOCABULARY)} take a real one")
     device = torch.device(device) if device is not None else torch.device("cpu")
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), device:

@@ -27,7 +27,7 @@ from llavac.console import Progress
 from llavac.jsonl import write_jsonl
 from llavac.labels import SLOT_FIELDS
 from llavac.models import (
-    apply_image_mode,
+    apply_inputs,
     load_model,
     load_processor,
     model_facts,
@@ -271,7 +271,7 @@ class Classifier:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded, processor = run.load(dtype or run.model.get("dtype"), device)
         image_mode, system = resolve_inputs(model_family(loaded), *run.inputs(image_mode, system))
-        apply_image_mode(processor, image_mode)  # the images training saw, in every stage
+        apply_inputs(processor, image_mode, system)  # the inputs training saw, in every stage
         # calibration.json lies in the run folder, or in the folder `llavac export` wrote.
         temperatures = read_temperatures(adapter or run.exported) if calibrated else None
         source = {"model": run.name, "adapter": str(adapter) if adapter else None,

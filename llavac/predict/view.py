@@ -9,6 +9,7 @@ processor is loaded, never the weights, so a 7B model's prompt shows in seconds.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image
 from llavac.args import PromptConfig
 from llavac.data import open_rgb
 from llavac.models import (
-    apply_image_mode,
+    apply_inputs,
     describe_image,
     is_prefix_lm,
     load_processor,
@@ -45,11 +46,14 @@ class PromptView:
     prompt: str  # the prompt variant
     image_mode: str
     system: str
+    image_processor: str  # its class: LLaVA-1.5's pad mode always takes the PIL one
     text: str  # the token ids decoded, each run of image tokens shown as <image × count>
+    ids: list[int]  # the token ids themselves, image placeholders included
     tokens: int  # the whole sequence, image tokens included
     image_tokens: int
     image: dict | None  # describe_image's facts; None: no image given, a blank one stood in
     trained: list[str] | None  # with an answer: the tokens that carry the loss, in order
+    trained_ids: list[int] | None  # ... their ids
     trained_text: str | None  # ... and what they decode to
 
 
@@ -62,7 +66,7 @@ def view_prompt(config: PromptConfig) -> PromptView:
     run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
     family = model_type(run.name)
     image_mode, system = resolve_inputs(family, *run.inputs(args.image_mode, args.system))
-    processor = apply_image_mode(_run_processor(run), image_mode)
+    processor = apply_inputs(_run_processor(run), image_mode, system)
     fmt = PromptFormat.from_name(args.prompt or run.prompt, system)
     image = open_rgb(example.image) if example.image else Image.new(
         "RGB", (_STAND_IN_SIDE, _STAND_IN_SIDE), "grey")
@@ -75,6 +79,7 @@ def view_prompt(config: PromptConfig) -> PromptView:
         batch = collator.encode(["example"], [image], [example.text], [answer])
     return PromptView(
         model=run.name, family=family, prompt=fmt.name, image_mode=image_mode, system=system,
+        image_processor=type(processor.image_processor).__name__,
         image=describe_image(processor, image_mode, image) if example.image else None,
         **_encoded(processor, batch))
 
@@ -122,8 +127,20 @@ def _encoded(processor, batch) -> dict:
         trained = labels[labels != IGNORE_INDEX].tolist()
     return {
         "text": text,
+        "ids": ids,
         "tokens": len(ids),
         "image_tokens": ids.count(processor.image_token_id),
         "trained": tokenizer.convert_ids_to_tokens(trained) if trained is not None else None,
+        "trained_ids": trained,
         "trained_text": tokenizer.decode(trained) if trained is not None else None,
     }
+
+
+def collapsed_ids(ids: list[int]) -> str:
+    """``[1, 319, 32000 × 576, 29871, 13, ...]``: a run of one repeated id (the image's
+    placeholders) as ``id × count``, as the text shows ``<image × count>``."""
+    parts = []
+    for id, run in itertools.groupby(ids):
+        count = len(list(run))
+        parts.append(f"{id} × {count}" if count > 1 else str(id))
+    return "[" + ", ".join(parts) + "]"

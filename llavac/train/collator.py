@@ -41,6 +41,15 @@ class TrainCollator:
     def format_for(self, record: Record) -> PromptFormat:
         return draw_variant(self.variants, self.seed, record.id) if self.variants else self.fmt
 
+    def lengths(self, records: list[Record]) -> list[int]:
+        """Each record's token count as trained, before the processor expands its image (by
+        the same count for every example of a fixed-resolution model): what
+        ``train.group_by_length`` arranges the batches by. No image is opened."""
+        fmts = [self.format_for(record) for record in records]
+        texts = [render(self.processor, fmt, record.text, fmt.answer(slot_labels(record)))
+                 for fmt, record in zip(fmts, records, strict=True)]
+        return [len(ids) for ids in self.processor.tokenizer(texts)["input_ids"]]
+
     def __call__(self, records: list[Record]) -> dict[str, torch.Tensor | bool]:
         fmts = [self.format_for(record) for record in records]
         answers = [fmt.answer(slot_labels(r)) for fmt, r in zip(fmts, records, strict=True)]

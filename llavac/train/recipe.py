@@ -3,12 +3,18 @@
     llavac train --config tiny_synthetic
     llavac train --model llava-hf/llava-1.5-7b-hf --data MVSA_Single --procedure qmf
     torchrun --nproc_per_node 4 -m llavac.cli train --data MVSA_Single --procedure qmf \
-        train.batch_size=4
+        train.micro_batch_size=4
 
 Supports:
 - LoRA on every linear layer of the language model (the paper), projector trained in full
   at its own learning rate; or full fine-tuning (``train.method=full``); QLoRA with
   ``model.load_in_4bit=true`` on CUDA.
+- Mixed precision as DeepSpeed's bf16 optimizer does it for LLaVA: every trainable parameter
+  is held and updated in fp32 while the forward and backward run in bf16 (``train.bf16``) or
+  ``model.dtype``; frozen weights stay in ``model.dtype``.
+- A global batch that does not depend on the hardware (``llavac.train.batch``), length
+  grouping within each step's batch (``train.group_by_length``) and TF32 on CUDA, as LLaVA's
+  script.
 - Any model the factory loads: LLaVA-1.5 / NeXT checkpoints and the built-in tiny models.
 - The three prompt variants of ``llavac.prompt``.
 - Checkpoints every ``train.save_steps`` that survive a kill at any moment, and ``--resume``
@@ -34,6 +40,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.utils import is_torch_tf32_available
 
 from llavac.args import LoraArgs, TrainArgs, TrainConfig
 from llavac.config import save_config
@@ -42,7 +49,7 @@ from llavac.data import Record, load_data
 from llavac.labels import slot_labels
 from llavac.leakage import trained_on
 from llavac.models import (
-    apply_image_mode,
+    apply_inputs,
     frozen_vision_parameters,
     is_prefix_lm,
     language_model_linear_names,
@@ -56,6 +63,7 @@ from llavac.models import (
 from llavac.prompt import PromptFormat
 from llavac.prompt_variants import load_variants
 from llavac.runinfo import write_json, write_run_files
+from llavac.train.batch import GlobalBatch, global_batch, length_grouped_sampler
 from llavac.train.checkpoints import (
     CrashSafeTrainer,
     ResumePoint,
@@ -63,6 +71,7 @@ from llavac.train.checkpoints import (
     remove_skipped,
 )
 from llavac.train.collator import TrainCollator
+from llavac.train.precision import compute_dtype, engine_keeps_masters, upcast_trainable
 from llavac.train.progress import replace_trainer_output
 from llavac.train.steplog import StepLog, plot_loss
 
@@ -91,7 +100,8 @@ def make_trainable(model, lora: LoraArgs, method: str = "lora"):
 
 
 class ProjectorLrTrainer(CrashSafeTrainer):
-    """The Trainer with the projector at its own learning rate (LLaVA's ``mm_projector_lr``).
+    """The Trainer with the projector at its own learning rate (LLaVA's ``mm_projector_lr``)
+    and, given the examples' ``lengths``, each step's batch arranged by length.
 
     The Trainer builds its optimizer as always (its optimizer class and settings, biases and
     norms without weight decay, from the model it has wrapped by then, so FSDP and DeepSpeed
@@ -99,9 +109,19 @@ class ProjectorLrTrainer(CrashSafeTrainer):
     their own.
     """
 
-    def __init__(self, *args, projector_lr: float | None, **kwargs):
+    def __init__(self, *args, projector_lr: float | None, lengths: list[int] | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.projector_lr = projector_lr
+        # train.group_by_length: the examples' token counts, for length_grouped_sampler.
+        self.lengths = lengths
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        args = self.args
+        return length_grouped_sampler(self.lengths, GlobalBatch.of(args), args.process_index,
+                                      args.seed, args.dataloader_drop_last)
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None
@@ -151,6 +171,8 @@ class Setup:
     model: object  # peft-wrapped (LoRA) or with its trainable parameters unfrozen (full)
     processor: object
     collator: TrainCollator
+    weights_dtype: torch.dtype  # the frozen weights' (model.dtype as loaded)
+    batch: GlobalBatch  # how the global batch is cut on these processes
 
 
 def train(config: TrainConfig, resume: bool = False,
@@ -192,6 +214,8 @@ def with_input_defaults(config: TrainConfig) -> TrainConfig:
 def setup(config: TrainConfig) -> Setup:
     """Load the training records and the model, and make the model trainable."""
     config = with_input_defaults(config)  # a no-op after train(); setup() is public too
+    # A global batch that does not divide is an error before anything is loaded.
+    batch = global_batch(config.train, int(os.environ.get("WORLD_SIZE", "1")))
     split = load_data(config.data)
     # The paper trains on the train split only: no validation set, no early stopping. Own data
     # without a split (procedure "none") is trained on all of it. load_split has opened every
@@ -215,11 +239,14 @@ def setup(config: TrainConfig) -> Setup:
         load_in_4bit=config.model.load_in_4bit,
         seed=config.model.seed,
     )
-    apply_image_mode(processor, config.model.image_mode)  # saved with the run's processor/
+    apply_inputs(processor, config.model.image_mode, config.model.system)  # saved in processor/
     collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length,
                              variants, config.train.seed)
+    weights_dtype = model.dtype
     model = make_trainable(model, config.lora, config.train.method)
-    return Setup(records, split.manifest, model, processor, collator)
+    if not engine_keeps_masters(config.train):
+        upcast_trainable(model)  # fp32 master weights (llavac.train.precision)
+    return Setup(records, split.manifest, model, processor, collator, weights_dtype, batch)
 
 
 def fit(config: TrainConfig, built: Setup, resume: bool,
@@ -228,11 +255,14 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
     the Trainer."""
     args = config.train
     output = Path(args.output)
-    training_args = trainer_arguments(args, output / "checkpoints")
+    batch = built.batch
+    training_args = trainer_arguments(args, output / "checkpoints", batch,
+                                      compute_dtype(args, built.weights_dtype))
     point = resume_point(Path(training_args.output_dir)) if resume else None
+    if is_main_process():
+        log.info(batch.describe())
     last = str(point.checkpoint) if point and point.checkpoint else None
-    samples_per_step = args.batch_size * args.grad_accum * training_args.world_size
-    step_log = StepLog(output / "log.jsonl", samples_per_step, point.step if point else 0)
+    step_log = StepLog(output / "log.jsonl", batch.size, point.step if point else 0)
     trainer = ProjectorLrTrainer(
         model=built.model,
         args=training_args,
@@ -240,9 +270,10 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
         train_dataset=built.records,
         callbacks=[step_log, *callbacks],
         projector_lr=config.lora.projector_lr,
+        lengths=built.collator.lengths(built.records) if args.group_by_length else None,
         keep=args.save_total_limit,
     )
-    replace_trainer_output(trainer, samples_per_step, bar=args.progress)
+    replace_trainer_output(trainer, batch.size, bar=args.progress)
     if point is not None and point.finished:
         # Killed during the final save: the last step's checkpoint holds the final weights.
         # (Trainer.train from a checkpoint at max_steps would run one step more.)
@@ -278,28 +309,38 @@ def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
             "train_records": len(built.records),
             "trained_on": {"file": "trained_on.json", "sha256": records["sha256"]},
             "model": model_facts(built.model),
+            "image_processor": type(built.processor.image_processor).__name__,
             "world_size": trainer.args.world_size,
+            "batch": GlobalBatch.of(trainer.args).facts(),
         }
         plot_loss(output / "log.jsonl", output / "loss.png")
         write_run_files(output, config, manifest)  # manifest.json last: the run is complete
     trainer.accelerator.wait_for_everyone()  # no rank returns before the run is on disk
 
 
-def trainer_arguments(args: TrainArgs, checkpoints: Path) -> TrainingArguments:
-    """The one place a ``TrainArgs`` section becomes the Trainer's ``TrainingArguments``."""
+def trainer_arguments(args: TrainArgs, checkpoints: Path, batch: GlobalBatch,
+                      autocast: str | None) -> TrainingArguments:
+    """The one place a ``TrainArgs`` section becomes the Trainer's ``TrainingArguments``;
+    ``batch`` is how its global batch is cut, ``autocast`` the compute dtype
+    (:func:`llavac.train.precision.compute_dtype`)."""
     on_cuda = torch.cuda.is_available()
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return TrainingArguments(
         output_dir=str(checkpoints),
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
+        per_device_train_batch_size=batch.per_device,
+        gradient_accumulation_steps=batch.accumulation,
         learning_rate=args.lr,
         lr_scheduler_type=args.scheduler,
         warmup_steps=args.warmup_ratio,  # a value below 1 is a fraction of all steps
         weight_decay=args.weight_decay,
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
-        bf16=args.bf16,
+        bf16=autocast == "bf16",
+        fp16=autocast == "fp16",
+        tf32=True if args.tf32 and is_torch_tf32_available() else None,  # None: PyTorch's
+        optim=args.optim,
+        # train.group_by_length: the sampler is ProjectorLrTrainer's (length_grouped_sampler),
+        # handed to the data loader as the batch sampler this strategy names.
+        train_sampling_strategy="batch_rebalance" if args.group_by_length else "random",
         activation_checkpointing=args.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs
         save_strategy="steps",
@@ -320,5 +361,5 @@ def trainer_arguments(args: TrainArgs, checkpoints: Path) -> TrainingArguments:
         fsdp=args.fsdp or None,
         use_cpu=not on_cuda,
         # Under torchrun on CPU the processes talk through gloo (NCCL needs GPUs).
-        ddp_backend="gloo" if distributed and not on_cuda else None,
+        ddp_backend="gloo" if batch.processes > 1 and not on_cuda else None,
     )
