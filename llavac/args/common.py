@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from llavac.config import ConfigKeyError
+
 PROCEDURES = ("cheema10", "random811", "clmlf", "qmf", "none")
 METHODS = ("score", "generate")
 TRAIN_METHODS = ("lora", "full")
@@ -22,8 +24,8 @@ class Section:
 
     def _check(self, key: str, ok: bool, expected: str) -> None:
         if not ok:
-            raise ValueError(f"{self.section}.{key}: expected {expected}, "
-                             f"got {getattr(self, key)!r}")
+            raise ConfigKeyError(f"{self.section}.{key}", f"{self.section}.{key}: expected "
+                                 f"{expected}, got {getattr(self, key)!r}")
 
     def _at_least(self, key: str, minimum: float, optional: bool = False) -> None:
         value = getattr(self, key)
