@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from llavac.durable import write_atomic
+
 C = TypeVar("C")
 
 
@@ -206,7 +208,9 @@ def to_dict(config) -> dict:
 
 
 def save_config(config, path: Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    """``config`` as YAML at ``path``, written whole or not at all (it is often a run's only
+    record of its settings)."""
+    write_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def config_hash(*configs) -> str:
