@@ -49,11 +49,9 @@ def data_export_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     from llavac.hub import DEFAULT_MODEL_SIZES, require_reachable
-    from llavac.runinfo import claim_output
 
     config = config_from_args(TrainConfig, args, TRAIN_FLAGS)
     _require_data(config.data.path)
-    claim_output(config.train.output, "manifest.json", args.overwrite, resume=args.resume)
     if config.model.name in DEFAULT_MODEL_SIZES:
         size = DEFAULT_MODEL_SIZES[config.model.name]
         log.info(f"model: {config.model.name} (the paper's base model; {size} to download "
@@ -61,7 +59,9 @@ def train_command(args: argparse.Namespace) -> int:
     require_reachable(config.model.name)
     from llavac.train import train  # torch and transformers: only once the arguments hold
 
-    output = train(config, resume=args.resume)
+    # train() claims the output folder first: an interrupted or finished run there is
+    # refused unless --resume or --overwrite says what to do with it.
+    output = train(config, resume=args.resume, overwrite=args.overwrite)
     _report_records(output / "manifest.json", "train")
     _wrote(output, "adapter/ or model/, processor/, config.yaml, manifest.json, log.jsonl, "
                    "loss.png, checkpoints/")

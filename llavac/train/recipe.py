@@ -36,7 +36,6 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from llavac.args import LoraArgs, TrainArgs, TrainConfig
-from llavac.config import save_config
 from llavac.console import is_main_process, log
 from llavac.data import Record, load_data
 from llavac.labels import slot_labels
@@ -60,7 +59,9 @@ from llavac.train.checkpoints import (
     ResumePoint,
     find_resume_point,
     remove_skipped,
+    run_config_hash,
 )
+from llavac.train.claim import prepare_output
 from llavac.train.collator import TrainCollator
 from llavac.train.progress import replace_trainer_output
 from llavac.train.steplog import StepLog, plot_loss
@@ -153,23 +154,18 @@ class Setup:
 
 
 def train(config: TrainConfig, resume: bool = False,
-          callbacks: list[TrainerCallback] | None = None) -> Path:
+          callbacks: list[TrainerCallback] | None = None, overwrite: bool = False) -> Path:
     """Fine-tune ``config.model`` on the train split of ``config.data``; return its output.
 
-    ``resume``: continue from the newest complete checkpoint (a finished run is left as is).
+    ``resume``: continue from the newest complete checkpoint (a finished run is left as is);
+    ``overwrite``: replace what the folder holds. An interrupted or finished run's folder is
+    refused without either (``llavac.train.claim``).
     """
     config = with_input_defaults(config)
     output = Path(config.train.output)
-    if resume and is_finished(output):
-        if is_main_process():
-            log.info(f"{output} has finished (manifest.json): nothing to resume")
+    if not prepare_output(config, resume, overwrite):  # finished before: nothing to resume
         return output
     set_seed(config.train.seed)
-    if is_main_process():  # an interrupted run's folder names its config
-        output.mkdir(parents=True, exist_ok=True)
-        save_config(config, output / "config.yaml")
-        # An earlier run's manifest would mark this one finished while it is not.
-        (output / "manifest.json").unlink(missing_ok=True)
     built = setup(config)
     trainer = fit(config, built, resume, callbacks or [])
     save(config, built, trainer)
@@ -228,7 +224,8 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
     args = config.train
     output = Path(args.output)
     training_args = trainer_arguments(args, output / "checkpoints")
-    point = resume_point(Path(training_args.output_dir)) if resume else None
+    run_hash = run_config_hash(config)
+    point = resume_point(Path(training_args.output_dir), run_hash) if resume else None
     last = str(point.checkpoint) if point and point.checkpoint else None
     samples_per_step = args.batch_size * args.grad_accum * training_args.world_size
     step_log = StepLog(output / "log.jsonl", samples_per_step, point.step if point else 0)
@@ -240,6 +237,7 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
         callbacks=[step_log, *callbacks],
         projector_lr=config.lora.projector_lr,
         keep=args.save_total_limit,
+        run_hash=run_hash,  # every checkpoint names its run's config
     )
     replace_trainer_output(trainer, samples_per_step, bar=args.progress)
     if point is not None and point.finished:
@@ -251,10 +249,10 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
     return trainer
 
 
-def resume_point(checkpoints: Path) -> ResumePoint:
-    """The newest complete checkpoint, half-written ones removed; the main process prints
-    one line saying where the run continues and why."""
-    point = find_resume_point(checkpoints)
+def resume_point(checkpoints: Path, run_hash: str) -> ResumePoint:
+    """The newest complete checkpoint of this run (another config's is refused), half-written
+    ones removed; the main process prints one line saying where the run continues and why."""
+    point = find_resume_point(checkpoints, run_hash)
     if is_main_process():
         for line in [*point.warnings(), point.message()]:
             log.info(line)
