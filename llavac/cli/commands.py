@@ -112,6 +112,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     from llavac.data import open_rgb
+    from llavac.models import image_limits
     from llavac.predict import Classifier, write_predictions
     from llavac.predict.corpus import predict_corpus
 
@@ -129,8 +130,10 @@ def predict_command(args: argparse.Namespace) -> int:
         if job.method == "generate":
             log.info(f"unparseable answers: {summary.unparseable} of {summary.predicted}")
         return 0
-    prediction = Classifier.from_args(config.model).classify(
-        [(open_rgb(job.image), job.text)], job.method, min_confidence=job.min_confidence)[0]
+    classifier = Classifier.from_args(config.model)
+    limits = image_limits(classifier.processor, job.max_image_pixels, "predict.max_image_pixels")
+    prediction = classifier.classify([(open_rgb(job.image, limits), job.text)], job.method,
+                                     min_confidence=job.min_confidence)[0]
     prediction.id = Path(job.image).name
     if job.out is not None:
         write_predictions([prediction], job.out)

@@ -16,6 +16,7 @@ from llavac.models.inputs import (
     IMAGE_MODES,
     apply_image_mode,
     describe_image,
+    image_limits,
     input_defaults,
     resolve_inputs,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "apply_image_mode",
     "describe_image",
     "four_bit_config",
+    "image_limits",
     "input_defaults",
     "is_prefix_lm",
     "is_tiny_name",

@@ -25,10 +25,13 @@ keep ``processor``. The system choice is rendered by :func:`llavac.prompt.render
 
 from __future__ import annotations
 
+import dataclasses
+
 import transformers
 from PIL import Image
 
 from llavac.args import IMAGE_MODES
+from llavac.data.images import ImageLimits
 
 # model_type -> (image_mode, system) a run of that family gets when it names neither.
 _FAMILY_DEFAULTS = {"llava": ("pad", "llava_v1")}
@@ -99,3 +102,35 @@ def describe_image(processor, mode: str, image: Image.Image) -> dict:
         facts["padding"] = [left, top, side - width - left, side - height - top]
         facts["fill"] = list(pad_fill(processor))
     return facts
+
+
+# An image is shrunk as it is decoded (llavac.data.ImageLimits) until its shorter side is this
+# many times the largest side the processor makes of any image: the processor's own resize
+# then still has twice the pixels it keeps, so its output barely moves, while a 40-megapixel
+# upload is held as a few megabytes instead of 160.
+EARLY_DOWNSCALE = 2
+_SIDE_KEYS = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width")
+
+
+def image_limits(processor, max_pixels: int, key: str) -> ImageLimits:
+    """The limits ``open_rgb`` applies to ``processor``'s inputs: ``max_pixels`` (set by
+    config ``key``) and the early downscale to ``EARLY_DOWNSCALE`` times its input side."""
+    images = getattr(processor, "image_processor", None)
+    sides = [side for name in ("size", "crop_size", "max_image_size")
+             for side in _sides(getattr(images, name, None))]
+    sides += [side for pinpoint in getattr(images, "image_grid_pinpoints", None) or ()
+              for side in pinpoint]  # LLaVA-NeXT's largest tiling
+    short_side = EARLY_DOWNSCALE * max(sides) if sides else None
+    return ImageLimits(max_pixels=max_pixels, short_side=short_side, key=key)
+
+
+def _sides(size) -> list[int]:
+    """The side lengths of a processor's ``size``-like setting (a dict, a ``SizeDict`` or an
+    int); ``min_pixels`` / ``max_pixels`` count pixels, not sides, and are left out."""
+    if isinstance(size, int):
+        return [size]
+    if dataclasses.is_dataclass(size):
+        size = dataclasses.asdict(size)
+    if not isinstance(size, dict):
+        return []
+    return [value for key, value in size.items() if key in _SIDE_KEYS and isinstance(value, int)]

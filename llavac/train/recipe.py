@@ -42,6 +42,7 @@ from llavac.labels import slot_labels
 from llavac.leakage import trained_on
 from llavac.models import (
     apply_image_mode,
+    image_limits,
     is_prefix_lm,
     language_model_linear_names,
     load_model,
@@ -212,7 +213,8 @@ def setup(config: TrainConfig) -> Setup:
     )
     apply_image_mode(processor, config.model.image_mode)  # saved with the run's processor/
     collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length,
-                             variants, config.train.seed)
+                             variants, config.train.seed, image_limits(
+                                 processor, config.data.max_image_pixels, "data.max_image_pixels"))
     model = make_trainable(model, config.lora, config.train.method)
     return Setup(records, split.manifest, model, processor, collator)
 
