@@ -54,9 +54,10 @@ def test_other_formats_are_refused_by_name_before_their_reader_runs(fmt, monkeyp
     assert error.value.reason == "format"
 
 
-def test_not_an_image_and_a_broken_one_stay_unreadable(tmp_path):
-    with pytest.raises(NotAnImage) as error:
-        open_rgb(io.BytesIO(b"<html>an error page</html>"), name="x")
+@pytest.mark.parametrize("data", [b"<html>an error page</html>", b"\xc3d", b""])
+def test_not_an_image_and_a_broken_one_stay_unreadable(tmp_path, data):
+    with pytest.raises(NotAnImage) as error:  # two bytes: too short for some format checks
+        open_rgb(io.BytesIO(data), name="x")
     assert error.value.reason == "unreadable_image"
     broken = tmp_path / "b.png"
     broken.write_bytes(encoded("PNG")[:30])
@@ -87,10 +88,14 @@ def test_large_images_are_shrunk_while_decoded_to_the_short_side(fmt):
 
 
 def test_the_early_downscale_follows_the_models_input_size():
-    processor = load_processor("tiny-llava")  # a 32 px CLIP input
+    """Twice the largest side the processor makes, never below 768 px."""
+    processor = load_processor("tiny-llava-next")  # 32 px tiles, up to 64 x 64
+    processor.image_processor.image_grid_pinpoints = [[336, 672], [672, 336]]
     limits = image_limits(processor, 1_000_000, "data.max_image_pixels")
-    assert (limits.max_pixels, limits.short_side, limits.key) == (1_000_000, 64,
+    assert (limits.max_pixels, limits.short_side, limits.key) == (1_000_000, 1344,
                                                                  "data.max_image_pixels")
+    small = image_limits(load_processor("tiny-llava"), 1_000_000, "serve.max_image_pixels")
+    assert small.short_side == 768  # 2 x 32 px is below the floor
 
 
 def test_refused_images_are_skipped_and_counted_by_reason(make_release, tmp_path):

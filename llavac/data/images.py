@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -80,16 +83,35 @@ def open_rgb(path: str | Path | BinaryIO, limits: ImageLimits = DEFAULT_LIMITS,
     Every mode Pillow reads (CMYK, L, P, RGBA, 16-bit grey, ...) becomes RGB; transparency
     is laid on white, as a viewer shows it, rather than on the black that a plain ``convert``
     leaves. EXIF rotation is applied so a phone photo is seen upright. Raises
-    ``UnreadableImage`` (or its kinds ``ImageFormatRefused``, ``ImageTooLarge``) instead of
-    Pillow's assorted errors so callers can report the file and go on.
+    ``UnreadableImage`` (or its kinds ``ImageFormatRefused``, ``NotAnImage``,
+    ``ImageTooLarge``) instead of Pillow's assorted errors so callers can report the file and
+    go on.
     """
+    with _opened(path, limits, name) as opened:
+        _shrink(opened, limits.short_side)
+        opened.load()  # decode now: a truncated file fails here, not in a training step
+        image = ImageOps.exif_transpose(opened)  # a copy: `opened` closes with the file
+    return _as_rgb(image)
+
+
+def image_pixels(path: str | Path | BinaryIO, limits: ImageLimits = DEFAULT_LIMITS,
+                 name: str | None = None) -> int:
+    """Width x height of an image, read from its header alone, after the checks ``open_rgb``
+    makes before decoding (format, ``limits.max_pixels``)."""
+    with _opened(path, limits, name) as opened:
+        width, height = opened.size
+    return width * height
+
+
+@contextmanager
+def _opened(path, limits: ImageLimits, name: str | None) -> Iterator[Image.Image]:
+    """``path`` opened (header read, nothing decoded) by an allowed format's reader, within
+    ``limits``; every failure inside, decoding included, becomes an ``UnreadableImage``."""
     name = str(path) if name is None else name
     try:
-        with Image.open(path, formats=ALLOWED_FORMATS) as opened:
-            _check_size(opened, name, limits)
-            _shrink(opened, limits.short_side)
-            opened.load()  # decode now: a truncated file fails here, not in a training step
-            image = ImageOps.exif_transpose(opened)  # a copy: `opened` closes with the file
+        with Image.open(path, formats=ALLOWED_FORMATS) as image:
+            _check_size(image, name, limits)
+            yield image
     except UnreadableImage:
         raise
     except Image.DecompressionBombError as error:
@@ -98,7 +120,6 @@ def open_rgb(path: str | Path | BinaryIO, limits: ImageLimits = DEFAULT_LIMITS,
         raise _unidentified(path, name) from error
     except Exception as error:  # Pillow raises many kinds (OSError, SyntaxError, struct.error)
         raise UnreadableImage(f"{name}: {error}") from error
-    return _as_rgb(image)
 
 
 def _check_size(image: Image.Image, name: str, limits: ImageLimits) -> None:
@@ -142,13 +163,22 @@ def _unidentified(path, name: str) -> UnreadableImage:
         with open(path, "rb") as file:
             prefix = file.read(16)
     Image.init()
-    named = [name for name in Image.ID if Image.OPEN[name][1] and Image.OPEN[name][1](prefix)]
+    named = [name for name in Image.ID if _accepts(Image.OPEN[name][1], prefix)]
     if not named:
         return NotAnImage(f"{name}: not an image (the formats read are {_SHOWN_FORMATS})")
     if named[0] in ALLOWED_FORMATS:
         return UnreadableImage(f"{name}: a broken {named[0]} file (cannot identify it)")
     return ImageFormatRefused(f"{name}: a file in {named[0]} format; the formats read are "
                               f"{_SHOWN_FORMATS}")
+
+
+def _accepts(accept, prefix: bytes) -> bool:
+    """Whether a Pillow reader's prefix check takes ``prefix``; some fail on a short one, as
+    inside ``Image.open``, which counts that as no."""
+    try:
+        return bool(accept and accept(prefix))
+    except (SyntaxError, IndexError, TypeError, struct.error):
+        return False
 
 
 def check_images(

@@ -104,23 +104,27 @@ def describe_image(processor, mode: str, image: Image.Image) -> dict:
     return facts
 
 
-# An image is shrunk as it is decoded (llavac.data.ImageLimits) until its shorter side is this
-# many times the largest side the processor makes of any image: the processor's own resize
-# then still has twice the pixels it keeps, so its output barely moves, while a 40-megapixel
-# upload is held as a few megabytes instead of 160.
+# An image is shrunk as it is decoded (llavac.data.ImageLimits) until its shorter side is
+# this many times the largest side the processor makes of any image, and never below the
+# floor: the processor's own resize then still has at least twice the pixels it keeps, so its
+# output barely moves, while a 40-megapixel upload is held as a few megabytes instead of 160.
+# Below the floor nothing is shrunk, so ordinary pictures (every MVSA image is at most
+# 600 px) have the same pixels in every path, with or without these limits.
 EARLY_DOWNSCALE = 2
+EARLY_DOWNSCALE_FLOOR = 768
 _SIDE_KEYS = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width")
 
 
 def image_limits(processor, max_pixels: int, key: str) -> ImageLimits:
     """The limits ``open_rgb`` applies to ``processor``'s inputs: ``max_pixels`` (set by
-    config ``key``) and the early downscale to ``EARLY_DOWNSCALE`` times its input side."""
+    config ``key``) and the early downscale (``EARLY_DOWNSCALE`` times its input side, at
+    least ``EARLY_DOWNSCALE_FLOOR``; none without an image processor)."""
     images = getattr(processor, "image_processor", None)
     sides = [side for name in ("size", "crop_size", "max_image_size")
              for side in _sides(getattr(images, name, None))]
     sides += [side for pinpoint in getattr(images, "image_grid_pinpoints", None) or ()
               for side in pinpoint]  # LLaVA-NeXT's largest tiling
-    short_side = EARLY_DOWNSCALE * max(sides) if sides else None
+    short_side = max(EARLY_DOWNSCALE * max(sides), EARLY_DOWNSCALE_FLOOR) if sides else None
     return ImageLimits(max_pixels=max_pixels, short_side=short_side, key=key)
 
 
