@@ -78,6 +78,13 @@ def keyless_post(port: int, length: int) -> str:
             f"Content-Type: application/json\nContent-Length: {length}\n")
 
 
+def wait_until(condition, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
 def samples(text: str) -> dict[tuple, float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -105,7 +112,7 @@ def test_200_stalled_keyless_connections_do_not_lock_out_a_keyed_client(classifi
         assert answer.status_code == 200, answer.text
         assert time.perf_counter() - started < 5
         assert [status_of(sock, timeout=5) for sock in stalled[:5]] == [401] * 5
-        assert app.state.serve.metrics.in_flight == 0
+        wait_until(lambda: app.state.serve.metrics.in_flight == 0, "nothing is in flight")
 
 
 def test_a_body_that_stops_arriving_gets_408_and_frees_its_place(classifier):
@@ -114,7 +121,7 @@ def test_a_body_that_stops_arriving_gets_408_and_frees_its_place(classifier):
         head = keyless_post(port, 1000) + f"Authorization: Bearer {KEY}\n"
         with raw_request(port, head, b'{"text"') as sock:
             assert status_of(sock, timeout=5) == 408
-        assert app.state.serve.metrics.in_flight == 0
+        wait_until(lambda: app.state.serve.metrics.in_flight == 0, "its place is freed")
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json=ITEM,
                             headers=bearer(KEY), timeout=30)
         assert answer.status_code == 200
@@ -125,11 +132,10 @@ def test_a_client_that_leaves_is_counted_apart_from_server_errors(classifier):
         head = keyless_post(port, 1000) + f"Authorization: Bearer {KEY}\n"
         with raw_request(port, head, b'{"text": "half a bo'):
             pass  # closed with the body unfinished
-        metrics = app.state.serve.metrics
-        deadline = time.monotonic() + 10
-        while not metrics.requests.labels("/v1/classify", "499")._value.get():
-            assert time.monotonic() < deadline, "the disconnect was not counted"
-            time.sleep(0.02)
+        registry = app.state.serve.metrics.registry
+        wait_until(lambda: registry.get_sample_value(
+            "llavac_requests_total", {"route": "/v1/classify", "status": "499"}),
+            "the disconnect is counted")
         scraped = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", headers=bearer(KEY)).text)
     statuses = {dict(labels)["status"]: value for (name, labels), value in scraped.items()
                 if name == "llavac_requests_total" and dict(labels)["route"] == "/v1/classify"}

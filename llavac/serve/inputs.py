@@ -8,7 +8,8 @@ Images cost memory when decoded, not when sent: a 100 kB PNG can declare 40 mega
 request's images are first read as headers only (format and size, :func:`image_pixels`), and
 the request is refused if one image or all of them together have too many pixels; only then
 are they decoded, a few at a time across the server (``serve.max_decoding``), each shrunk
-while it is decoded to what the model can use (``open_rgb`` with the server's limits).
+while it is decoded to what the model can use (``open_rgb`` with the server's limits), and
+the memory of large ones is handed back once they are done with.
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ from llavac.data.images import (
     image_pixels,
     open_rgb,
 )
+from llavac.predict.loader import release_memory
 from llavac.serve.errors import ApiError
 from llavac.serve.limits import ServeLimits
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
+# Pillow decodes into 16 MB blocks that glibc keeps for reuse after they are freed, in one
+# heap per thread: without handing them back, a request of large images left the server
+# hundreds of MB larger for good. From this many decoded pixels (16 MB) on, a request
+# returns them (malloc_trim) once its images are decoded and again once it is answered.
+RELEASE_AFTER_PIXELS = 4 * 2**20
 
 
 @dataclass
@@ -91,10 +98,22 @@ def decode_upload(upload: Upload, limits: ImageLimits) -> Image.Image:
         raise _refusal(error, upload.field) from None
 
 
-async def decode_uploads(uploads: list[Upload], state) -> list[tuple[Image.Image, str]]:
-    """The ``(image, text)`` pairs of one request: every header checked first (one image,
-    then all together against ``serve.max_request_pixels``), then each image decoded under
-    the server's decoding semaphore."""
+async def classify_uploads(uploads: list[Upload], state) -> list:
+    """The predictions of one request's uploads: decoded, queued and classified. Once they
+    are answered, the memory that large images took is handed back to the system."""
+    pairs, pixels = await decode_uploads(uploads, state)
+    try:
+        return await state.batcher.submit(pairs)
+    finally:
+        pairs.clear()
+        if pixels >= RELEASE_AFTER_PIXELS:
+            await run_in_threadpool(release_memory)
+
+
+async def decode_uploads(uploads: list[Upload], state) -> tuple[list[tuple], int]:
+    """The ``(image, text)`` pairs of one request and its images' pixels: every header
+    checked first (one image, then all together against ``serve.max_request_pixels``), then
+    each image decoded under the server's decoding semaphore."""
     limits, total = state.image_limits, 0
     for upload in uploads:
         total += await run_in_threadpool(upload_pixels, upload, limits)
@@ -107,7 +126,9 @@ async def decode_uploads(uploads: list[Upload], state) -> list[tuple[Image.Image
         async with state.decoding():
             image = await run_in_threadpool(decode_upload, upload, limits)
         pairs.append((image, upload.text))
-    return pairs
+    if total >= RELEASE_AFTER_PIXELS:  # the full-size decodes are gone: give their pages back
+        await run_in_threadpool(release_memory)
+    return pairs, total
 
 
 def check_text(value: object, field: str, limits: ServeLimits) -> str:

@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 
 from llavac.labels import SLOT_FIELDS
 from llavac.serve.errors import ApiError
-from llavac.serve.inputs import Upload, check_text, decode_uploads, json_upload
+from llavac.serve.inputs import Upload, check_text, classify_uploads, json_upload
 from llavac.serve.limits import ServeLimits
 from llavac.serve.schema import (
     BATCH_BODY,
@@ -122,7 +122,7 @@ async def classify(request: Request):
     else:
         raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: {_USAGE}",
                        "body")
-    (prediction,) = await state.batcher.submit(await decode_uploads([upload], state))
+    (prediction,) = await classify_uploads([upload], state)
     return {**prediction_json(prediction.abstain(min_confidence)),
             **_answer_meta(state, started)}
 
@@ -136,7 +136,7 @@ async def classify_batch(request: Request):
     payload = _batch_list(await _read_json(request), state.limits)
     uploads = [await run_in_threadpool(json_upload, entry, state.limits, f"[{index}].")
                for index, entry in enumerate(payload)]
-    predictions = await state.batcher.submit(await decode_uploads(uploads, state))
+    predictions = await classify_uploads(uploads, state)
     return {**_answer_meta(state, started),
             "predictions": [prediction_json(p.abstain(min_confidence)) for p in predictions]}
 
