@@ -74,6 +74,7 @@ def test_health_and_served_model_card(client):
     assert info["labels"] == list(LABELS)
     assert info["slots"] == list(SLOTS)
     assert info["limits"]["max_body_bytes"] == 10 * 1024 * 1024
+    assert info["family"] == "llava" and info["parameters"] > 0 and info["dtype"]
 
 
 def test_page_is_self_contained_runs_nothing_inline_and_cannot_be_framed(client):

@@ -54,7 +54,12 @@ class ModelInfo(BaseModel):
     prompt: str | None
     slots: list[str]
     labels: list[str]
-    temperatures: dict[str, float] | None
+    temperatures: dict[str, float] | None = Field(
+        description="per slot, the calibration.json temperature applied; null: raw")
+    family: str | None
+    dtype: str | None
+    device: str | None
+    parameters: int | None
     method: str
     limits: dict[str, int]
     auth: bool
