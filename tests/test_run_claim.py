@@ -150,3 +150,16 @@ def test_overwrite_leaves_a_folder_that_holds_no_run_alone(synthetic_release, tm
     assert claim_run(folder, config, resume=False, overwrite=True) == "new"
     assert claim_run(folder, config, resume=True, overwrite=False) == "new"
     assert (folder / "mine.txt").read_text() == "not a training run"
+
+
+def test_a_run_refused_by_its_data_writes_nothing(synthetic_release, tmp_path):
+    """config.yaml is written once the data and the model are loaded: a run that fails
+    before leaves no folder to be refused as interrupted next time."""
+    image = next((synthetic_release / "data").glob("*.jpg"))
+    unlabelled = tmp_path / "pairs.jsonl"
+    unlabelled.write_text(json.dumps({"id": "1", "image": str(image), "text": "hi"}) + "\n")
+    run = tmp_path / "run"
+    config = tiny_train_config(unlabelled, run, "data.procedure=none")
+    with pytest.raises(ValueError, match="lack a label"):
+        train(config)
+    assert not run.exists()

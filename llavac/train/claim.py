@@ -41,11 +41,11 @@ RUN_FILES = (MANIFEST, "config.yaml", "checkpoints")
 
 
 def prepare_output(config: TrainConfig, resume: bool, overwrite: bool) -> bool:
-    """Claim ``config.train.output`` for this run and write its ``config.yaml``; ``False``
-    when a resume finds the run finished (nothing left to do).
+    """Claim ``config.train.output`` for this run; ``False`` when a resume finds the run
+    finished (nothing left to do).
 
-    Only the main process looks and writes (under ``torchrun`` the others would race it);
-    a refusal there ends every rank.
+    Only the main process looks (and, with ``overwrite``, deletes): under ``torchrun`` the
+    others would race it; a refusal there ends every rank.
     """
     output = Path(config.train.output)
     if not is_main_process():
@@ -53,9 +53,17 @@ def prepare_output(config: TrainConfig, resume: bool, overwrite: bool) -> bool:
     if claim_run(output, config, resume, overwrite) == "finished":
         log.info(f"{output} has finished ({MANIFEST}): nothing to resume")
         return False
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")  # an interrupted run's folder names its config
     return True
+
+
+def record_start(config: TrainConfig) -> None:
+    """``config.yaml`` into the run's folder once its data and model are loaded (so a run
+    refused by them writes nothing): an interrupted run's folder names its config, which
+    ``--resume`` compares with."""
+    if is_main_process():
+        output = Path(config.train.output)
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / "config.yaml")
 
 
 def claim_run(output: Path, config: TrainConfig, resume: bool, overwrite: bool) -> str:

@@ -62,7 +62,7 @@ from llavac.train.checkpoints import (
     remove_skipped,
     run_config_hash,
 )
-from llavac.train.claim import prepare_output
+from llavac.train.claim import prepare_output, record_start
 from llavac.train.collator import TrainCollator
 from llavac.train.progress import replace_trainer_output
 from llavac.train.steplog import StepLog, plot_loss
@@ -168,6 +168,7 @@ def train(config: TrainConfig, resume: bool = False,
         return output
     set_seed(config.train.seed)
     built = setup(config)
+    record_start(config)
     trainer = fit(config, built, resume, callbacks or [])
     save(config, built, trainer)
     return output
