@@ -38,7 +38,7 @@ class UnreadableImage(ValueError):
 
 
 class ImageFormatRefused(UnreadableImage):
-    """An image in a format outside ``ALLOWED_FORMATS`` (or bytes of no image format)."""
+    """An image in a format outside ``ALLOWED_FORMATS``, named in the message."""
 
     reason = "format"
 
