@@ -21,7 +21,18 @@ from typing import Any, TypeVar
 
 import yaml
 
+from llavac.durable import write_atomic
+
 C = TypeVar("C")
+
+
+class ConfigKeyError(ValueError):
+    """A bad config value; ``key`` is its ``section.key``, so a command line can name the flag
+    that set it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -114,7 +125,7 @@ def convert(value: Any, tp, key: str) -> Any:
     elif tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)  # a model or folder named "7"
     name = getattr(tp, "__name__", str(tp))
-    raise ValueError(f"config key {key!r} expects {name}, got {value!r}")
+    raise ConfigKeyError(key, f"config key {key!r} expects {name}, got {value!r}")
 
 
 def _parse(text: str, tp) -> Any:
@@ -127,27 +138,43 @@ def _parse(text: str, tp) -> Any:
 
 
 def apply_overrides(config: C, overrides: list[str]) -> C:
-    """Return a copy of ``config`` with ``section.key=value`` overrides applied."""
+    """Return a copy of ``config`` with ``section.key=value`` overrides applied (a later one
+    wins over an earlier one for the same key).
+
+    Every value is converted to its field's type one by one, then each section is rebuilt once
+    with all of its new values, so the section's checks see them together: a check between
+    two keys (``serve.max_queue >= serve.max_batch_items``) holds or fails the same whatever
+    the order in which they were given.
+    """
+    changes: dict[tuple[str, ...], dict[str, Any]] = {}
     for override in overrides:
         if "=" not in override:
             raise ValueError(f"override {override!r} is not of the form section.key=value")
         dotted, text = override.split("=", 1)
         dotted = _current_key(dotted)
         *sections, key = dotted.split(".")
-        config = _replace_path(config, sections, key, text, dotted)
-    return config
+        tp = _key_type(type(config), sections, key, dotted)
+        changes.setdefault(tuple(sections), {})[key] = convert(_parse(text, tp), tp, dotted)
+    return _with_changes(config, (), changes)
 
 
-def _replace_path(node, sections: list[str], key: str, text: str, dotted: str):
-    types_ = _field_types(type(node))
-    name = sections[0] if sections else key
-    if name not in types_:
-        raise ValueError(f"unknown config key {dotted!r} (known here: {', '.join(types_)})")
-    if sections:
-        child = _replace_path(getattr(node, name), sections[1:], key, text, dotted)
-        return dataclasses.replace(node, **{name: child})
-    return dataclasses.replace(node, **{name: convert(_parse(text, types_[name]), types_[name],
-                                                      dotted)})
+def _key_type(cls, sections: list[str], key: str, dotted: str):
+    """The type of ``section.key`` in ``cls``; an unknown name is an error naming it."""
+    for name in [*sections, key]:
+        types_ = _field_types(cls)
+        if name not in types_:
+            raise ValueError(f"unknown config key {dotted!r} (known here: {', '.join(types_)})")
+        cls = types_[name]
+    return cls
+
+
+def _with_changes(node, path: tuple[str, ...], changes: dict):
+    """``node`` rebuilt once with its own changed values and its changed sub-sections."""
+    children = {name: _with_changes(getattr(node, name), (*path, name), changes)
+                for name in {p[len(path)] for p in changes if len(p) > len(path)
+                             and p[:len(path)] == path}}
+    own = changes.get(path, {})
+    return dataclasses.replace(node, **own, **children) if own or children else node
 
 
 PRESETS = Path(__file__).parent / "configs"
@@ -181,7 +208,9 @@ def to_dict(config) -> dict:
 
 
 def save_config(config, path: Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    """``config`` as YAML at ``path``, written whole or not at all (it is often a run's only
+    record of its settings)."""
+    write_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def config_hash(*configs) -> str:
@@ -247,16 +276,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, flags: list[Flag]
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace, flags: list[Flag]) -> C:
-    """The config of a parsed command line: defaults, ``--config``, flags, then overrides.
+    """The config of a parsed command line: defaults, ``--config``, then the flags and the
+    overrides, applied together (an override wins over a flag for the same key).
 
     A bad flag value is an error naming the flag as well as its key.
     """
     config = load_config(cls, args.config)
+    given = {}  # config key -> the flag that set it
+    overrides = []
     for flag in flags:
         value = getattr(args, flag.option.lstrip("-").replace("-", "_"))
         if value is not None:
-            try:
-                config = apply_overrides(config, [f"{flag.key}={value}"])
-            except ValueError as error:
-                raise ValueError(f"{flag.option}: {error}") from None
-    return apply_overrides(config, args.overrides)
+            given[_current_key(flag.key)] = flag.option
+            overrides.append(f"{flag.key}={value}")
+    try:
+        return apply_overrides(config, overrides + list(args.overrides))
+    except ValueError as error:
+        key = getattr(error, "key", None)
+        if key in given and not any(o.startswith(f"{key}=") for o in args.overrides):
+            raise ValueError(f"{given[key]}: {error}") from None
+        raise

@@ -47,7 +47,7 @@ def run_demo(output: str | Path = "runs/demo", data: str | Path | None = None,
         f"train.output={output / 'train'}", *overrides,
     ])
     log.info(f"\n== train: {model} ({config.train.method}) -> {config.train.output}")
-    train(config)
+    train(config, overwrite=True)  # the demo's own folder: an interrupted demo starts over
 
     log.info("\n== evaluate: test split")
     metrics = evaluate(EvalConfig(

@@ -15,9 +15,12 @@ is saved with ``save_pretrained`` beside the processor, so ``AutoModelForImageTe
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
+from llavac.durable import fsync_path, fsync_tree
 from llavac.labels import LABELS
 
 EXPORT_FILE = "llavac.json"  # marks a folder written by export_run
@@ -30,7 +33,13 @@ CITATION = """@article{chayintr2025llavac,
 
 
 def export_run(run: str | Path, output: str | Path, overwrite: bool = False) -> Path:
-    """Write the merged model, processor, prompt format, calibration and card of ``run``."""
+    """Write the merged model, processor, prompt format, calibration and card of ``run``.
+
+    The export is written into a new folder beside ``output`` and swapped in only once it is
+    whole and on disk, so an earlier export stays usable until then, and a crash leaves it
+    or the new one (at worst both, under names starting with ``.<output>.``). ``overwrite``
+    replaces an earlier export; a non-empty folder that is not one is never deleted.
+    """
     from llavac.predict import Classifier
 
     run, output = Path(run), Path(output)
@@ -38,21 +47,54 @@ def export_run(run: str | Path, output: str | Path, overwrite: bool = False) -> 
         raise FileNotFoundError(f"{run}: not a training run folder (no config.yaml)")
     if output.resolve() == run.resolve() or output.resolve() in run.resolve().parents:
         raise ValueError(f"--output {output}: would replace the run folder {run} itself")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise ValueError(f"--output {output}: exists and is not empty (--overwrite replaces it)")
+    _claim_output(output, overwrite)
     classifier = Classifier.from_pretrained(adapter=run, device="cpu")  # LoRA merged here
-    if output.exists():
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
-    classifier.model.save_pretrained(output)
-    classifier.processor.save_pretrained(output)
-    facts = export_facts(classifier, run)
-    (output / EXPORT_FILE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-    if (run / "calibration.json").is_file():
-        shutil.copy2(run / "calibration.json", output / "calibration.json")
-    model_card(facts, _run_json(run, "manifest.json"), _run_metrics(run)).save(
-        output / "README.md")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".new", dir=output.parent))
+    try:
+        _write_export(classifier, run, staging)
+        fsync_tree(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_in(staging, output)
     return output
+
+
+def _claim_output(output: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``output`` unless ``overwrite`` and it holds an earlier export."""
+    if not output.exists() or (output.is_dir() and not any(output.iterdir())):
+        return
+    if not overwrite:
+        raise ValueError(f"--output {output}: exists and is not empty (--overwrite replaces "
+                         "an earlier export)")
+    if read_export(output) is None:
+        raise ValueError(f"--output {output}: holds files but no {EXPORT_FILE}, so it is not an "
+                         "export and --overwrite leaves it alone: choose another folder")
+
+
+def _write_export(classifier, run: Path, folder: Path) -> None:
+    classifier.model.save_pretrained(folder)
+    classifier.processor.save_pretrained(folder)
+    facts = export_facts(classifier, run)
+    (folder / EXPORT_FILE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+    if (run / "calibration.json").is_file():
+        shutil.copy2(run / "calibration.json", folder / "calibration.json")
+    model_card(facts, _run_json(run, "manifest.json"), _run_metrics(run)).save(
+        folder / "README.md")
+
+
+def _swap_in(staging: Path, output: Path) -> None:
+    """Put the finished ``staging`` folder at ``output``; the earlier one, if any, is moved
+    aside first and deleted last."""
+    old = None
+    if output.exists():
+        old = staging.with_name(staging.name.removesuffix(".new") + ".old")
+        os.rename(output, old)
+    os.rename(staging, output)
+    fsync_path(output.parent)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def export_facts(classifier, run: Path) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llavac import __version__
 from llavac.config import config_hash, save_config
+from llavac.durable import write_atomic
 
 _LIBRARIES = ("llavac", "torch", "transformers", "peft", "accelerate", "tokenizers", "pillow",
               "scikit-learn", "numpy")
@@ -78,7 +79,9 @@ def provenance_versions() -> dict[str, str | None]:
 
 
 def write_json(data, path: Path) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """``data`` as indented JSON at ``path``, written whole or not at all: a manifest or a
+    sidecar torn by a crash would make a folder look finished, or unreadable."""
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def claim_output(folder: str | Path, done_marker: str, overwrite: bool,

@@ -65,3 +65,22 @@ def test_paper_defaults_and_hash_stability():
     assert rates == (2e-4, 2e-5, 0.03)
     assert config_hash(config) == config_hash(load_config(TrainConfig))
     assert config_hash(config) != config_hash(load_config(TrainConfig, None, ["train.seed=1"]))
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_checks_between_two_keys_see_every_flag_whatever_their_order(order):
+    """serve.max_queue must hold one full batch request (max_batch_items): lowering both
+    works in either order, lowering the queue alone is an error naming its flag."""
+    from llavac.args import ServeConfig
+    from llavac.cli import SERVE_FLAGS, build_parser
+    from llavac.config import config_from_args
+
+    flags = [["--max-queue", "16"], ["--max-batch-items", "16"]]
+    argv = ["serve", *flags[order], *flags[1 - order]]
+    config = config_from_args(ServeConfig, build_parser().parse_args(argv), SERVE_FLAGS)
+    assert (config.serve.max_queue, config.serve.max_batch_items) == (16, 16)
+    alone = build_parser().parse_args(["serve", "--max-queue", "16"])
+    with pytest.raises(ValueError, match=r"^--max-queue: serve.max_queue: expected at least"):
+        config_from_args(ServeConfig, alone, SERVE_FLAGS)
+    mixed = build_parser().parse_args(["serve", "--max-queue", "16", "serve.max_batch_items=8"])
+    assert config_from_args(ServeConfig, mixed, SERVE_FLAGS).serve.max_batch_items == 8

@@ -119,3 +119,39 @@ def test_serving_the_export_equals_serving_the_run(lora_run, exported):
         for slot, probs in from_run["probabilities"].items():
             for label, p in probs.items():
                 assert from_export["probabilities"][slot][label] == pytest.approx(p, abs=1e-5)
+
+
+def _tree(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_overwrite_swaps_a_whole_new_export_in_and_refuses_other_folders(
+        lora_run, exported, tmp_path, capsys, monkeypatch):
+    import llavac.export
+    from llavac.cli import main
+
+    target = tmp_path / "model"
+    assert main(["export", str(lora_run), "--output", str(target)]) == 0
+    before = _tree(target)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")  # the card is written last: everything else is there
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
+        patch.setattr(llavac.export, "model_card", crash)
+        main(["export", str(lora_run), "--output", str(target), "--overwrite"])
+    assert _tree(target) == before  # the earlier export was never touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left over
+
+    (target / "README.md").write_text("an older card")
+    assert main(["export", str(lora_run), "--output", str(target), "--overwrite"]) == 0
+    assert _tree(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("not an export")
+    capsys.readouterr()
+    assert main(["export", str(lora_run), "--output", str(mine), "--overwrite"]) == 2
+    assert "not an export" in capsys.readouterr().err
+    assert (mine / "thesis.tex").read_text() == "not an export"

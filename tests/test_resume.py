@@ -197,7 +197,7 @@ def test_a_rewritten_checkpoint_is_partial_until_complete(tmp_path):
         folder.mkdir()
     for folder in folders[:3]:
         mark_complete(folder, int(folder.name.split("-")[1]))
-    assert json.loads((folders[0] / COMPLETE).read_text()) == {"step": 2}
+    assert json.loads((folders[0] / COMPLETE).read_text()) == {"step": 2, "config": None}
     rotate(tmp_path, keep=2)  # the half-written checkpoint-8 does not count
     assert [f.name for f in checkpoint_folders(tmp_path)] == ["checkpoint-4", "checkpoint-6",
                                                              "checkpoint-8"]

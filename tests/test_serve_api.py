@@ -74,17 +74,28 @@ def test_health_and_served_model_card(client):
     assert info["labels"] == list(LABELS)
     assert info["slots"] == list(SLOTS)
     assert info["limits"]["max_body_bytes"] == 10 * 1024 * 1024
+    assert info["family"] == "llava" and info["parameters"] > 0 and info["dtype"]
 
 
-def test_page_is_self_contained(client):
+def test_page_is_self_contained_runs_nothing_inline_and_cannot_be_framed(client):
     response = client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert "default-src 'self'" in response.headers["content-security-policy"]
+    policy = response.headers["content-security-policy"]
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert response.headers["x-frame-options"] == "DENY"
     html = response.text
-    for ref in ('src="http', "src='http", 'href="http', "@import", "url(http", "//cdn"):
-        assert ref not in html
-    assert 'fetch("/v1/classify"' in html  # the page talks to this server only
+    assert "<script>" not in html and "<style>" not in html and " style=" not in html
+    assert 'src="/page.js"' in html and 'href="/page.css"' in html
+    script, style = client.get("/page.js"), client.get("/page.css")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert style.headers["content-type"].startswith("text/css")
+    for text in (html, script.text, style.text):
+        for ref in ('src="http', "src='http", 'href="http', "@import", "url(http", "//cdn",
+                    ".innerHTML"):
+            assert ref not in text
+    assert 'fetch("/v1/classify"' in script.text  # the page talks to this server only
 
 
 def test_classify_multipart_matches_direct_call(client, classifier):

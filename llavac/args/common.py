@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from llavac.config import ConfigKeyError
+
 PROCEDURES = ("cheema10", "random811", "clmlf", "qmf", "none")
 METHODS = ("score", "generate")
 TRAIN_METHODS = ("lora", "full")
@@ -23,8 +25,8 @@ class Section:
 
     def _check(self, key: str, ok: bool, expected: str) -> None:
         if not ok:
-            raise ValueError(f"{self.section}.{key}: expected {expected}, "
-                             f"got {getattr(self, key)!r}")
+            raise ConfigKeyError(f"{self.section}.{key}", f"{self.section}.{key}: expected "
+                                 f"{expected}, got {getattr(self, key)!r}")
 
     def _at_least(self, key: str, minimum: float, optional: bool = False) -> None:
         value = getattr(self, key)
@@ -100,6 +102,9 @@ class DataArgs(Section):
     split_seed: int = 0  # random811's shuffle
     splits_dir: str | None = None  # the original published split files, not the shipped lists
     strict: bool = False  # a bad record is fatal instead of skipped and counted
+    # Width x height above which an image is skipped (reason image_too_large) before it is
+    # decoded: 4 bytes a pixel whatever the file's size. 4096 x 4096 holds any phone photo.
+    max_image_pixels: int = 4096 * 4096
 
     def __post_init__(self):
         if isinstance(self.procedure, str):
@@ -107,3 +112,4 @@ class DataArgs(Section):
         self._one_of("procedure", PROCEDURES, optional=True)
         self._check("fold", self.fold is None or 1 <= self.fold <= 10, "a fold in 1..10")
         self._at_least("split_seed", 0)
+        self._at_least("max_image_pixels", 1)

@@ -62,6 +62,7 @@ class PredictArgs(Section):
     limit: int | None = None  # only the first N input rows (a trial run, a benchmark)
     bucket: int = 8  # batches per length-sorted window: less padding, a few windows of memory
     progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal
+    max_image_pixels: int = 4096 * 4096  # width x height above which an image is refused
 
     def __post_init__(self):
         self._one_of("method", METHODS)
@@ -70,6 +71,7 @@ class PredictArgs(Section):
         self._at_least("limit", 0, optional=True)
         self._at_least("bucket", 1)
         self._at_least("progress_every", 0)
+        self._at_least("max_image_pixels", 1)
         self._check("min_confidence", self.min_confidence is None
                     or 0 <= self.min_confidence <= 1, "a probability in [0, 1] or null")
         self._check("min_confidence", self.min_confidence is None or self.method == "score",

@@ -188,7 +188,8 @@ def _add_demo_and_serving_commands(subparsers) -> None:
                       commands.export_command)
     export.add_argument("run_folder", type=Path, metavar="RUN", help="a training run folder")
     export.add_argument("--output", type=Path, required=True, help="the folder to write")
-    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export in --output (nothing else)")
 
 
 def main(argv: list[str] | None = None) -> int:

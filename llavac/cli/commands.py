@@ -51,11 +51,9 @@ def data_export_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     from llavac.hub import DEFAULT_MODEL_SIZES, require_reachable
-    from llavac.runinfo import claim_output
 
     config = config_from_args(TrainConfig, args, TRAIN_FLAGS)
     _require_data(config.data.path)
-    claim_output(config.train.output, "manifest.json", args.overwrite, resume=args.resume)
     if config.model.name in DEFAULT_MODEL_SIZES:
         size = DEFAULT_MODEL_SIZES[config.model.name]
         log.info(f"model: {config.model.name} (the paper's base model; {size} to download "
@@ -63,7 +61,9 @@ def train_command(args: argparse.Namespace) -> int:
     require_reachable(config.model.name)
     from llavac.train import train  # torch and transformers: only once the arguments hold
 
-    output = train(config, resume=args.resume)
+    # train() claims the output folder first: an interrupted or finished run there is
+    # refused unless --resume or --overwrite says what to do with it.
+    output = train(config, resume=args.resume, overwrite=args.overwrite)
     _report_records(output / "manifest.json", "train")
     _wrote(output, "adapter/ or model/, processor/, config.yaml, manifest.json, log.jsonl, "
                    "loss.png, checkpoints/")
@@ -142,6 +142,7 @@ def explain_command(args: argparse.Namespace) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     from llavac.data import open_rgb
+    from llavac.models import image_limits
     from llavac.predict import Classifier, write_predictions
     from llavac.predict.corpus import predict_corpus
 
@@ -159,8 +160,10 @@ def predict_command(args: argparse.Namespace) -> int:
         if job.method == "generate":
             log.info(f"unparseable answers: {summary.unparseable} of {summary.predicted}")
         return 0
-    prediction = Classifier.from_args(config.model).classify(
-        [(open_rgb(job.image), job.text)], job.method, min_confidence=job.min_confidence)[0]
+    classifier = Classifier.from_args(config.model)
+    limits = image_limits(classifier.processor, job.max_image_pixels, "predict.max_image_pixels")
+    prediction = classifier.classify([(open_rgb(job.image, limits), job.text)], job.method,
+                                     min_confidence=job.min_confidence)[0]
     prediction.id = Path(job.image).name
     if job.out is not None:
         write_predictions([prediction], job.out)

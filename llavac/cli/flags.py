@@ -95,7 +95,10 @@ SERVE_FLAGS = [
     Flag("--max-body-mb", "serve.max_body_mb", "largest request body"),
     Flag("--max-text-chars", "serve.max_text_chars", "longest text"),
     Flag("--max-batch-items", "serve.max_batch_items", "longest /v1/classify/batch list"),
-    Flag("--max-image-pixels", "serve.max_image_pixels", "largest decoded image"),
+    Flag("--max-image-pixels", "serve.max_image_pixels", "most pixels of one image"),
+    Flag("--max-connections", "serve.max_connections", "open connections; past it: 503"),
+    Flag("--forwarded-allow-ips", "serve.forwarded_allow_ips", "proxies whose "
+         "X-Forwarded-For names the client (unset: the header is ignored)"),
     Flag("--max-batch-size", "serve.max_batch_size", "most examples in one model call"),
     Flag("--max-wait-ms", "serve.max_wait_ms", "how long the queue waits to fill a batch"),
     Flag("--log-level", "serve.log_level", "critical | error | warning | info | debug"),

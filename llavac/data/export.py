@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llavac.data.load import MANIFEST, PART_NAMES, load_split
 from llavac.data.records import Split
+from llavac.durable import write_atomic
 from llavac.jsonl import write_jsonl
 
 
@@ -36,7 +37,7 @@ def export_split(
         else:
             (out / f"{name}.jsonl").unlink(missing_ok=True)
     manifest = json.dumps(split.manifest, indent=2, ensure_ascii=False)
-    (out / MANIFEST).write_text(manifest + "\n", encoding="utf-8")
+    write_atomic(out / MANIFEST, manifest + "\n")  # whole or absent, like every manifest
     print(format_summary(split.manifest, out))
     return split
 

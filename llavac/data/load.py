@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llavac import __version__
 from llavac.args import DataArgs
-from llavac.data.images import check_images
+from llavac.data.images import DEFAULT_LIMITS, ImageLimits, check_images
 from llavac.data.mvsa import read_release
 from llavac.data.owndata import LABEL_FIELDS, read_own
 from llavac.data.procedures import PUBLISHED, apply_procedure, parts_of
@@ -41,7 +41,13 @@ MAX_LISTED_PROBLEMS = 100  # the manifest lists this many errors; `llavac data c
 def load_data(args: DataArgs) -> Split:
     """``load_split`` of a config's ``data`` section."""
     return load_split(args.path, procedure=args.procedure, fold=args.fold,
-                      seed=args.split_seed, splits_dir=args.splits_dir, strict=args.strict)
+                      seed=args.split_seed, splits_dir=args.splits_dir, strict=args.strict,
+                      limits=data_image_limits(args))
+
+
+def data_image_limits(args: DataArgs) -> ImageLimits:
+    """The image limits a config's ``data`` section sets (``data.max_image_pixels``)."""
+    return ImageLimits(max_pixels=args.max_image_pixels, key="data.max_image_pixels")
 
 
 def read_source(path: str | Path) -> Source:
@@ -65,8 +71,10 @@ def load_split(
     seed: int = 0,
     splits_dir: str | Path | None = None,
     strict: bool = False,
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> Split:
-    """The split of ``path`` by ``procedure``, every image opened and every bad record skipped.
+    """The split of ``path`` by ``procedure``, every image opened (within ``limits``) and
+    every bad record skipped.
 
     Skipped records are counted by reason in ``manifest["skipped"]``; with ``strict`` the first
     bad one (a missing or unreadable file, an unknown label, ...) raises ``ValueError`` naming
@@ -80,7 +88,7 @@ def load_split(
     path = Path(path)
     if _is_exported(path):
         given_seed = seed if procedure is not None else None
-        return _checked(read_exported(path, procedure, fold, given_seed), strict)
+        return _checked(read_exported(path, procedure, fold, given_seed), strict, limits)
     source = read_source(path)
     if not source.files_checked:
         raise ValueError(f"{path}: no data/ folder, so no images and texts to split")
@@ -89,7 +97,7 @@ def load_split(
     procedure = procedure or "none"
     parts, notes = apply_procedure(source, procedure, fold, seed, splits_dir)
     problems = source.problems + notes
-    problems += _open_images(parts, strict, problems)
+    problems += _open_images(parts, strict, limits, problems)
     errors = [problem for problem in problems if is_error(problem)]
     manifest = {
         "source": str(source.path),
@@ -111,15 +119,16 @@ def load_split(
 
 
 def _open_images(
-    parts: dict[str, list[Record]], strict: bool, earlier: Sequence[Problem] = ()
+    parts: dict[str, list[Record]], strict: bool, limits: ImageLimits,
+    earlier: Sequence[Problem] = (),
 ) -> list[Problem]:
     """Open every image of ``parts``, dropping (in place) the records whose image does not
-    open, and return one ``unreadable_image`` problem per dropped record. With ``strict`` the
-    first error among ``earlier`` problems and these raises ``ValueError`` naming its file,
-    reason and id."""
+    open, and return one problem per dropped record (``unreadable_image``, ``format`` or
+    ``image_too_large``). With ``strict`` the first error among ``earlier`` problems and these
+    raises ``ValueError`` naming its file, reason and id."""
     unreadable = []
     for name in parts:
-        parts[name], problems = check_images(parts[name], desc=f"opening {name} images")
+        parts[name], problems = check_images(parts[name], f"opening {name} images", limits)
         unreadable += problems
     errors = [problem for problem in [*earlier, *unreadable] if is_error(problem)]
     if strict and errors:
@@ -140,12 +149,12 @@ def _listed(errors: list[Problem]) -> list[dict]:
     return [asdict(problem) for problem in errors[:MAX_LISTED_PROBLEMS]]
 
 
-def _checked(split: Split, strict: bool) -> Split:
+def _checked(split: Split, strict: bool, limits: ImageLimits) -> Split:
     """An exported split with the images that no longer open skipped (or, strict, fatal): the
     files may have changed since the export. The manifest's counts, skipped and errors then
     describe the records returned."""
     parts = {name: getattr(split, name) for name in PART_NAMES}
-    unreadable = _open_images(parts, strict)
+    unreadable = _open_images(parts, strict, limits)
     for name in PART_NAMES:
         setattr(split, name, parts[name])
     manifest = split.manifest

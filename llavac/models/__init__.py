@@ -17,6 +17,7 @@ from llavac.models.inputs import (
     apply_image_mode,
     apply_inputs,
     describe_image,
+    image_limits,
     input_defaults,
     resolve_inputs,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "describe_image",
     "four_bit_config",
     "frozen_vision_parameters",
+    "image_limits",
     "input_defaults",
     "is_prefix_lm",
     "is_tiny_name",

@@ -28,11 +28,14 @@ does around the image (:func:`tokenize_as_llava`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import transformers
 from PIL import Image
 from tokenizers import pre_tokenizers
 
 from llavac.args import IMAGE_MODES
+from llavac.data.images import ImageLimits
 from llavac.prompt import V1_SYSTEMS
 
 # model_type -> (image_mode, system) a run of that family gets when it names neither.
@@ -138,3 +141,39 @@ def describe_image(processor, mode: str, image: Image.Image) -> dict:
         facts["padding"] = [left, top, side - width - left, side - height - top]
         facts["fill"] = list(pad_fill(processor))
     return facts
+
+
+# An image is shrunk as it is decoded (llavac.data.ImageLimits) until its shorter side is
+# this many times the largest side the processor makes of any image, and never below the
+# floor: the processor's own resize then still has at least twice the pixels it keeps, so its
+# output barely moves, while a 40-megapixel upload is held as a few megabytes instead of 160.
+# Below the floor nothing is shrunk, so ordinary pictures (every MVSA image is at most
+# 600 px) have the same pixels in every path, with or without these limits.
+EARLY_DOWNSCALE = 2
+EARLY_DOWNSCALE_FLOOR = 768
+_SIDE_KEYS = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width")
+
+
+def image_limits(processor, max_pixels: int, key: str) -> ImageLimits:
+    """The limits ``open_rgb`` applies to ``processor``'s inputs: ``max_pixels`` (set by
+    config ``key``) and the early downscale (``EARLY_DOWNSCALE`` times its input side, at
+    least ``EARLY_DOWNSCALE_FLOOR``; none without an image processor)."""
+    images = getattr(processor, "image_processor", None)
+    sides = [side for name in ("size", "crop_size", "max_image_size")
+             for side in _sides(getattr(images, name, None))]
+    sides += [side for pinpoint in getattr(images, "image_grid_pinpoints", None) or ()
+              for side in pinpoint]  # LLaVA-NeXT's largest tiling
+    short_side = max(EARLY_DOWNSCALE * max(sides), EARLY_DOWNSCALE_FLOOR) if sides else None
+    return ImageLimits(max_pixels=max_pixels, short_side=short_side, key=key)
+
+
+def _sides(size) -> list[int]:
+    """The side lengths of a processor's ``size``-like setting (a dict, a ``SizeDict`` or an
+    int); ``min_pixels`` / ``max_pixels`` count pixels, not sides, and are left out."""
+    if isinstance(size, int):
+        return [size]
+    if dataclasses.is_dataclass(size):
+        size = dataclasses.asdict(size)
+    if not isinstance(size, dict):
+        return []
+    return [value for key, value in size.items() if key in _SIDE_KEYS and isinstance(value, int)]

@@ -21,13 +21,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from llavac.args import ServeArgs
+from llavac.data import ImageLimits
 from llavac.labels import LABELS
+from llavac.models import image_limits
 from llavac.serve.auth import api_keys, bearer_token, key_matches
 from llavac.serve.batcher import MicroBatcher, QueueFull
-from llavac.serve.inputs import ApiError
+from llavac.serve.errors import ApiError
+from llavac.serve.gate import GateMiddleware
 from llavac.serve.limits import BodyLimitMiddleware, RateLimiter, ServeLimits
 from llavac.serve.observe import ObserveMiddleware, ServerMetrics
 from llavac.serve.routes import metrics_routes, model_routes, open_routes
+from llavac.serve.schema import install_openapi
 
 log = logging.getLogger(__name__)
 QUEUE_RETRY_AFTER = "1"  # a full queue drains in about a second at the default sizes
@@ -63,10 +67,14 @@ class ServeState:
         self.limits = ServeLimits.from_args(args)
         self.keys = api_keys(args)
         self.limiter = RateLimiter(args.rate_limit, args.rate_burst) if args.rate_limit else None
+        # Wrong keys, per client address: a key cannot be guessed at the request rate.
+        self.failed_auth = RateLimiter(args.failed_auth_rate, args.failed_auth_burst)
         self.load_error: BaseException | None = None
         self.metrics = ServerMetrics(lambda: self.batcher.pending)
         self.batcher = MicroBatcher(self._classify, args.max_batch_size, args.max_wait_ms,
                                     args.max_queue, self.metrics.observe_batch)
+        self._decoding: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._image_limits: ImageLimits | None = None
 
     def _classify(self, items: list) -> list:
         return self.classifier.classify(items, method=self.args.method)
@@ -80,6 +88,23 @@ class ServeState:
         return {**served_model_card(self.classifier, *self.names), "method": self.args.method,
                 "limits": self.limits.to_dict(), "auth": bool(self.keys)}
 
+    @property
+    def image_limits(self) -> ImageLimits:
+        """``serve.max_image_pixels`` and the early downscale to the model's input size."""
+        if self._image_limits is None:
+            processor = getattr(self.classifier, "processor", None)
+            self._image_limits = image_limits(processor, self.args.max_image_pixels,
+                                              "serve.max_image_pixels")
+        return self._image_limits
+
+    def decoding(self) -> asyncio.Semaphore:
+        """At most ``serve.max_decoding`` images decode at once (one per event loop: tests
+        drive one app from several)."""
+        loop = asyncio.get_running_loop()
+        if self._decoding is None or self._decoding[0] is not loop:
+            self._decoding = (loop, asyncio.Semaphore(self.args.max_decoding))
+        return self._decoding[1]
+
     async def load(self, load: Callable[[], object]) -> None:
         """Run ``load`` in the model thread; a failure is kept for ``/ready`` and ``serve``."""
         try:
@@ -88,33 +113,47 @@ class ServeState:
             log.error("the model failed to load: %s", error)  # serve() raises it in full
             self.load_error = error
 
-    def authorize(self, request: Request) -> None:
+    def authorize(self, authorization: str, client: str) -> str | None:
+        """The digest the access log names the key by (``None`` without keys), or an error:
+        401 for a missing or wrong key; 429 for a client address over its budget of wrong
+        keys, checked before the key so that a guess cannot succeed while it is refused. A
+        request without any key guesses nothing and costs no budget, so keyless clients
+        cannot lock a keyed one out of a shared address."""
         if not self.keys:
-            return
-        token = bearer_token(request.headers.get("authorization"))
+            return None
+        token = bearer_token(authorization)
+        wait = self.failed_auth.wait(client) if token is not None else None
+        if wait is not None:
+            raise ApiError(429, "too many wrong API keys from this address", "authorization",
+                           {"Retry-After": RateLimiter.retry_after(wait)})
         if not key_matches(token, self.keys):
+            if token is not None:
+                self.failed_auth.acquire(client)
             raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer KEY'",
                            "authorization", {"WWW-Authenticate": "Bearer"})
-        # The access log names the key by a short digest, never by the key itself.
-        request.state.key_id = hashlib.sha256(token.encode()).hexdigest()[:8]
+        return hashlib.sha256(token.encode()).hexdigest()[:8]  # never the key itself
 
-    def admit(self, request: Request) -> None:
-        """429 past this key's rate (checked first: a client over its rate is told so), then
-        503 past the request bound: requests still being read or decoded wait ahead of the
-        queue, so an overload is refused before its bodies are parsed, not after."""
-        if self.limiter is not None:
-            client = getattr(request.state, "key_id", None) or (request.client or ("?",))[0]
-            wait = self.limiter.acquire(client)
-            if wait is not None:
-                raise ApiError(429, f"rate limit of {self.limiter.rate:g} requests per second "
-                               "exceeded", None, {"Retry-After": RateLimiter.retry_after(wait)})
-        if self.metrics.in_flight > self.args.max_queue:
-            raise QueueFull(f"{self.metrics.in_flight - 1} requests are being answered; the "
-                            f"limit is {self.args.max_queue}")
+    def within_rate(self, client: str) -> None:
+        """429 when this key (or address, without keys) has used up its bucket."""
+        if self.limiter is None:
+            return
+        wait = self.limiter.acquire(client)
+        if wait is not None:
+            raise ApiError(429, f"rate limit of {self.limiter.rate:g} requests per second "
+                           "exceeded", None, {"Retry-After": RateLimiter.retry_after(wait)})
 
     def require_ready(self) -> None:
         if not self.ready:
             raise ApiError(503, "the model is still loading", None, {"Retry-After": "5"})
+
+    def require_room(self) -> None:
+        """503 once ``serve.max_queue`` classify requests are admitted: requests still being
+        read or decoded wait ahead of the queue, so an overload is refused before its bodies
+        are parsed, not after."""
+        if self.metrics.in_flight >= self.args.max_queue:
+            raise ApiError(503, f"the server is busy ({self.metrics.in_flight} requests are "
+                           f"being answered; the limit is {self.args.max_queue}); retry later",
+                           None, {"Retry-After": QUEUE_RETRY_AFTER})
 
 
 def _error(status: int, error: str, field: str | None = None,
@@ -171,9 +210,14 @@ def create_app(classifier=None, args: ServeArgs | None = None, *,
 
     app = FastAPI(title="llavac", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.serve, app.state.batcher = state, state.batcher
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=state.limits.max_body_bytes)
-    app.add_middleware(ObserveMiddleware, metrics=state.metrics)  # outermost: sees every 413
+    # Outermost last: the access log and metrics see every answer; the gate answers from the
+    # headers before the body limit reads a byte; the routes see a whole, bounded body.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=state.limits.max_body_bytes,
+                       timeout=state.args.body_timeout)
+    app.add_middleware(GateMiddleware, state=state)
+    app.add_middleware(ObserveMiddleware, metrics=state.metrics)
     _install_error_handlers(app)
     for router in (open_routes, metrics_routes, model_routes):
         app.include_router(router)
+    install_openapi(app, keyed=bool(state.keys))
     return app

@@ -3,8 +3,9 @@
 Keys are merged from ``serve.api_key`` (comma-separated), the ``LLAVAC_API_KEY`` environment
 variable (comma-separated) and ``serve.api_key_file`` (one per line), so a deployment can keep
 them out of the command line, where other users of the machine could read them. A client
-sends ``Authorization: Bearer KEY`` on ``/v1/*`` and ``/metrics``; ``/health`` and ``/ready``
-stay open for load balancers, and the page at ``/`` asks its user for the key.
+sends ``Authorization: Bearer KEY`` on ``/v1/*``, ``/metrics`` and ``/openapi.json`` (checked
+from the headers by :mod:`llavac.serve.gate`); ``/health`` and ``/ready`` stay open for load
+balancers, and the page at ``/`` asks its user for the key.
 """
 
 from __future__ import annotations

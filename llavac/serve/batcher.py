@@ -140,6 +140,7 @@ class MicroBatcher:
                 for job in jobs:
                     job.future.cancel()
                 raise
+            del jobs  # not kept (with its images) while waiting for the next batch
 
     async def _serve(self, jobs: list[_Job]) -> None:
         if not jobs:

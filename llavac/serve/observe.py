@@ -23,11 +23,14 @@ access_log = logging.getLogger("llavac.access")
 
 # Labelled by route, not by raw path: a scanner probing random URLs must not create a time
 # series per URL. Everything else is "other".
-ROUTES = ("/", "/health", "/ready", "/metrics", "/v1/model", "/v1/classify",
-          "/v1/classify/batch")
+ROUTES = ("/", "/page.js", "/page.css", "/health", "/ready", "/metrics", "/openapi.json",
+          "/v1/model", "/v1/classify", "/v1/classify/batch")
 # Why a request was turned away, by status; the rest of 4xx is a malformed request.
-REJECT_REASONS = {401: "unauthorized", 413: "too_large", 429: "rate_limited",
-                  503: "overloaded"}
+REJECT_REASONS = {401: "unauthorized", 403: "cross_origin", 408: "too_slow", 413: "too_large",
+                  429: "rate_limited", 503: "overloaded"}
+# A client that left before its answer started (nginx's code): counted apart, neither a
+# refusal nor a server error.
+CLIENT_CLOSED = 499
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")  # safe to echo and to log
 
 
@@ -50,7 +53,7 @@ class ServerMetrics:
         self.model_seconds = Histogram("llavac_model_seconds", "time of one model call",
                                        registry=reg,
                                        buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self.in_flight = 0  # requests accepted and not yet answered
+        self.in_flight = 0  # classify requests admitted (llavac.serve.gate), not yet answered
         Gauge("llavac_queue_depth", "examples waiting for the model",
               registry=reg).set_function(queue_depth)
         Gauge("llavac_in_flight", "classify requests accepted and not yet answered",
@@ -63,7 +66,7 @@ class ServerMetrics:
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
-        if status in REJECT_REASONS or 400 <= status < 500:
+        if status in REJECT_REASONS or (400 <= status < 500 and status != CLIENT_CLOSED):
             self.rejected.labels(REJECT_REASONS.get(status, "invalid")).inc()
 
 
@@ -86,7 +89,13 @@ class ObserveMiddleware:
             return
         rid = request_id(dict(scope.get("headers") or []))
         scope.setdefault("state", {})["request_id"] = rid
-        started, status = time.perf_counter(), 500  # 500 unless a response starts
+        started, status, left = time.perf_counter(), None, False
+
+        async def receive_watched():
+            nonlocal left
+            message = await receive()
+            left = left or message["type"] == "http.disconnect"
+            return message
 
         async def send_with_id(message):
             nonlocal status
@@ -96,12 +105,11 @@ class ObserveMiddleware:
                                                   (b"x-request-id", rid.encode())]}
             await send(message)
 
-        counted = scope["path"].startswith("/v1/classify")  # the requests that use the model
-        self.metrics.in_flight += counted
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watched, send_with_id)
         finally:
-            self.metrics.in_flight -= counted
+            if status is None:  # no answer started: the client left, or the server failed
+                status = CLIENT_CLOSED if left else 500
             self._record(scope, rid, status, time.perf_counter() - started)
 
     def _record(self, scope, rid: str, status: int, seconds: float) -> None:

@@ -2,8 +2,9 @@
 
 Every route reads the app's :class:`~llavac.serve.app.ServeState` from ``request.app.state``
 and stays short: parsing and validation live in :mod:`llavac.serve.inputs`, queueing in
-:mod:`llavac.serve.batcher`, and the checks that run before a body is looked at (key, rate,
-model loaded) are dependencies, so a refused request costs no decoding.
+:mod:`llavac.serve.batcher`; the checks that need no body (origin, key, rate, model loaded,
+queue room) ran before the body was read (:mod:`llavac.serve.gate`). What each route takes
+and answers is declared for the OpenAPI schema (:mod:`llavac.serve.schema`).
 """
 
 from __future__ import annotations
@@ -12,53 +13,52 @@ import json
 import time
 from importlib import resources
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from llavac.labels import SLOT_FIELDS
-from llavac.serve.inputs import ApiError, check_text, decode_image, json_item
+from llavac.serve.errors import ApiError
+from llavac.serve.inputs import Upload, check_text, classify_uploads, json_upload
 from llavac.serve.limits import ServeLimits
+from llavac.serve.schema import (
+    BATCH_BODY,
+    CLASSIFY_BODY,
+    CLASSIFY_ERRORS,
+    METRICS_ANSWER,
+    METRICS_ERRORS,
+    MODEL_ERRORS,
+    BatchAnswer,
+    ClassifyAnswer,
+    Health,
+    ModelInfo,
+    Readiness,
+)
 
 _USAGE = ("send multipart/form-data with an 'image' file and a 'text' field, or "
           "application/json with 'image_base64' and 'text'")
-# The page is self-contained; the policy makes the browser refuse anything from elsewhere.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-    "style-src 'unsafe-inline'; img-src 'self' blob: data:; connect-src 'self'",
-    "X-Content-Type-Options": "nosniff",
-}
+# The page loads its script and style from this server only, runs nothing inline and may
+# not be framed (clickjacking): the browser refuses everything else.
+_PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+                "img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; "
+                "form-action 'none'; frame-ancestors 'none'")
+_PAGE_FILES = {"/": ("page.html", "text/html; charset=utf-8"),
+               "/page.js": ("page.js", "text/javascript; charset=utf-8"),
+               "/page.css": ("page.css", "text/css; charset=utf-8")}
 
 
 def _state(request: Request):
     return request.app.state.serve
 
 
-async def require_key(request: Request) -> None:
-    """401 unless the request carries one of the server's keys (when it has any)."""
-    _state(request).authorize(request)
-
-
-async def within_rate(request: Request) -> None:
-    """503 past the request bound, 429 when this key (or address) has used up its bucket."""
-    _state(request).admit(request)
-
-
-async def model_ready(request: Request) -> None:
-    """503 while the model is still loading: the process is up, it cannot answer yet."""
-    _state(request).require_ready()
-
-
 open_routes = APIRouter()
-metrics_routes = APIRouter(dependencies=[Depends(require_key)])
-model_routes = APIRouter(prefix="/v1", dependencies=[Depends(require_key),
-                                                     Depends(within_rate),
-                                                     Depends(model_ready)])
+metrics_routes = APIRouter()
+model_routes = APIRouter(prefix="/v1")
 
 
-@open_routes.get("/health")
+@open_routes.get("/health", response_model=Health)
 async def health(request: Request):
     """Alive: the process answers (also while the model loads and while it drains)."""
     state = _state(request)
@@ -66,7 +66,8 @@ async def health(request: Request):
             "in_flight": state.metrics.in_flight, "batches": state.batcher.batches}
 
 
-@open_routes.get("/ready")
+@open_routes.get("/ready", response_model=Readiness,
+                 responses={503: {"model": Readiness, "description": "loading or failed"}})
 async def ready(request: Request):
     """Ready: the model is loaded and warm, so a request now gets an answer."""
     state = _state(request)
@@ -76,50 +77,66 @@ async def ready(request: Request):
     return {"status": "ready", "model": state.info["model"]}
 
 
-@open_routes.get("/", response_class=HTMLResponse)
-async def page():
-    html = resources.files("llavac.serve").joinpath("page.html").read_text("utf-8")
-    return HTMLResponse(html, headers=_PAGE_HEADERS)
+def _page_file(path: str) -> Response:
+    name, media_type = _PAGE_FILES[path]
+    text = resources.files("llavac.serve").joinpath(name).read_text("utf-8")
+    return Response(text, media_type=media_type,
+                    headers={"Content-Security-Policy": _PAGE_POLICY})
 
 
-@metrics_routes.get("/metrics")
+async def page(request: Request) -> Response:
+    """The page to try the classifier by hand, its script and its style (the UI, so they are
+    left out of the API's schema)."""
+    return _page_file(request.url.path)
+
+
+for _path in _PAGE_FILES:
+    open_routes.add_api_route(_path, page, methods=["GET"], include_in_schema=False)
+
+
+@metrics_routes.get("/metrics", response_class=Response, responses={
+    **METRICS_ANSWER, **METRICS_ERRORS})
 async def metrics(request: Request):
+    """The server's Prometheus metrics."""
     return Response(generate_latest(_state(request).metrics.registry),
                     media_type=CONTENT_TYPE_LATEST)
 
 
-@model_routes.get("/model")
+@model_routes.get("/model", response_model=ModelInfo, responses=MODEL_ERRORS)
 async def model(request: Request):
+    """The model, prompt, labels, calibration and limits the server answers with."""
     return _state(request).info
 
 
-@model_routes.post("/classify")
+@model_routes.post("/classify", response_model=ClassifyAnswer, responses=CLASSIFY_ERRORS,
+                   openapi_extra=CLASSIFY_BODY)
 async def classify(request: Request):
     """One image and text -> the text, image and multimodal labels with probabilities."""
     state, started = _state(request), time.perf_counter()
     min_confidence = _min_confidence(request, state.args.method)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        item = await _form_item(request, state.limits)
+        upload = await _form_upload(request, state.limits)
     elif content_type == "application/json" or content_type.endswith("+json"):
-        item = await run_in_threadpool(json_item, await _read_json(request), state.limits)
+        upload = await run_in_threadpool(json_upload, await _read_json(request), state.limits)
     else:
         raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: {_USAGE}",
                        "body")
-    (prediction,) = await state.batcher.submit([item])
+    (prediction,) = await classify_uploads([upload], state)
     return {**prediction_json(prediction.abstain(min_confidence)),
             **_answer_meta(state, started)}
 
 
-@model_routes.post("/classify/batch")
+@model_routes.post("/classify/batch", response_model=BatchAnswer, responses=CLASSIFY_ERRORS,
+                   openapi_extra=BATCH_BODY)
 async def classify_batch(request: Request):
     """A JSON list of ``{image_base64, text}`` -> one prediction per item, in order."""
     state, started = _state(request), time.perf_counter()
     min_confidence = _min_confidence(request, state.args.method)
     payload = _batch_list(await _read_json(request), state.limits)
-    items = [await run_in_threadpool(json_item, entry, state.limits, f"[{index}].")
-             for index, entry in enumerate(payload)]
-    predictions = await state.batcher.submit(items)
+    uploads = [await run_in_threadpool(json_upload, entry, state.limits, f"[{index}].")
+               for index, entry in enumerate(payload)]
+    predictions = await classify_uploads(uploads, state)
     return {**_answer_meta(state, started),
             "predictions": [prediction_json(p.abstain(min_confidence)) for p in predictions]}
 
@@ -176,11 +193,13 @@ async def _read_json(request: Request):
     body = await request.body()
     try:
         return await run_in_threadpool(json.loads, body)
+    except RecursionError:  # e.g. 100,000 nested '[': the parser's depth limit, not a fault
+        raise ApiError(400, "body is JSON nested too deeply", "body") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiError(422, f"body is not valid JSON: {error}", "body") from None
 
 
-async def _form_item(request: Request, limits: ServeLimits):
+async def _form_upload(request: Request, limits: ServeLimits) -> Upload:
     form = await request.form(max_files=4, max_fields=16, max_part_size=limits.max_body_bytes)
     try:
         upload, text = form.get("image"), form.get("text")
@@ -191,7 +210,6 @@ async def _form_item(request: Request, limits: ServeLimits):
         if isinstance(text, UploadFile):
             raise ApiError(422, "text must be a text field, not a file", "text")
         text = check_text(text, "text", limits)
-        data = await upload.read()
+        return Upload(await upload.read(), text, "image")
     finally:
         await form.close()
-    return await run_in_threadpool(decode_image, data, "image", limits), text

@@ -8,7 +8,7 @@ import signal
 
 import uvicorn
 
-from llavac.args import ServeConfig
+from llavac.args import ServeArgs, ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,26 @@ def serve(config: ServeConfig) -> None:
             raise
 
     app = create_app(args=args, load=load)
-    server = _DrainingServer(uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
-        access_log=False,  # llavac.access logs one JSON line per request instead
-        timeout_graceful_shutdown=args.shutdown_timeout))
+    server = _DrainingServer(uvicorn_config(app, args))
     server.run()  # one process: the model lives here and the batcher serialises it
     if app.state.serve.load_error is not None:
         raise app.state.serve.load_error
+
+
+def uvicorn_config(app, args: ServeArgs) -> uvicorn.Config:
+    """uvicorn's settings for ``args``: one worker, no access log of its own, a cap on open
+    connections, and proxy headers trusted only from ``serve.forwarded_allow_ips``.
+
+    uvicorn trusts ``X-Forwarded-For`` from loopback by default, so without a proxy any local
+    client could pose as any address (and dodge a per-address rate limit).
+    """
+    return uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
+        access_log=False,  # llavac.access logs one JSON line per request instead
+        timeout_graceful_shutdown=args.shutdown_timeout,
+        limit_concurrency=args.max_connections,
+        proxy_headers=args.forwarded_allow_ips is not None,
+        forwarded_allow_ips=args.forwarded_allow_ips or "")
 
 
 class _DrainingServer(uvicorn.Server):

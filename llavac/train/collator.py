@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from llavac.data import Record, open_rgb
+from llavac.data import ImageLimits, Record, open_rgb
+from llavac.data.images import DEFAULT_LIMITS
 from llavac.labels import slot_labels
 from llavac.prompt import PromptFormat, render
 from llavac.prompt_variants import draw_variant
@@ -37,6 +38,9 @@ class TrainCollator:
     # of ``fmt``; empty: every example asks ``fmt``.
     variants: tuple[PromptFormat, ...] = ()
     seed: int = 0
+    # data.max_image_pixels and the early downscale (llavac.models.image_limits), as every
+    # stage opens images: training sees the pixels prediction and serving see.
+    image_limits: ImageLimits = DEFAULT_LIMITS
 
     def format_for(self, record: Record) -> PromptFormat:
         return draw_variant(self.variants, self.seed, record.id) if self.variants else self.fmt
@@ -54,7 +58,7 @@ class TrainCollator:
         fmts = [self.format_for(record) for record in records]
         answers = [fmt.answer(slot_labels(r)) for fmt, r in zip(fmts, records, strict=True)]
         return self.encode([record.id for record in records],
-                           [open_rgb(record.image) for record in records],
+                           [open_rgb(record.image, self.image_limits) for record in records],
                            [record.text for record in records], answers, fmts)
 
     def encode(self, ids: list[str], images: list, texts: list[str], answers: list[str],

@@ -43,7 +43,6 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import is_torch_tf32_available
 
 from llavac.args import LoraArgs, TrainArgs, TrainConfig
-from llavac.config import save_config
 from llavac.console import is_main_process, log
 from llavac.data import Record, load_data
 from llavac.labels import slot_labels
@@ -51,6 +50,7 @@ from llavac.leakage import trained_on
 from llavac.models import (
     apply_inputs,
     frozen_vision_parameters,
+    image_limits,
     is_prefix_lm,
     language_model_linear_names,
     load_model,
@@ -69,7 +69,9 @@ from llavac.train.checkpoints import (
     ResumePoint,
     find_resume_point,
     remove_skipped,
+    run_config_hash,
 )
+from llavac.train.claim import prepare_output, record_start
 from llavac.train.collator import TrainCollator
 from llavac.train.precision import compute_dtype, engine_keeps_masters, upcast_trainable
 from llavac.train.progress import replace_trainer_output
@@ -176,24 +178,20 @@ class Setup:
 
 
 def train(config: TrainConfig, resume: bool = False,
-          callbacks: list[TrainerCallback] | None = None) -> Path:
+          callbacks: list[TrainerCallback] | None = None, overwrite: bool = False) -> Path:
     """Fine-tune ``config.model`` on the train split of ``config.data``; return its output.
 
-    ``resume``: continue from the newest complete checkpoint (a finished run is left as is).
+    ``resume``: continue from the newest complete checkpoint (a finished run is left as is);
+    ``overwrite``: replace what the folder holds. An interrupted or finished run's folder is
+    refused without either (``llavac.train.claim``).
     """
     config = with_input_defaults(config)
     output = Path(config.train.output)
-    if resume and is_finished(output):
-        if is_main_process():
-            log.info(f"{output} has finished (manifest.json): nothing to resume")
+    if not prepare_output(config, resume, overwrite):  # finished before: nothing to resume
         return output
     set_seed(config.train.seed)
-    if is_main_process():  # an interrupted run's folder names its config
-        output.mkdir(parents=True, exist_ok=True)
-        save_config(config, output / "config.yaml")
-        # An earlier run's manifest would mark this one finished while it is not.
-        (output / "manifest.json").unlink(missing_ok=True)
     built = setup(config)
+    record_start(config)
     trainer = fit(config, built, resume, callbacks or [])
     save(config, built, trainer)
     return output
@@ -241,7 +239,8 @@ def setup(config: TrainConfig) -> Setup:
     )
     apply_inputs(processor, config.model.image_mode, config.model.system)  # saved in processor/
     collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length,
-                             variants, config.train.seed)
+                             variants, config.train.seed, image_limits(
+                                 processor, config.data.max_image_pixels, "data.max_image_pixels"))
     weights_dtype = model.dtype
     model = make_trainable(model, config.lora, config.train.method)
     if not engine_keeps_masters(config.train):
@@ -258,7 +257,8 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
     batch = built.batch
     training_args = trainer_arguments(args, output / "checkpoints", batch,
                                       compute_dtype(args, built.weights_dtype))
-    point = resume_point(Path(training_args.output_dir)) if resume else None
+    run_hash = run_config_hash(config)
+    point = resume_point(Path(training_args.output_dir), run_hash) if resume else None
     if is_main_process():
         log.info(batch.describe())
     last = str(point.checkpoint) if point and point.checkpoint else None
@@ -272,6 +272,7 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
         projector_lr=config.lora.projector_lr,
         lengths=built.collator.lengths(built.records) if args.group_by_length else None,
         keep=args.save_total_limit,
+        run_hash=run_hash,  # every checkpoint names its run's config
     )
     replace_trainer_output(trainer, batch.size, bar=args.progress)
     if point is not None and point.finished:
@@ -283,10 +284,10 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
     return trainer
 
 
-def resume_point(checkpoints: Path) -> ResumePoint:
-    """The newest complete checkpoint, half-written ones removed; the main process prints
-    one line saying where the run continues and why."""
-    point = find_resume_point(checkpoints)
+def resume_point(checkpoints: Path, run_hash: str) -> ResumePoint:
+    """The newest complete checkpoint of this run (another config's is refused), half-written
+    ones removed; the main process prints one line saying where the run continues and why."""
+    point = find_resume_point(checkpoints, run_hash)
     if is_main_process():
         for line in [*point.warnings(), point.message()]:
             log.info(line)
