@@ -1,6 +1,6 @@
 """Training-step overhead: the project's recipe (Trainer + collator + LoRA) vs a bare loop.
 
-    python benchmarks/bench_train.py [--steps 10] [--repeats 5] [--quick] [--profile]
+    python benchmarks/bench_train.py [--steps 10] [--repeats 5] [--profile] [--smoke]
 
 Both sides train the same model: a random LLaVA of ``SMALL_SIZES`` (~13.8M parameters),
 saved once to a temporary folder so that the project side loads it by path exactly as a
@@ -45,15 +45,16 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    add_smoke_flag,
     banner,
     machine,
     median,
-    met,
     peak_rss_mb,
     quiet,
     reset_peak_rss,
     result_line,
     rss_mb,
+    target,
 )
 
 TARGET = 1.10
@@ -88,9 +89,7 @@ def steady(spans: list[float], ends: list[float], skip: int) -> tuple[float, flo
 
 
 def config_for(model_dir: Path, release: Path, output: Path, steps: int, batch: int):
-    from llavac.train.args import DataArgs, LoraArgs, ModelArgs, TrainArgs
-
-    from llavac.train import TrainConfig
+    from llavac.args import DataArgs, LoraArgs, ModelArgs, TrainArgs, TrainConfig
 
     return TrainConfig(
         model=ModelArgs(name=str(model_dir), dtype="float32"),
@@ -124,9 +123,9 @@ def run_project(config, steps: int, skip: int, profile: bool = False) -> dict:
 
 def prepare_bare(model_dir: Path, release: Path, steps: int, batch: int):
     """Model, optimizer and ``steps`` pre-collated batches, set up as the recipe sets them."""
-    from llavac.train.args import LoraArgs, TrainArgs
     from transformers import set_seed
 
+    from llavac.args import LoraArgs, TrainArgs
     from llavac.data import load_split
     from llavac.models import load_model
     from llavac.prompt import PromptFormat
@@ -185,12 +184,13 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", type=int, default=2, help="warm-up steps left out per run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--quick", action="store_true", help="6 steps, 3 repeats (a smoke run)")
     parser.add_argument("--profile", action="store_true",
                         help="profile one project run even when the overhead is on target")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.repeats = min(args.steps, 6), min(args.repeats, 3)
+    if args.smoke:  # the tiny default sizes, 3 steps of batch 2, one repeat, the profile too
+        args.steps, args.skip, args.repeats, args.batch = 3, 1, 1, 2
+        args.profile = True
 
     from llavac.models import SMALL_SIZES, build_tiny
     from llavac.synthetic import write_synthetic_release
@@ -199,14 +199,16 @@ def main(argv=None) -> int:
     banner("bench_train")
     print(machine())
     scratch = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    release = write_synthetic_release(scratch / "synthetic", n=600, seed=0)
-    model, processor = build_tiny("llava", seed=0, **SMALL_SIZES)
+    release = write_synthetic_release(scratch / "synthetic", n=60 if args.smoke else 600, seed=0)
+    sizes = {} if args.smoke else SMALL_SIZES
+    model, processor = build_tiny("llava", seed=0, **sizes)
     model_dir = scratch / "small-llava"
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     n_params = sum(p.numel() for p in model.parameters())
     del model
-    print(f"model: random LLaVA, SMALL_SIZES, {n_params / 1e6:.1f}M parameters, paper LoRA preset "
+    print(f"model: random LLaVA, {'tiny' if args.smoke else 'SMALL_SIZES'}, "
+          f"{n_params / 1e6:.1f}M parameters, paper LoRA preset "
           f"(r128/alpha256/dropout0.05, projector trained), batch {args.batch}, float32; "
           f"{args.steps} steps per run, first {args.skip} left out, {args.repeats} repeats")
 
@@ -246,7 +248,7 @@ def main(argv=None) -> int:
           f"(process RSS before: {project[0]['rss_before']:.0f} / {bare[0]['rss_before']:.0f} MB)")
     print(f"whole train() call:      {total:.1f} s for {args.steps} steps "
           f"(setup: split + image check, model load, Trainer; save: adapter, plot)")
-    print(f"target trainer_overhead <= {TARGET}: {overhead:.3f} {met(overhead, TARGET)}")
+    target("trainer_overhead", overhead, "<=", TARGET)
 
     if args.profile or overhead > TARGET or wall_overhead > TARGET:
         print()
