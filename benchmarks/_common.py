@@ -19,6 +19,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# The scripts measure this checkout's llavac, installed or not (a GPU machine may hold the
+# dependencies but no install of llavac).
+if str(REPO) not in sys.path:
+    sys.path.insert(1, str(REPO))
 
 
 def quiet() -> None:
