@@ -1,6 +1,6 @@
 """Training-step overhead: the project's recipe (Trainer + collator + LoRA) vs a bare loop.
 
-    python benchmarks/bench_train.py [--steps 10] [--repeats 5] [--profile] [--smoke]
+    python benchmarks/bench_train.py [--steps 10] [--repeats 5] [--threads 1] [--profile] [--smoke]
 
 Both sides train the same model: a random LLaVA of ``SMALL_SIZES`` (~13.8M parameters),
 saved once to a temporary folder so that the project side loads it by path exactly as a
@@ -184,10 +184,16 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", type=int, default=2, help="warm-up steps left out per run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (0: torch's default); on a machine other jobs "
+                        "load, two threads spin-wait for each other and a step takes many "
+                        "times longer, with a noise that swamps the ratio")
     parser.add_argument("--profile", action="store_true",
                         help="profile one project run even when the overhead is on target")
     add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.smoke:  # the tiny default sizes, 3 steps of batch 2, one repeat, the profile too
         args.steps, args.skip, args.repeats, args.batch = 3, 1, 1, 2
         args.profile = True
