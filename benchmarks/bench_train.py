@@ -14,7 +14,10 @@ checkpointing (CPU), on the synthetic release (random811 train split).
   gradient clipping, the LR schedule, logging every step (``train.logging_steps`` default 1)
   and the ``StepLog`` callback, as a user's run does;
 - bare: ``model(**batch).loss.backward(); opt.step(); opt.zero_grad()`` on batches collated
-  beforehand by the same ``TrainCollator`` (same model files, same LoRA, same optimizer groups).
+  beforehand, everything built by the recipe's own ``setup`` (same records, model files, LoRA,
+  prompt with the model family's system sentence and image mode) and the same optimizer
+  groups. (Until 0.2 the bare side built its own collator, which missed the system sentence
+  0.2 added to LLaVA prompts and trained on shorter sequences than the recipe.)
 
 Figures (steady state: the first ``--skip`` steps of every run are left out):
 - step time: ``on_step_begin`` -> ``on_step_end`` of a ``TrainerCallback`` (forward, backward,
@@ -121,33 +124,26 @@ def run_project(config, steps: int, skip: int, profile: bool = False) -> dict:
             "rss_before": base, "profiler": profiler, "steps": len(timer.spans)}
 
 
-def prepare_bare(model_dir: Path, release: Path, steps: int, batch: int):
-    """Model, optimizer and ``steps`` pre-collated batches, set up as the recipe sets them."""
+def prepare_bare(config, steps: int, batch: int):
+    """Model, optimizer and ``steps`` pre-collated batches, from the recipe's own ``setup``
+    (the same records, model loading, LoRA, prompt and image inputs as ``train`` uses)."""
     from transformers import set_seed
 
-    from llavac.args import LoraArgs, TrainArgs
-    from llavac.data import load_split
-    from llavac.models import load_model
-    from llavac.prompt import PromptFormat
-    from llavac.train.collator import TrainCollator
-    from llavac.train.recipe import make_trainable, split_projector_groups
+    from llavac.train.recipe import setup, split_projector_groups, with_input_defaults
 
-    set_seed(0)
-    records = load_split(release, procedure="random811").train
-    model, processor = load_model(str(model_dir), dtype="float32")
-    lora, args = LoraArgs(), TrainArgs()
-    model = make_trainable(model, lora)
-    collator = TrainCollator(processor, PromptFormat.from_name("full"), False, args.max_length)
-    batches = [collator(records[i * batch:(i + 1) * batch]) for i in range(steps)]
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    config = with_input_defaults(config)
+    set_seed(config.train.seed)
+    built = setup(config)
+    batches = [built.collator(built.records[i * batch:(i + 1) * batch]) for i in range(steps)]
+    trainable = [p for p in built.model.parameters() if p.requires_grad]
     optimizer = split_projector_groups(
-        torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay), model,
-        lora.projector_lr)
-    return model, optimizer, batches
+        torch.optim.AdamW(trainable, lr=config.train.lr, weight_decay=config.train.weight_decay),
+        built.model, config.lora.projector_lr)
+    return built.model, optimizer, batches
 
 
-def run_bare(model_dir: Path, release: Path, steps: int, batch: int, skip: int) -> dict:
-    model, optimizer, batches = prepare_bare(model_dir, release, steps, batch)
+def run_bare(config, steps: int, batch: int, skip: int) -> dict:
+    model, optimizer, batches = prepare_bare(config, steps, batch)
     reset_peak_rss()
     base = rss_mb()
     model.train()
@@ -228,7 +224,9 @@ def main(argv=None) -> int:
                 result = run_project(config, args.steps, args.skip)
                 (project if repeat else []).append(result)
             else:
-                result = run_bare(model_dir, release, args.steps, args.batch, args.skip)
+                config = config_for(model_dir, release, scratch / f"bare{repeat}", args.steps,
+                                    args.batch)
+                result = run_bare(config, args.steps, args.batch, args.skip)
                 (bare if repeat else []).append(result)
         if repeat:
             p, b = project[-1], bare[-1]
