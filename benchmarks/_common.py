@@ -9,6 +9,7 @@ on a noisy machine than a ratio of medians; both medians are printed too.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import statistics
@@ -162,13 +163,37 @@ def skipped(reason: str) -> int:
     return 0
 
 
-class Stopwatch:
-    """``with Stopwatch() as t: ...`` then ``t.seconds``."""
+class Clock:
+    """``Clock(device)(fn)`` -> ``(seconds, fn())``: wall time, synchronised with the device
+    before and after on a GPU, so the kernels ``fn`` queued are counted."""
 
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
+    def __init__(self, device):
+        self.device = device
 
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
-        return False
+    def sync(self):
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, fn):
+        self.sync()
+        start = time.perf_counter()
+        result = fn()
+        self.sync()
+        return time.perf_counter() - start, result
+
+
+class Report:
+    """A run's figures by name, kept as they come in a JSON file (``path``; rewritten on every
+    ``put``, so a run stopped by its time limit still leaves what it measured)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.data = path, {}
+
+    def put(self, key: str, value) -> None:
+        self.data[key] = value
+        if self.path:
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(json.dumps(self.data, indent=1, default=str))
+            partial.replace(self.path)

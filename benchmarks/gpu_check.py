@@ -39,7 +39,6 @@ Last line: ``RESULT status=ok gpu=... train_mfu=... score_bs32_samples_per_s=...
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -52,7 +51,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _memory as memory  # noqa: E402
-from _common import add_smoke_flag, banner, machine, peak_rss_mb, result_line, target  # noqa: E402
+from _common import (  # noqa: E402
+    Clock,
+    Report,
+    add_smoke_flag,
+    banner,
+    machine,
+    peak_rss_mb,
+    result_line,
+    target,
+)
 from _flops import (  # noqa: E402
     LLAVA_7B_COUNTS,
     fmt_mfu,
@@ -83,21 +91,6 @@ class Setup:
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-
-class Report:
-    """Every figure, kept as it comes in a JSON file (rewritten after each phase, so a run
-    stopped by its time limit still leaves what it measured)."""
-
-    def __init__(self, path: Path | None):
-        self.path, self.data = path, {}
-
-    def put(self, key: str, value) -> None:
-        self.data[key] = value
-        if self.path:
-            partial = self.path.with_suffix(".partial")
-            partial.write_text(json.dumps(self.data, indent=1, default=str))
-            partial.replace(self.path)
 
 
 def tweet(rng: random.Random, words: int = 24) -> str:
@@ -197,24 +190,6 @@ def plan_7b(records, batch: int, cards_gb: list[float], report: Report) -> dict:
 
 
 # -- 2. LoRA training -----------------------------------------------------------------------
-
-class Clock:
-    """Wall time of a device region (synchronised before and after on a GPU)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def __call__(self, fn):
-        self.sync()
-        start = time.perf_counter()
-        result = fn()
-        self.sync()
-        return time.perf_counter() - start, result
-
 
 def reset_peak(device):
     if device.type == "cuda":
