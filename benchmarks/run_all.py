@@ -1,6 +1,6 @@
 """Run every benchmark and rewrite the performance tables from what the scripts print.
 
-    python benchmarks/run_all.py [--smoke] [--only bench_train.py ...]
+    python benchmarks/run_all.py [--smoke] [--only bench_train.py ...] [--render-only]
 
 Every script in ``benchmarks/`` (not the ``_`` helper modules, not this file) runs in a
 subprocess, one after another, in full or with ``--smoke``; ``gpu_check.py`` gets
@@ -8,10 +8,11 @@ subprocess, one after another, in full or with ``--smoke``; ``gpu_check.py`` get
 ``runs/benchmarks/NAME.log``. From its last ``RESULT`` line and its ``TARGET`` lines (see
 ``_common.target``), with the machine, the date, the run time and the load average around
 it, an entry is written to ``benchmarks/results.json``; ``--only`` reruns some scripts and
-keeps the other entries. The tables between the ``run_all`` marker comments of
-``benchmarks/README.md`` (every figure, per script) and ``README.md`` (every target) are
-then rendered from that file and from ``results_0.1.json`` (llavac 0.1's figures, for
-comparison), so no figure in them is typed by hand.
+keeps the other entries (``--render-only`` runs nothing). The tables between the
+``run_all`` marker comments of ``benchmarks/README.md`` (every figure, per script) and
+``README.md`` (every target) are then rendered from that file and from
+``results_0.1.json`` (llavac 0.1's figures, for comparison), so no figure in them is typed
+by hand.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def machine_line(m: dict) -> str:
 def run_line(entry: dict) -> str:
     status = "" if entry["exit_code"] == 0 else f" **exit code {entry['exit_code']}**"
     smoke = " **smoke run: the figures mean nothing**" if entry["smoke"] else ""
-    return (f"`{entry['command']}`, {entry['date']}, {duration(entry['seconds'])}, load "
+    return (f"`{entry['command']}`, {duration(entry['seconds'])} to {entry['date']}, load "
             f"average {entry['load_before']:.1f} before / {entry['load_after']:.1f} after"
             f"{status}{smoke}")
 
@@ -182,6 +183,8 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="every script with --smoke")
     parser.add_argument("--only", nargs="+", default=None, metavar="SCRIPT",
                         help="run these scripts (file names); keep the others' results")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: rewrite the tables from the results file")
     parser.add_argument("--timeout-s", type=float, default=3600.0, help="per script")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--readmes", type=Path, nargs=2, default=[HERE / "README.md",
@@ -195,8 +198,9 @@ def main(argv=None) -> int:
     unknown = set(args.only or ()) - {p.name for p in scripts}
     if unknown:
         parser.error(f"--only: no such benchmark {', '.join(sorted(unknown))}")
-    results = json.loads(args.results.read_text()) if args.only and args.results.exists() else {}
-    for script in scripts:
+    keep = (args.only or args.render_only) and args.results.exists()
+    results = json.loads(args.results.read_text()) if keep else {}
+    for script in [] if args.render_only else scripts:
         if args.only is None or script.name in args.only:
             results[script.name] = run(script, args.smoke, torch.cuda.is_available(),
                                        args.timeout_s)
