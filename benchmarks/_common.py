@@ -9,6 +9,7 @@ on a noisy machine than a ratio of medians; both medians are printed too.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import statistics
@@ -19,6 +20,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# The scripts measure this checkout's llavac, installed or not (a GPU machine may hold the
+# dependencies but no install of llavac).
+if str(REPO) not in sys.path:
+    sys.path.insert(1, str(REPO))
 
 
 def quiet() -> None:
@@ -39,7 +44,9 @@ def side_by_side(
     """Seconds per call of each contender, ``repeats`` times each, interleaved and rotated.
 
     ``warmup`` untimed calls of every contender come first (allocator growth, lazy caches,
-    one-time kernel choices).
+    one-time kernel choices). The garbage collector runs before each round and is paused
+    during it, as ``timeit`` does, so no collection lands inside one contender's time (a full
+    collection of a process holding transformers takes longer than a tiny model's call).
     """
     names = list(contenders)
     for _ in range(warmup):
@@ -48,11 +55,15 @@ def side_by_side(
     times: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         order = names[repeat % len(names):] + names[: repeat % len(names)]
-        for name in order:
-            gc.collect()
-            start = time.perf_counter()
-            contenders[name]()
-            times[name].append(time.perf_counter() - start)
+        gc.collect()
+        gc.disable()
+        try:
+            for name in order:
+                start = time.perf_counter()
+                contenders[name]()
+                times[name].append(time.perf_counter() - start)
+        finally:
+            gc.enable()
     return times
 
 
@@ -127,18 +138,62 @@ def result_line(**values) -> str:
     return "RESULT " + " ".join(parts)
 
 
-def met(value: float, target: float, at_most: bool = True) -> str:
-    ok = value <= target if at_most else value >= target
-    return "MET" if ok else "MISSED"
+def target(name: str, value: float | None, op: str, bound: float) -> bool | None:
+    """Print ``TARGET name op bound: value MET|MISSED`` (``run_all.py`` collects these lines
+    into the table) and return whether it is met; ``None`` (``n/a``) when not measured."""
+    if value is None or value != value:
+        print(f"TARGET {name} {op} {bound:g}: n/a", flush=True)
+        return None
+    ok = value <= bound if op == "<=" else value >= bound
+    print(f"TARGET {name} {op} {bound:g}: {value:.4g} {'MET' if ok else 'MISSED'}", flush=True)
+    return ok
 
 
-class Stopwatch:
-    """``with Stopwatch() as t: ...`` then ``t.seconds``."""
+def add_smoke_flag(parser) -> None:
+    """The ``--smoke`` flag every script takes (the test suite runs each one so)."""
+    parser.add_argument("--smoke", action="store_true",
+                        help="smallest shapes and fewest repeats: runs every code path and "
+                        "ends with its RESULT line; the figures mean nothing")
 
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
 
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
-        return False
+def skipped(reason: str) -> int:
+    """Print why the benchmark cannot run here and its ``RESULT status=skipped`` line."""
+    print(f"skipped: {reason}")
+    print(result_line(status="skipped"), flush=True)
+    return 0
+
+
+class Clock:
+    """``Clock(device)(fn)`` -> ``(seconds, fn())``: wall time, synchronised with the device
+    before and after on a GPU, so the kernels ``fn`` queued are counted."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def sync(self):
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, fn):
+        self.sync()
+        start = time.perf_counter()
+        result = fn()
+        self.sync()
+        return time.perf_counter() - start, result
+
+
+class Report:
+    """A run's figures by name, kept as they come in a JSON file (``path``; rewritten on every
+    ``put``, so a run stopped by its time limit still leaves what it measured)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.data = path, {}
+
+    def put(self, key: str, value) -> None:
+        self.data[key] = value
+        if self.path:
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(json.dumps(self.data, indent=1, default=str))
+            partial.replace(self.path)

@@ -1,6 +1,6 @@
 """Data throughput on the real MVSA-Single release: reading, decoding, preprocessing, collating.
 
-    python benchmarks/bench_data.py [--data ../shared/data/mvsa_single] [--repeats 5] [--quick]
+    python benchmarks/bench_data.py [--data ../shared/data/mvsa_single] [--repeats 5] [--smoke]
 
 Stages, each on the release in ``../shared/data/mvsa_single`` (skipped, with a RESULT line
 saying so, where it is absent):
@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     SHARED_DATA,
+    add_smoke_flag,
     banner,
     machine,
     median,
@@ -42,6 +43,7 @@ from _common import (  # noqa: E402
     quiet,
     result_line,
     side_by_side,
+    skipped,
     spread,
 )
 
@@ -75,24 +77,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "mvsa_single")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true",
-                        help="1,000 images, 3 repeats, fewer loader batches (a smoke run)")
+    parser.add_argument("--images", type=int, default=0,
+                        help="images opened in stage 2 (0: all of the release's)")
+    parser.add_argument("--batches", type=int, default=8,
+                        help="batches of 16 preprocessed and collated in stages 3 and 4")
     parser.add_argument("--loader-batches", type=int, default=24,
                         help="batches of 16 per DataLoader pass")
     parser.add_argument("--step-ms", type=float, default=None,
                         help="a measured training step time to compare the collate with")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.loader_batches = min(args.repeats, 3), min(args.loader_batches, 8)
+    if args.smoke:
+        args.repeats, args.images, args.batches, args.loader_batches = 1, 32, 1, 2
 
     quiet()
     banner("bench_data")
     print(machine())
     if not (args.data / "labelResultAll.txt").is_file():
-        print(f"skipped: MVSA-Single not found at {args.data} (the benchmark reads the real "
-              "release; pass --data FOLDER)")
-        print(result_line(status="skipped"))
-        return 0
+        return skipped(f"MVSA-Single not found at {args.data} (the benchmark reads the real "
+                       "release; pass --data FOLDER)")
 
     from torch.utils.data import DataLoader
 
@@ -110,8 +113,8 @@ def main(argv=None) -> int:
 
     # 2. open_rgb on every image -------------------------------------------------------------
     images = sorted((args.data / "data").glob("*.jpg"), key=lambda p: int(p.stem))
-    if args.quick:
-        images = images[:1000]
+    if args.images:
+        images = images[:args.images]
     start = time.perf_counter()
     for path in images:  # warm the page cache
         open_rgb(path)
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
 
     # 3. processor image preprocessing ------------------------------------------------------
     tiny, large = llava_processors()
-    decoded = [open_rgb(path) for path in images[:8 * BATCH]]
+    decoded = [open_rgb(path) for path in images[:args.batches * BATCH]]
     batches = [decoded[i:i + BATCH] for i in range(0, len(decoded), BATCH)]
 
     def preprocess(processor):
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
     fmt = PromptFormat.from_name("full")
     records = source.records[:args.loader_batches * BATCH]
     collators = {"32px": TrainCollator(tiny, fmt), "336px": TrainCollator(large, fmt)}
-    chunks = [records[i:i + BATCH] for i in range(0, 8 * BATCH, BATCH)]
+    chunks = [records[i:i + BATCH] for i in range(0, args.batches * BATCH, BATCH)]
 
     def collate(collator):
         def run():

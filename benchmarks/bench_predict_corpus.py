@@ -1,7 +1,7 @@
 """Corpus prediction: pipeline overhead, memory over a long input, resume scan time.
 
     python benchmarks/bench_predict_corpus.py [--model NAME] [--pairs 32] [--repeats 3]
-                                              [--rss-rows 4000] [--quick]
+                                              [--rss-rows 4000] [--smoke]
 
 On real MVSA-Single images (``../shared/data``) at LLaVA-1.5's input size, 336 px:
 
@@ -15,12 +15,15 @@ On real MVSA-Single images (``../shared/data``) at LLaVA-1.5's input size, 336 p
   ``--model NAME`` runs a real checkpoint instead (CUDA when present, same code path).
 - ``rss_growth_mb``: a 200,000-row JSONL (the real pairs repeated, unique ids) through
   ``llavac predict --limit ROWS`` in a subprocess (tiny-llava at 32 px, so rows pass quickly);
-  the resident memory of the process and its workers after the first 1,000 rows, then the
-  largest seen until the last row is written; the growth is the difference.
-  ``reader_rss_growth_mb`` streams all 200,000 rows through the reader (ids kept for
-  duplicates: the one per-row state).
+  the resident memory of the process and its workers after the first 1,000 rows
+  (``--rss-baseline-rows``), then the largest seen until the last row is written; the growth
+  is the difference. ``reader_rss_growth_mb`` streams all 200,000 rows through the reader
+  (ids kept for duplicates: the one per-row state).
 - ``resume_overhead_s``: ``predict_corpus(resume=True)`` on 100,000 input rows whose ids a
   100,000-line ``--out`` holds: scanning the file and skipping every row, no model call.
+
+``--smoke`` shrinks every one of these: the 32 px tiny-llava, a 2,000-row input, a few
+hundred rows per stage.
 
 Last line: ``RESULT pipeline_over_model=... pipeline_over_model_w0=... rss_growth_mb=...``.
 """
@@ -42,16 +45,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     REPO,
     SHARED_DATA,
+    add_smoke_flag,
     banner,
     machine,
     median,
-    met,
     paired_ratio,
     quiet,
     result_line,
     rss_mb,
     side_by_side,
+    skipped,
     spread,
+    target,
 )
 
 from llavac.args import ClassifierArgs, PredictArgs, PredictConfig  # noqa: E402
@@ -125,15 +130,17 @@ def tree_rss_mb(process: psutil.Process) -> float:
         return float("nan")
 
 
-def rss_growth(corpus: Path, tmp: Path, rows: int) -> tuple[float, float, float]:
-    """(RSS after 1,000 rows, largest RSS later, the trend: median RSS over the last 1,000
-    rows less the median over rows 1,000-2,000) of ``llavac predict --limit rows``. A batch
-    holds its images decoded at full size until the processor has resized them, so the
-    largest RSS depends on the batch's images; the trend shows growth with rows."""
+def rss_growth(corpus: Path, tmp: Path, rows: int, baseline: int,
+               batch_size: int) -> tuple[float, float, float]:
+    """(RSS after ``baseline`` rows, largest RSS later, the trend: median RSS over the last
+    ``baseline`` rows less the median over the ``baseline`` rows after the first) of
+    ``llavac predict --limit rows``. A batch holds its images decoded at full size until the
+    processor has resized them, so the largest RSS depends on the batch's images; the trend
+    shows growth with rows."""
     out = tmp / "rss.jsonl"
     command = [sys.executable, "-m", "llavac.cli", "predict", "--model", "tiny-llava",
                "--input", str(corpus), "--out", str(out), "--limit", str(rows),
-               "--batch-size", "64", "--overwrite", "predict.progress=false"]
+               "--batch-size", str(batch_size), "--overwrite", "predict.progress=false"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     job_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     process = psutil.Process(job_.pid)
@@ -143,19 +150,19 @@ def rss_growth(corpus: Path, tmp: Path, rows: int) -> tuple[float, float, float]
         rss = tree_rss_mb(process)
         if lines >= rows:  # the rows are done: what follows is the process exiting
             break
-        if first is None and lines >= 1000:
+        if first is None and lines >= baseline:
             first = rss
         elif first is not None and rss > peak:
             peak, at = rss, lines
-        if lines >= 1000 and rss == rss:
+        if lines >= baseline and rss == rss:
             samples.append((lines, rss))
-        time.sleep(0.2)
+        time.sleep(0.05)
     job_.wait()
     if job_.returncode != 0 or first is None:
         raise RuntimeError(f"the rss run failed: {job_.stderr.read()[-2000:]}")
     print(f"  {job_.stderr.read().strip().splitlines()[-1]}; largest RSS at {at} rows")
-    early = [rss for lines, rss in samples if lines < 2000]
-    late = [rss for lines, rss in samples if lines >= rows - 1000]
+    early = [rss for lines, rss in samples if lines < 2 * baseline]
+    late = [rss for lines, rss in samples if lines >= rows - baseline]
     return first, max(peak, first), median(late) - median(early)
 
 
@@ -186,49 +193,60 @@ def resume_overhead(corpus: Path, tmp: Path, rows: int) -> float:
     return seconds
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a real checkpoint (GPU) instead of the 336 px tiny")
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--corpus-rows", type=int, default=200_000)
     parser.add_argument("--rss-rows", type=int, default=4000)
-    parser.add_argument("--quick", action="store_true", help="fewer pairs, rows and repeats")
-    args = parser.parse_args()
+    parser.add_argument("--rss-baseline-rows", type=int, default=1000)
+    parser.add_argument("--rss-batch-size", type=int, default=64)
+    parser.add_argument("--resume-rows", type=int, default=100_000)
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
     quiet()
+    banner("bench_predict_corpus")
     if not (SHARED_DATA / "mvsa_single" / "data").is_dir():
-        print(result_line(status="skipped"))
-        return
-    if args.quick:
-        args.pairs, args.repeats, args.rss_rows = 16, 1, 1500
+        return skipped(f"MVSA-Single not found at {SHARED_DATA / 'mvsa_single'} (the "
+                       "benchmark reads real images)")
+    if args.smoke:
+        args.pairs, args.batch_size, args.repeats = 4, 2, 1
+        args.corpus_rows, args.rss_rows, args.rss_baseline_rows = 2000, 400, 100
+        args.rss_batch_size, args.resume_rows = 16, 2000
     print(machine())
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         corpus = tmp / "corpus.jsonl"
-        write_corpus(corpus, 200_000, 500)
-        banner("pipeline over model (336 px)")
+        write_corpus(corpus, args.corpus_rows, 500)
         if args.model:
             classifier = Classifier.from_pretrained(args.model)
         else:
-            model, processor = build_tiny("llava", **LLAVA_336)
-            classifier = Classifier(model, processor, "full", {"model": "tiny-llava-336"})
+            model, processor = build_tiny("llava", **({} if args.smoke else LLAVA_336))
+            name = "tiny-llava" if args.smoke else "tiny-llava-336"
+            classifier = Classifier(model, processor, "full", {"model": name})
+        banner(f"pipeline over model ({classifier.model.config.vision_config.image_size} px)")
         ratios = pipeline(classifier, corpus, tmp, args.pairs, args.batch_size, args.repeats)
-        banner(f"memory over {args.rss_rows} of 200,000 rows")
-        first, peak, trend = rss_growth(corpus, tmp, args.rss_rows)
-        print(f"  {first:.0f} MB after 1,000 rows, {peak:.0f} MB at most after, "
-              f"trend {trend:+.1f} MB")
+        banner(f"memory over {args.rss_rows} of {args.corpus_rows} rows")
+        first, peak, trend = rss_growth(corpus, tmp, args.rss_rows, args.rss_baseline_rows,
+                                        args.rss_batch_size)
+        print(f"  {first:.0f} MB after {args.rss_baseline_rows} rows, {peak:.0f} MB at most "
+              f"after, trend {trend:+.1f} MB")
         reader = reader_growth(corpus)
-        banner("resume over a 100,000-line --out")
-        resume = resume_overhead(corpus, tmp, 100_000)
-    print(f"pipeline_over_model {ratios['with']:.3f} with {ratios['workers']} workers "
-          f"({met(ratios['with'], 0.90, at_most=False)} >= 0.90), {ratios['without']:.3f} "
-          f"with 0; rss growth {peak - first:.1f} MB ({met(peak - first, 50)} <= 50)")
+        banner(f"resume over a {args.resume_rows}-line --out")
+        resume = resume_overhead(corpus, tmp, args.resume_rows)
+    print(f"pipeline_over_model {ratios['with']:.3f} with {ratios['workers']} workers, "
+          f"{ratios['without']:.3f} with 0")
+    target("pipeline_over_model", ratios["with"], ">=", 0.90)
+    target("rss_growth_mb", peak - first, "<=", 50)
     print(result_line(pipeline_over_model=ratios["with"], workers=ratios["workers"],
                       pipeline_over_model_w0=ratios["without"], rss_growth_mb=peak - first,
                       rss_trend_mb=trend,
                       rss_rows=args.rss_rows, reader_rss_growth_mb=reader,
                       resume_overhead_s=resume, device=str(classifier.model.device)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Training-step overhead: the project's recipe (Trainer + collator + LoRA) vs a bare loop.
 
-    python benchmarks/bench_train.py [--steps 10] [--repeats 5] [--quick] [--profile]
+    python benchmarks/bench_train.py [--steps 10] [--repeats 5] [--threads 1] [--profile] [--smoke]
 
 Both sides train the same model: a random LLaVA of ``SMALL_SIZES`` (~13.8M parameters),
 saved once to a temporary folder so that the project side loads it by path exactly as a
@@ -14,7 +14,10 @@ checkpointing (CPU), on the synthetic release (random811 train split).
   gradient clipping, the LR schedule, logging every step (``train.logging_steps`` default 1)
   and the ``StepLog`` callback, as a user's run does;
 - bare: ``model(**batch).loss.backward(); opt.step(); opt.zero_grad()`` on batches collated
-  beforehand by the same ``TrainCollator`` (same model files, same LoRA, same optimizer groups).
+  beforehand, everything built by the recipe's own ``setup`` (same records, model files, LoRA,
+  prompt with the model family's system sentence and image mode) and the same optimizer
+  groups. (Until 0.2 the bare side built its own collator, which missed the system sentence
+  0.2 added to LLaVA prompts and trained on shorter sequences than the recipe.)
 
 Figures (steady state: the first ``--skip`` steps of every run are left out):
 - step time: ``on_step_begin`` -> ``on_step_end`` of a ``TrainerCallback`` (forward, backward,
@@ -45,15 +48,16 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    add_smoke_flag,
     banner,
     machine,
     median,
-    met,
     peak_rss_mb,
     quiet,
     reset_peak_rss,
     result_line,
     rss_mb,
+    target,
 )
 
 TARGET = 1.10
@@ -88,9 +92,7 @@ def steady(spans: list[float], ends: list[float], skip: int) -> tuple[float, flo
 
 
 def config_for(model_dir: Path, release: Path, output: Path, steps: int, batch: int):
-    from llavac.train.args import DataArgs, LoraArgs, ModelArgs, TrainArgs
-
-    from llavac.train import TrainConfig
+    from llavac.args import DataArgs, LoraArgs, ModelArgs, TrainArgs, TrainConfig
 
     return TrainConfig(
         model=ModelArgs(name=str(model_dir), dtype="float32"),
@@ -122,33 +124,26 @@ def run_project(config, steps: int, skip: int, profile: bool = False) -> dict:
             "rss_before": base, "profiler": profiler, "steps": len(timer.spans)}
 
 
-def prepare_bare(model_dir: Path, release: Path, steps: int, batch: int):
-    """Model, optimizer and ``steps`` pre-collated batches, set up as the recipe sets them."""
-    from llavac.train.args import LoraArgs, TrainArgs
+def prepare_bare(config, steps: int, batch: int):
+    """Model, optimizer and ``steps`` pre-collated batches, from the recipe's own ``setup``
+    (the same records, model loading, LoRA, prompt and image inputs as ``train`` uses)."""
     from transformers import set_seed
 
-    from llavac.data import load_split
-    from llavac.models import load_model
-    from llavac.prompt import PromptFormat
-    from llavac.train.collator import TrainCollator
-    from llavac.train.recipe import make_trainable, split_projector_groups
+    from llavac.train.recipe import setup, split_projector_groups, with_input_defaults
 
-    set_seed(0)
-    records = load_split(release, procedure="random811").train
-    model, processor = load_model(str(model_dir), dtype="float32")
-    lora, args = LoraArgs(), TrainArgs()
-    model = make_trainable(model, lora)
-    collator = TrainCollator(processor, PromptFormat.from_name("full"), False, args.max_length)
-    batches = [collator(records[i * batch:(i + 1) * batch]) for i in range(steps)]
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    config = with_input_defaults(config)
+    set_seed(config.train.seed)
+    built = setup(config)
+    batches = [built.collator(built.records[i * batch:(i + 1) * batch]) for i in range(steps)]
+    trainable = [p for p in built.model.parameters() if p.requires_grad]
     optimizer = split_projector_groups(
-        torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay), model,
-        lora.projector_lr)
-    return model, optimizer, batches
+        torch.optim.AdamW(trainable, lr=config.train.lr, weight_decay=config.train.weight_decay),
+        built.model, config.lora.projector_lr)
+    return built.model, optimizer, batches
 
 
-def run_bare(model_dir: Path, release: Path, steps: int, batch: int, skip: int) -> dict:
-    model, optimizer, batches = prepare_bare(model_dir, release, steps, batch)
+def run_bare(config, steps: int, batch: int, skip: int) -> dict:
+    model, optimizer, batches = prepare_bare(config, steps, batch)
     reset_peak_rss()
     base = rss_mb()
     model.train()
@@ -185,12 +180,19 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", type=int, default=2, help="warm-up steps left out per run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--quick", action="store_true", help="6 steps, 3 repeats (a smoke run)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (0: torch's default); on a machine other jobs "
+                        "load, two threads spin-wait for each other and a step takes many "
+                        "times longer, with a noise that swamps the ratio")
     parser.add_argument("--profile", action="store_true",
                         help="profile one project run even when the overhead is on target")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.repeats = min(args.steps, 6), min(args.repeats, 3)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.smoke:  # the tiny default sizes, 3 steps of batch 2, one repeat, the profile too
+        args.steps, args.skip, args.repeats, args.batch = 3, 1, 1, 2
+        args.profile = True
 
     from llavac.models import SMALL_SIZES, build_tiny
     from llavac.synthetic import write_synthetic_release
@@ -199,14 +201,16 @@ def main(argv=None) -> int:
     banner("bench_train")
     print(machine())
     scratch = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    release = write_synthetic_release(scratch / "synthetic", n=600, seed=0)
-    model, processor = build_tiny("llava", seed=0, **SMALL_SIZES)
+    release = write_synthetic_release(scratch / "synthetic", n=60 if args.smoke else 600, seed=0)
+    sizes = {} if args.smoke else SMALL_SIZES
+    model, processor = build_tiny("llava", seed=0, **sizes)
     model_dir = scratch / "small-llava"
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     n_params = sum(p.numel() for p in model.parameters())
     del model
-    print(f"model: random LLaVA, SMALL_SIZES, {n_params / 1e6:.1f}M parameters, paper LoRA preset "
+    print(f"model: random LLaVA, {'tiny' if args.smoke else 'SMALL_SIZES'}, "
+          f"{n_params / 1e6:.1f}M parameters, paper LoRA preset "
           f"(r128/alpha256/dropout0.05, projector trained), batch {args.batch}, float32; "
           f"{args.steps} steps per run, first {args.skip} left out, {args.repeats} repeats")
 
@@ -220,7 +224,9 @@ def main(argv=None) -> int:
                 result = run_project(config, args.steps, args.skip)
                 (project if repeat else []).append(result)
             else:
-                result = run_bare(model_dir, release, args.steps, args.batch, args.skip)
+                config = config_for(model_dir, release, scratch / f"bare{repeat}", args.steps,
+                                    args.batch)
+                result = run_bare(config, args.steps, args.batch, args.skip)
                 (bare if repeat else []).append(result)
         if repeat:
             p, b = project[-1], bare[-1]
@@ -246,7 +252,7 @@ def main(argv=None) -> int:
           f"(process RSS before: {project[0]['rss_before']:.0f} / {bare[0]['rss_before']:.0f} MB)")
     print(f"whole train() call:      {total:.1f} s for {args.steps} steps "
           f"(setup: split + image check, model load, Trainer; save: adapter, plot)")
-    print(f"target trainer_overhead <= {TARGET}: {overhead:.3f} {met(overhead, TARGET)}")
+    target("trainer_overhead", overhead, "<=", TARGET)
 
     if args.profile or overhead > TARGET or wall_overhead > TARGET:
         print()

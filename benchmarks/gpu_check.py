@@ -1,45 +1,66 @@
 """LLaVA-1.5-7B-shaped speed check on one CUDA GPU (H100 / H200 class), in a few minutes.
 
-    python benchmarks/gpu_check.py [--batch 16] [--steps 5] [--peak-tflops 989]
-    python benchmarks/gpu_check.py --cpu-smoke      # tiny sizes on the CPU: exercises the logic
+    python benchmarks/gpu_check.py [--batch 16] [--steps 5] [--time-budget-s 480]
+                                   [--report gpu_check.json] [--peak-tflops 989]
+    python benchmarks/gpu_check.py --dry-run [--card-gb 80 141]   # the same steps, no GPU
+    python benchmarks/gpu_check.py --smoke                          # the dry run, 1 step
 
 A random-weight model of LLaVA-1.5-7B's shape (``build_tiny("llava", **LLAVA_7B_SIZES)``: CLIP
 ViT-L/14-336 + a Llama-7B decoder, 576 image tokens), bfloat16, on the GPU. Nothing is
-downloaded. Prints the card, then:
+downloaded. The steps, each printed as it finishes:
 
-1. LoRA training with the paper preset -- ``make_trainable(model, LoraArgs())``: r 128,
+1. the 7B shape built on the meta device (no memory), with the paper's LoRA, and the memory
+   plan of every later step against the card (``_memory.py``): a step that will not fit is
+   known before it runs;
+2. LoRA training with the paper preset -- ``make_trainable(model, LoraArgs())``: r 128,
    alpha 256, dropout 0.05 on every language-model linear layer, the projector trained in
    full; AdamW with the projector at its own rate (``split_projector_groups``); bf16 autocast and
-   gradient clipping as the Trainer runs them -- on batches of ``--batch`` (default 16)
-   synthetic 336 px images with tweet-length texts, collated by the project's
-   ``TrainCollator``; with gradient checkpointing on and off (off falls back to a smaller
-   batch if the activations do not fit). Tokens/s, samples/s, peak memory, MFU.
-2. ``score`` (``LabelScorer`` via ``Classifier``, LoRA merged as prediction merges it) at
+   gradient clipping as the Trainer runs them -- on batches of ``--batch`` synthetic 336 px
+   images with tweet-length texts, collated by the project's ``TrainCollator``; with gradient
+   checkpointing on and off (off falls back to a smaller batch if the activations do not
+   fit). Tokens/s, samples/s, peak memory beside its plan, MFU.
+3. ``score`` (``LabelScorer`` via ``Classifier``, LoRA merged as prediction merges it) at
    batch 16 and 32, and ``generate`` at batch 16 (forced to the classifier's full answer
    budget: a random model may stop at once). Samples/s, peak memory, MFU of the prefill.
 
-FLOP count used for MFU, and the cards' peaks: see ``_flops.py``. Targets reported: training
->= 40% MFU; score >= 45% MFU of its prefill FLOPs (about 40 samples/s at batch 32).
+FLOP count used for MFU, and the cards' peaks: see ``_flops.py``. Targets: training >= 40%
+MFU; score >= 45% MFU of its prefill FLOPs.
 
-Exits 0 with ``RESULT status=no_gpu`` where CUDA is absent (unless ``--cpu-smoke``).
+``--dry-run`` runs all of it on the CPU, except the CUDA kernels and the timings: step 1 as
+is (against 80 GB and 141 GB cards, or ``--card-gb``), steps 2 and 3 through the same code on
+the tiny default shapes in bf16, then the report, saying what the GPU run would measure.
+Without CUDA and without ``--dry-run`` it says so in one line and exits 1.
+
+Phases that would start after ``--time-budget-s`` are skipped and reported as such;
+``--report PATH`` keeps every figure in a JSON file, rewritten after each phase.
 Last line: ``RESULT status=ok gpu=... train_mfu=... score_bs32_samples_per_s=...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import banner, result_line  # noqa: E402
+import _memory as memory  # noqa: E402
+from _common import (  # noqa: E402
+    Clock,
+    Report,
+    add_smoke_flag,
+    banner,
+    machine,
+    peak_rss_mb,
+    result_line,
+    target,
+)
 from _flops import (  # noqa: E402
     LLAVA_7B_COUNTS,
     fmt_mfu,
@@ -48,6 +69,28 @@ from _flops import (  # noqa: E402
     prefill_flops,
     train_flops,
 )
+
+DRY_RUN_CARDS_GB = (80.0, 141.0)  # H100 / H200
+
+
+@dataclass
+class Setup:
+    """What differs between the GPU run and the dry run; everything else is shared."""
+
+    device: torch.device
+    sizes: dict  # LLAVA_7B_SIZES on the GPU; {} (the tiny defaults) in the dry run
+    batch: int
+    score_batches: tuple[int, int]
+    generate_batch: int
+    name: str
+    peak: float | None  # the card's dense bf16 TFLOPS, for MFU
+
+    @property
+    def dry(self) -> bool:
+        return self.device.type != "cuda"
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
 def tweet(rng: random.Random, words: int = 24) -> str:
@@ -81,23 +124,72 @@ def write_records(folder: Path, n: int, image_size: int, seed: int = 0):
     return records
 
 
-class Clock:
-    """Wall time of a GPU region (synchronised before and after)."""
+def collator(processor):
+    from llavac.args import TrainArgs
+    from llavac.prompt import PromptFormat
+    from llavac.train.collator import TrainCollator
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    return TrainCollator(processor, PromptFormat.from_name("full"), False, TrainArgs().max_length)
 
-    def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
-    def __call__(self, fn):
-        self.sync()
-        start = time.perf_counter()
-        result = fn()
-        self.sync()
-        return time.perf_counter() - start, result
+# -- 1. the 7B shape on the meta device, and its memory plan ---------------------------------
 
+def meta_7b():
+    """LLaVA-1.5-7B's shape with the paper's LoRA, on the meta device (no memory), its
+    parameter counts (base model, then LoRA) and the classifier's answer budget."""
+    from llavac.args import LoraArgs
+    from llavac.models import LLAVA_7B_SIZES, build_tiny
+    from llavac.predict import Classifier
+    from llavac.train.recipe import make_trainable
+
+    with torch.device("meta"):
+        model, processor = build_tiny("llava", dtype=torch.bfloat16, device="meta",
+                                      **LLAVA_7B_SIZES)
+        counts = parameter_counts(model)
+        budget = Classifier(model, processor, "full").max_new_tokens
+        model = make_trainable(model, LoraArgs())
+    counts["lora"] = parameter_counts(model)["lora"]
+    return model, processor, counts, budget
+
+
+def plan_7b(records, batch: int, cards_gb: list[float], report: Report) -> dict:
+    """The memory plan of every step at the 7B shape, printed against ``cards_gb``. Without
+    gradient checkpointing, also the largest batch (halving) the smallest card fits."""
+    from llavac.args import LoraArgs
+
+    model, processor, counts, budget = meta_7b()
+    print(f"7B shape (meta device): parameters: vision {counts['vision']:,}, projector "
+          f"{counts['projector']:,}, language model {counts['lm']:,} (lm_head "
+          f"{counts['lm_head']:,}); LoRA {counts['lora']:,}")
+    if counts != LLAVA_7B_COUNTS:
+        print(f"note: counts differ from LLAVA_7B_COUNTS {LLAVA_7B_COUNTS}")
+    shape, r = memory.Shape.of(model.config), LoraArgs().r
+    # the training sample's length; a scoring prompt is the same less its few answer tokens
+    tokens = collator(processor)(records[:batch])["input_ids"].shape[1]
+
+    def train(size, checkpointing):
+        return memory.train_plan(model, shape, r, size, tokens, checkpointing)
+
+    plans = {f"train_ckpt_on_bs{batch}": train(batch, True)}
+    fallback = batch
+    while fallback > 1 and not memory.fits(train(fallback, False), min(cards_gb)):
+        fallback //= 2
+    for size in sorted({batch, fallback}, reverse=True):
+        plans[f"train_ckpt_off_bs{size}"] = train(size, False)
+    for size in (16, 32):
+        plans[f"score_bs{size}"] = memory.predict_plan(model, shape, size, tokens)
+    plans["generate_bs16"] = memory.predict_plan(model, shape, 16, tokens, budget)
+    print(f"memory plan at the 7B shape ({tokens} tokens per sample, {budget} new tokens when "
+          f"generating; GB of 1e9, {memory.HEADROOM:.0%} of a card usable):")
+    for key, plan in plans.items():
+        print(f"  {key:22s} {memory.describe(plan, cards_gb)}", flush=True)
+    totals = {key: sum(plan.values()) for key, plan in plans.items()}
+    report.put("counts_7b", counts)
+    report.put("plan_gb", {key: {**plan, "total": totals[key]} for key, plan in plans.items()})
+    return {"counts": counts, "totals": totals, "fallback_batch": fallback}
+
+
+# -- 2. LoRA training -----------------------------------------------------------------------
 
 def reset_peak(device):
     if device.type == "cuda":
@@ -105,28 +197,26 @@ def reset_peak(device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_gib(device) -> float:
+def peak_gb(device) -> float:
+    """Peak device memory (a GPU) or peak RSS (the dry run's CPU) in GB of 1e9."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    from _common import peak_rss_mb
-
-    return peak_rss_mb() / 1024
+        return torch.cuda.max_memory_allocated(device) / memory.GB
+    return peak_rss_mb() * 2**20 / memory.GB
 
 
 def is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error)
 
 
-def train_phase(model, batches, device, autocast, steps: int, warmup: int, checkpointing: bool,
-                counts, image_tokens: int, peak) -> dict:
-    """Warm-up + timed LoRA steps on pre-collated ``batches`` (cycled)."""
-    from llavac.train.args import LoraArgs, TrainArgs
-
+def train_steps(model, batches, setup: Setup, steps: int, warmup: int,
+                checkpointing: bool) -> tuple[list[float], list[int], float]:
+    """Warm-up + timed LoRA steps on pre-collated ``batches`` (cycled), as the Trainer runs
+    them: (seconds per timed step, tokens per timed step, the last loss)."""
+    from llavac.args import LoraArgs, TrainArgs
     from llavac.train.recipe import split_projector_groups
 
     args, lora = TrainArgs(), LoraArgs()
-    if checkpointing:
-        # as the Trainer applies train.gradient_checkpointing (the recipe's kwargs)
+    if checkpointing:  # as the Trainer applies train.gradient_checkpointing (the recipe's kwargs)
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False})
     else:
@@ -136,237 +226,282 @@ def train_phase(model, batches, device, autocast, steps: int, warmup: int, check
     optimizer = split_projector_groups(
         torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay), model,
         lora.projector_lr)
-    clock = Clock(device)
+    clock = Clock(setup.device)
 
     def step(inputs):
-        with autocast():
+        with setup.autocast():
             loss = model(**inputs).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # the Trainer's max_grad_norm
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    reset_peak(device)
     times, tokens = [], []
     try:
         for i in range(warmup + steps):
-            inputs = {k: v.to(device) for k, v in batches[i % len(batches)].items()}
+            inputs = {k: v.to(setup.device) if torch.is_tensor(v) else v
+                      for k, v in batches[i % len(batches)].items()}
             seconds, loss = clock(lambda inputs=inputs: step(inputs))
             if i >= warmup:
                 times.append(seconds)
                 tokens.append(int(inputs["attention_mask"].sum()))
-        float(loss.detach())
+        return times, tokens, float(loss.detach())
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.activation_checkpointing_disable()
-    batch = batches[0]["input_ids"].shape[0]
-    step_s = statistics.median(times)
-    mean_tokens = sum(tokens) / len(tokens)
-    flops = train_flops(counts, mean_tokens / batch, image_tokens) * batch
-    return {
-        "batch": batch,
-        "step_s": step_s,
-        "tokens_per_s": mean_tokens / step_s,
-        "samples_per_s": batch / step_s,
-        "tflops": flops / step_s / 1e12,
-        "mfu": flops / step_s / (peak * 1e12) if peak else None,
-        "peak_gib": peak_gib(device),
-        "tokens_per_sample": mean_tokens / batch,
+
+
+
+def collated_batches(processor, records, batch: int) -> list[dict]:
+    collate = collator(processor)
+    return [collate(records[i:i + batch]) for i in range(0, 2 * batch, batch)]
+
+
+def train_phase(model, processor, records, setup: Setup, args, counts, batch: int,
+                checkpointing: bool) -> dict | None:
+    """Training with checkpointing on or off from ``batch``, halving it until it fits."""
+    setting = "on" if checkpointing else "off"
+    while batch >= 1:
+        batches = collated_batches(processor, records, batch)
+        reset_peak(setup.device)
+        try:
+            times, tokens, loss = train_steps(model, batches, setup, args.steps, args.warmup,
+                                              checkpointing)
+            break
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            if not is_oom(error):
+                raise
+        # out of the except block: the traceback no longer holds the activations
+        print(f"train, gradient checkpointing {setting}: batch {batch} does not fit; halving",
+              flush=True)
+        model.zero_grad(set_to_none=True)
+        batch //= 2
+    else:
+        print(f"train, gradient checkpointing {setting}: no batch fits", flush=True)
+        return None
+    step_s, mean_tokens = statistics.median(times), sum(tokens) / len(tokens)
+    flops = train_flops(counts, mean_tokens / batch, model.config.image_seq_length) * batch
+    return {"batch": batch, "step_s": step_s, "tokens_per_s": mean_tokens / step_s,
+            "samples_per_s": batch / step_s, "tflops": flops / step_s / 1e12,
+            "mfu": flops / step_s / (setup.peak * 1e12) if setup.peak else None,
+            "peak_gb": peak_gb(setup.device), "tokens_per_sample": mean_tokens / batch,
+            "loss": loss}
+
+
+# -- 3. score and generate through the project's classifier ----------------------------------
+
+def predict_phase(classifier, records, setup: Setup, args, counts, method: str,
+                  batch: int) -> dict | None:
+    """``score`` or ``generate`` (the whole answer budget) on ``batch`` prompts; its figures."""
+    from llavac.data import open_rgb
+    from llavac.predict.batching import encode_prompts
+    from llavac.predict.generation import generate_answers
+
+    model, processor = classifier.model, classifier.processor
+    images = [open_rgb(record.image) for record in (records * 4)[:batch]]
+    texts = [record.text for record in (records * 4)[:batch]]
+    encoded = encode_prompts(processor, classifier.fmt, images, texts, model)
+    if method == "score":
+        def call():
+            return classifier.scorer.score(encoded)
+    else:
+        def call():
+            answers = generate_answers(model, processor.tokenizer, encoded,
+                                       classifier.max_new_tokens)
+            return [classifier.fmt.parse(answer) for answer in answers]
+    clock = Clock(setup.device)
+    reset_peak(setup.device)
+    try:
+        clock(call)  # warm-up
+        times = [clock(call)[0] for _ in range(args.repeats)]
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+        if not is_oom(error):
+            raise
+        print(f"{method} batch {batch}: out of memory", flush=True)
+        return None
+    seconds = statistics.median(times)
+    tokens = float(encoded.attention_mask.sum()) / batch
+    flops = prefill_flops(counts, tokens, model.config.image_seq_length) * batch
+    return {"batch": batch, "seconds": seconds, "samples_per_s": batch / seconds,
+            "prompt_tokens": tokens, "tflops": flops / seconds / 1e12,
+            "peak_gb": peak_gb(setup.device),
+            "mfu": flops / seconds / (setup.peak * 1e12) if setup.peak else None}
+
+
+WOULD_MEASURE = {
+    "train": "step time, tokens/s, samples/s, TFLOPS, MFU, peak memory",
+    "score": "seconds per batch, samples/s, TFLOPS and MFU of the prefill, peak memory",
+    "generate": "seconds per batch, samples/s, peak memory",
+}
+
+
+def show(kind: str, r: dict, setup: Setup, plan_key: str, plans: dict) -> None:
+    """One line per step: the GPU's figures beside the plan, or, in the dry run, that the
+    step ran on the tiny shapes and what the GPU run measures."""
+    plan = plans.get(plan_key)
+    plan_text = f"plan {plan:.1f} GB" if plan is not None else "no plan at this batch"
+    head = f"{kind:8s} {plan_key:22s}"
+    if setup.dry:
+        print(f"{head} ran on the tiny shapes (batch {r['batch']}, CPU); on a GPU: "
+              f"{WOULD_MEASURE[kind]} ({plan_text})", flush=True)
+        return
+    if kind == "train":
+        figures = (f"step {r['step_s']:.3f} s, {r['tokens_per_s']:,.0f} tokens/s, "
+                   f"{r['samples_per_s']:.2f} samples/s, {r['tflops']:.3g} TFLOPS, "
+                   f"MFU {fmt_mfu(r['mfu'])}")
+    else:
+        figures = (f"{r['seconds']:.3f} s, {r['samples_per_s']:.1f} samples/s, "
+                   f"{r['prompt_tokens']:.0f} prompt tokens"
+                   + (f", MFU of the prefill {fmt_mfu(r['mfu'])}" if kind == "score" else ""))
+    print(f"{head} {figures}, peak memory {r['peak_gb']:.1f} GB ({plan_text})", flush=True)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def choose_setup(args) -> Setup | None:
+    """The GPU run where CUDA is, the dry run where asked; ``None`` (after one line) else."""
+    if torch.cuda.is_available() and not args.dry_run:
+        from llavac.models import LLAVA_7B_SIZES
+
+        name = torch.cuda.get_device_name()
+        return Setup(torch.device("cuda"), dict(LLAVA_7B_SIZES), args.batch, (16, 32), 16,
+                     name, peak_tflops(name, args.peak_tflops))
+    if not args.dry_run:
+        print("gpu_check: no CUDA device here; --dry-run runs the same steps on the CPU")
+        return None
+    print(f"{'' if torch.cuda.is_available() else 'no CUDA device: '}dry run on the CPU (the "
+          "7B shape on the meta device, the steps on the tiny shapes, no timings)")
+    return Setup(torch.device("cpu"), {}, 4, (4, 8), 4, "cpu", None)
+
+
+def in_time(deadline: float, step: str) -> bool:
+    if time.monotonic() < deadline:
+        return True
+    print(f"{step}: skipped, the time budget (--time-budget-s) is spent", flush=True)
+    return False
+
+
+def run_steps(setup: Setup, records, args, planned: dict, report: Report,
+              deadline: float) -> dict:
+    """Steps 2 and 3 on ``setup``'s device and shapes; every step's figures by name."""
+    from llavac.args import LoraArgs
+    from llavac.models import build_tiny
+    from llavac.predict import Classifier
+    from llavac.train.recipe import make_trainable
+
+    start = time.perf_counter()
+    model, processor = build_tiny("llava", seed=0, dtype=torch.bfloat16, device=setup.device,
+                                  **setup.sizes)
+    counts = parameter_counts(model)
+    model = make_trainable(model, LoraArgs())
+    counts["lora"] = parameter_counts(model)["lora"]
+    print(f"model: LLaVA-1.5, {'7B' if setup.sizes else 'tiny'} shape, bfloat16, on "
+          f"{setup.device.type}, built in {time.perf_counter() - start:.1f} s", flush=True)
+    plans, results = planned["totals"], {}
+    # without checkpointing, from the largest batch the plan fits (an OOM costs minutes)
+    for checkpointing, planned_batch in ((True, args.batch), (False, planned["fallback_batch"])):
+        key = f"train_ckpt_{'on' if checkpointing else 'off'}"
+        if in_time(deadline, key):
+            results[key] = train_phase(model, processor, records, setup, args, counts,
+                                       setup.batch if setup.dry else planned_batch,
+                                       checkpointing)
+        if results.get(key):
+            batch_7b = planned_batch if setup.dry else results[key]["batch"]
+            show("train", results[key], setup, f"{key}_bs{batch_7b}", plans)
+            report.put(key, results[key])
+    model.zero_grad(set_to_none=True)
+    model = model.merge_and_unload().eval()  # as Classifier.from_pretrained merges an adapter
+    classifier = Classifier(model, processor, "full")
+    model.generation_config.min_new_tokens = classifier.max_new_tokens  # a random model
+    steps = [("score", b, b7) for b, b7 in zip(setup.score_batches, (16, 32), strict=True)]
+    for method, batch, batch_7b in steps + [("generate", setup.generate_batch, 16)]:
+        key = f"{method}_bs{batch_7b}"
+        if in_time(deadline, key):
+            results[key] = predict_phase(classifier, records, setup, args, counts, method, batch)
+        if results.get(key):
+            show(method, results[key], setup, key, plans)
+            report.put(key, results[key])
+    return results
+
+
+def finish(setup: Setup, results: dict, planned: dict, report: Report) -> int:
+    """The targets and the RESULT line (measured figures ``na`` in the dry run)."""
+    on, off = results.get("train_ckpt_on"), results.get("train_ckpt_off")
+    best = max((r for r in (on, off) if r), key=lambda r: r["tflops"], default=None)
+    score32, generate = results.get("score_bs32"), results.get("generate_bs16")
+
+    def pick(r, key):
+        value = None if setup.dry or not r else r.get(key)
+        return round(value, 4) if value is not None else "na"
+
+    target("train_mfu", None if setup.dry or not best else best["mfu"], ">=", 0.40)
+    target("score_bs32_mfu", None if setup.dry or not score32 else score32["mfu"], ">=", 0.45)
+    figures = {
+        "status": "dry_run" if setup.dry else "ok",
+        "gpu": setup.name.replace(" ", "_"),
+        "train_mfu": pick(best, "mfu"),
+        "train_ckpt_on_mfu": pick(on, "mfu"), "train_ckpt_off_mfu": pick(off, "mfu"),
+        "train_ckpt_on_tokens_per_s": pick(on, "tokens_per_s"),
+        "train_ckpt_off_tokens_per_s": pick(off, "tokens_per_s"),
+        "train_ckpt_off_batch": pick(off, "batch"),
+        "train_ckpt_on_peak_gb": pick(on, "peak_gb"),
+        "train_ckpt_off_peak_gb": pick(off, "peak_gb"),
+        "score_bs16_samples_per_s": pick(results.get("score_bs16"), "samples_per_s"),
+        "score_bs32_samples_per_s": pick(score32, "samples_per_s"),
+        "score_bs32_mfu": pick(score32, "mfu"),
+        "generate_bs16_samples_per_s": pick(generate, "samples_per_s"),
+        **{f"plan_{key}_gb": round(total, 1) for key, total in planned["totals"].items()},
+        "steps_run": sum(1 for r in results.values() if r),
     }
+    report.put("result", figures)
+    print(result_line(**figures))
+    return 0
+
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=16, help="training batch at the 7B shape")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per setting")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed score/generate calls")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the card's dense bf16 peak, where the name is not in the table")
-    parser.add_argument("--cpu-smoke", action="store_true",
-                        help="tiny sizes on the CPU, 2 steps: checks the code path, not the speed")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="on the CPU: the plan at the 7B shape, the steps on tiny shapes")
+    parser.add_argument("--card-gb", type=float, nargs="+", default=None,
+                        help="card sizes to plan against (default: the GPU's; dry run: "
+                        f"{' and '.join(f'{c:g}' for c in DRY_RUN_CARDS_GB)})")
+    parser.add_argument("--time-budget-s", type=float, default=480.0,
+                        help="no phase starts after this many seconds")
+    parser.add_argument("--report", type=Path, default=None, help="a JSON file of every figure")
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    if args.smoke:  # the dry run where there is no GPU, one step and one call each
+        args.dry_run = args.dry_run or not torch.cuda.is_available()
+        args.steps, args.warmup, args.repeats = 1, 0, 1
+    deadline = time.monotonic() + args.time_budget_s
 
     banner("gpu_check")
-    if args.cpu_smoke:
-        device = torch.device("cpu")
-        sizes: dict = {}  # the default tiny sizes
-        dtype, autocast = torch.float32, contextlib.nullcontext
-        args.batch, args.steps, args.warmup, args.repeats = 4, 2, 1, 2
-        score_batches, generate_batch = (4, 8), 4
-        name = "cpu (smoke run)"
-    elif not torch.cuda.is_available():
-        print("no CUDA GPU here: this check runs on an H100 / H200-class machine "
-              "(use --cpu-smoke to exercise its code path on the CPU)")
-        print(result_line(status="no_gpu"))
-        return 0
-    else:
-        from llavac.models import LLAVA_7B_SIZES
-
-        device = torch.device("cuda")
-        sizes = dict(LLAVA_7B_SIZES)
-        dtype = torch.bfloat16
-
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-
-        score_batches, generate_batch = (16, 32), 16
-        name = torch.cuda.get_device_name(device)
-    peak = peak_tflops(name, args.peak_tflops) if device.type == "cuda" else None
-    print(f"device: {name}; peak bf16 {peak or 'unknown'} TFLOPS; torch {torch.__version__}")
-
-    from llavac.train.args import LoraArgs, TrainArgs
-
-    from llavac.models import build_tiny
-    from llavac.predict import Classifier
-    from llavac.predict.batching import encode_prompts
-    from llavac.predict.generation import generate_answers
-    from llavac.prompt import PromptFormat
-    from llavac.train.collator import TrainCollator
-    from llavac.train.recipe import make_trainable
-
-    start = time.perf_counter()
-    model, processor = build_tiny("llava", seed=0, dtype=dtype, device=device, **sizes)
-    base_counts = parameter_counts(model)
-    image_tokens = model.config.image_seq_length
-    image_size = model.config.vision_config.image_size
-    print(f"model: LLaVA-1.5 shape {'(7B)' if sizes else '(tiny)'}, {dtype}, built in "
-          f"{time.perf_counter() - start:.1f} s; parameters: vision {base_counts['vision']:,}, "
-          f"projector {base_counts['projector']:,}, language model {base_counts['lm']:,} "
-          f"(lm_head {base_counts['lm_head']:,}); {image_tokens} image tokens at {image_size} px")
-    model = make_trainable(model, LoraArgs())
-    counts = {**base_counts, "lora": parameter_counts(model)["lora"]}
-    print(f"LoRA (paper preset r128/alpha256/dropout0.05, projector trained): "
-          f"{counts['lora']:,} LoRA parameters")
-    if sizes and any(counts[k] != v for k, v in LLAVA_7B_COUNTS.items()):
-        print(f"note: counts differ from LLAVA_7B_COUNTS {LLAVA_7B_COUNTS}; MFU uses the built "
-              "model's counts")
-
-    scratch = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    records = write_records(scratch / "images", 2 * args.batch, image_size)
-    collator = TrainCollator(processor, PromptFormat.from_name("full"), False,
-                             TrainArgs().max_length)
-
-    def collated(batch: int):
-        return [collator(records[i:i + batch]) for i in range(0, 2 * batch, batch)]
-
-    # 1. LoRA training, gradient checkpointing on and off ----------------------------------
-    results = {}
-    for checkpointing in (True, False):
-        batch = args.batch
-        while batch >= 1:
-            fits = True
-            try:
-                results[checkpointing] = train_phase(
-                    model, collated(batch), device, autocast, args.steps, args.warmup,
-                    checkpointing, counts, image_tokens, peak)
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-                if not is_oom(error):
-                    raise
-                fits = False
-            if fits:
-                break
-            # out of the except block: the traceback no longer holds the activations
-            print(f"gradient checkpointing {'on' if checkpointing else 'off'}: batch {batch} "
-                  "does not fit; halving")
-            model.zero_grad(set_to_none=True)
-            reset_peak(device)
-            batch //= 2
-        r = results.get(checkpointing)
-        if r is None:
-            print(f"gradient checkpointing {'on' if checkpointing else 'off'}: no batch fits")
-            continue
-        print(f"train, gradient checkpointing {'on ' if checkpointing else 'off'}, batch "
-              f"{r['batch']:2d} ({r['tokens_per_sample']:.0f} tokens/sample): step "
-              f"{r['step_s']:.3f} s, {r['tokens_per_s']:,.0f} tokens/s, {r['samples_per_s']:.2f} "
-              f"samples/s, {r['tflops']:.3g} TFLOPS, MFU {fmt_mfu(r['mfu'])}, peak memory "
-              f"{r['peak_gib']:.1f} GiB", flush=True)
-
-    # 2. score and generate through the project's classifier ----------------------------------
-    model.zero_grad(set_to_none=True)
-    model = model.merge_and_unload().eval()  # as Classifier.from_pretrained merges an adapter
-    classifier = Classifier(model, processor, "full")
-    budget = classifier.max_new_tokens
-    model.generation_config.min_new_tokens = budget  # a random model: pay the whole budget
-    clock = Clock(device)
-    from llavac.data import open_rgb
-
-    images = [open_rgb(record.image) for record in records]
-    texts = [record.text for record in records]
-    predict = {}
-    for method, batch in [("score", b) for b in score_batches] + [("generate", generate_batch)]:
-        reps = (images * 4)[:batch], (texts * 4)[:batch]
-        encoded = encode_prompts(processor, classifier.fmt, reps[0], reps[1], model)
-
-        if method == "score":
-            def call(encoded=encoded):
-                return classifier.scorer.score(encoded)
-        else:
-            def call(encoded=encoded):
-                answers = generate_answers(model, processor.tokenizer, encoded, budget)
-                return [classifier.fmt.parse(a) for a in answers]
-
-        reset_peak(device)
-        times = None
-        try:
-            clock(call)  # warm-up
-            times = [clock(call)[0] for _ in range(args.repeats)]
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-            if not is_oom(error):
-                raise
-        if times is None:
-            print(f"{method} batch {batch}: out of memory")
-            reset_peak(device)
-            continue
-        seconds = statistics.median(times)
-        tokens = float(encoded.attention_mask.sum()) / batch
-        flops = prefill_flops(counts, tokens, image_tokens) * batch
-        r = {"batch": batch, "seconds": seconds, "samples_per_s": batch / seconds,
-             "tflops": flops / seconds / 1e12, "peak_gib": peak_gib(device),
-             "mfu": flops / seconds / (peak * 1e12) if peak else None}
-        predict[(method, batch)] = r
-        extra = (f"prefill {r['tflops']:.3g} TFLOPS, MFU of the prefill {fmt_mfu(r['mfu'])}"
-                 if method == "score" else f"{budget} new tokens per row (forced)")
-        print(f"{method:8s} batch {batch:2d} ({tokens:.0f} prompt tokens): {seconds:.3f} s, "
-              f"{r['samples_per_s']:.1f} samples/s, {extra}, peak memory {r['peak_gib']:.1f} GiB",
-              flush=True)
-
-    # targets ----------------------------------------------------------------------------
-    on, off = results.get(True), results.get(False)
-    best_train = max((r for r in (on, off) if r), key=lambda r: r["tflops"], default=None)
-    score32 = predict.get(("score", score_batches[-1]))
-    if peak:
-        if best_train:
-            print(f"target LoRA training >= 40% MFU: {fmt_mfu(best_train['mfu'])} "
-                  f"{'MET' if best_train['mfu'] >= 0.40 else 'MISSED'}")
-        if score32:
-            print(f"target score >= 45% MFU of its prefill (batch {score32['batch']}): "
-                  f"{fmt_mfu(score32['mfu'])} {'MET' if score32['mfu'] >= 0.45 else 'MISSED'} "
-                  f"({score32['samples_per_s']:.1f} samples/s; ~40 expected)")
-    else:
-        print("targets: MFU needs the card's peak (--peak-tflops); not judged")
-
-    def pick(r, key, scale=1.0):
-        return round(r[key] * scale, 4) if r and r.get(key) is not None else "na"
-
-    gen = predict.get(("generate", generate_batch))
-    print(result_line(
-        status="smoke" if args.cpu_smoke else "ok",
-        gpu=name.replace(" ", "_"),
-        train_mfu=pick(best_train, "mfu"),
-        train_ckpt_on_mfu=pick(on, "mfu"), train_ckpt_off_mfu=pick(off, "mfu"),
-        train_ckpt_on_tokens_per_s=pick(on, "tokens_per_s"),
-        train_ckpt_off_tokens_per_s=pick(off, "tokens_per_s"),
-        train_ckpt_off_batch=pick(off, "batch"),
-        train_ckpt_on_peak_gib=pick(on, "peak_gib"), train_ckpt_off_peak_gib=pick(off, "peak_gib"),
-        **{f"score_bs{score_batches[0]}_samples_per_s":
-           pick(predict.get(("score", score_batches[0])), "samples_per_s"),
-           f"score_bs{score_batches[-1]}_samples_per_s": pick(score32, "samples_per_s"),
-           f"score_bs{score_batches[-1]}_mfu": pick(score32, "mfu"),
-           f"generate_bs{generate_batch}_samples_per_s": pick(gen, "samples_per_s")},
-    ))
-    return 0
+    setup = choose_setup(args)
+    if setup is None:
+        return 1
+    print(machine())
+    report = Report(args.report)
+    report.put("setup", {"mode": "dry_run" if setup.dry else "gpu", "device": setup.name,
+                         "machine": machine(), "args": vars(args)})
+    cards = args.card_gb or ([torch.cuda.get_device_properties(0).total_memory / memory.GB]
+                             if not setup.dry else list(DRY_RUN_CARDS_GB))
+    print(f"device: {setup.name}; peak bf16 {setup.peak or 'unknown'} TFLOPS; cards planned "
+          f"against: {', '.join(f'{c:.0f} GB' for c in cards)}")
+    # small JPEGs: the processor brings every image to the model's 336 px (the content
+    # does not matter to a random model, and drawing 336 px images would take a minute)
+    records = write_records(Path(tempfile.mkdtemp(prefix="gpu_check_")) / "images",
+                            2 * max(args.batch, setup.batch), 48)
+    planned = plan_7b(records, args.batch, cards, report)
+    results = run_steps(setup, records, args, planned, report, deadline)
+    return finish(setup, results, planned, report)
 
 
 if __name__ == "__main__":

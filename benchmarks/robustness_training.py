@@ -4,14 +4,18 @@ prompt, then variants drawn per example), each evaluated by ``llavac robustness`
 held-out test part.
 
     python benchmarks/robustness_training.py [--output runs/robustness_training] [--seeds 0]
+                                             [--smoke]
 
 Prints one ``RESULT`` line per training seed: the multimodal accuracy of the original
 prompt and the spread (best minus worst variant) of multimodal accuracy for both runs.
+``--smoke``: 60 pairs, 2 training steps per run, in a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 from pathlib import Path
 
 from llavac.args import ClassifierArgs, DataArgs, RobustnessArgs, RobustnessConfig, TrainConfig
@@ -21,11 +25,14 @@ from llavac.robustness import robustness
 from llavac.synthetic import write_synthetic_release
 from llavac.train import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_smoke_flag, banner  # noqa: E402
 
-def measure(data: Path, output: Path, seed: int, variants: bool) -> dict:
+
+def measure(data: Path, output: Path, seed: int, variants: bool, smoke: bool) -> dict:
     run = output / f"{'variants' if variants else 'fixed'}-seed{seed}"
     overrides = [f"data.path={data}", f"train.output={run}", f"train.seed={seed}",
-                 "train.progress=false"]
+                 "train.progress=false", *(["train.max_steps=2"] if smoke else [])]
     if variants:
         overrides.append(f"train.prompt_variants={VARIANTS_FILE}")
     train(load_config(TrainConfig, "tiny_synthetic", overrides))
@@ -35,16 +42,20 @@ def measure(data: Path, output: Path, seed: int, variants: bool) -> dict:
     ))
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("runs/robustness_training"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    args = parser.parse_args()
-    data = write_synthetic_release(args.output / "synthetic", n=600, seed=0)
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    banner("robustness_training")
+    if args.smoke:
+        args.output = Path(tempfile.mkdtemp(prefix="robustness_training_"))
+    data = write_synthetic_release(args.output / "synthetic", n=60 if args.smoke else 600, seed=0)
     for seed in args.seeds:
         line = [f"seed={seed}"]
         for variants in (False, True):
-            result = measure(data, args.output, seed, variants)
+            result = measure(data, args.output, seed, variants, args.smoke)
             name = "variants" if variants else "fixed"
             rows = {row["name"]: row["slots"]["multimodal"] for row in result["variants"]}
             line += [f"{name}_original_acc={rows['original']['accuracy']:.4f}",
@@ -53,7 +64,8 @@ def main() -> None:
             print(Path(result["model"]["adapter"]) / "robustness" / "robustness.md")
             print((Path(result["model"]["adapter"]) / "robustness" / "robustness.md").read_text())
         print("RESULT " + " ".join(line), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
