@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import banner, machine, met, quiet, result_line  # noqa: E402
+from _common import add_smoke_flag, banner, machine, quiet, result_line, target  # noqa: E402
 
 TARGET = 0.7
 PROJECTOR = "multi_modal_projector."
@@ -82,7 +82,7 @@ def _losses(run: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--smoke", action="store_true", help="4 steps: check that it runs")
+    add_smoke_flag(parser)  # 4 steps on a 120-pair release
     args = parser.parse_args()
     steps = 4 if args.smoke else args.steps
     quiet()
@@ -110,8 +110,8 @@ def main() -> None:
         print(f"{name:9s} projector mean |change| {change.mean().item():.3e}, "
               f"elements moved {100 * (change > 0).float().mean().item():.1f} %, "
               f"final loss {losses[name][-1]:.4f}")
-    print(f"projector_drift_ratio (bf16 / fp32) {ratio:.3f}  "
-          f"[target >= {TARGET}: {met(ratio, TARGET, at_most=False)}]")
+    print(f"projector_drift_ratio (bf16 / fp32) {ratio:.3f}")
+    target("projector_drift_ratio", ratio, ">=", TARGET)
     print(f"loss curves: largest |fp32 - bf16| over {steps} steps {loss_diff:.4f}")
     print(f"fused vs unfused AdamW: largest parameter difference {optim_diff:.2e} "
           f"(largest projector change {fp32.max().item():.2e})")

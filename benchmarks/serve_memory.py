@@ -37,7 +37,7 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import banner, met, result_line  # noqa: E402
+from _common import add_smoke_flag, banner, result_line, target  # noqa: E402
 
 from llavac.serve.process import running_server  # noqa: E402
 
@@ -73,7 +73,7 @@ def settled_rss_mb(pid: int, before: float, timeout: float = 30.0) -> float:
         time.sleep(0.2)
 
 
-def measure(name: str, batch: list[dict], server_args: list[str]) -> dict:
+def measure(key: str, name: str, batch: list[dict], server_args: list[str]) -> dict:
     with running_server("tiny-llava", server_args, api_key=API_KEY) as server:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         small = [{**batch[0], "image_base64": _tiny_png()}]
@@ -91,8 +91,9 @@ def measure(name: str, batch: list[dict], server_args: list[str]) -> dict:
         f"{len(response.json()['predictions'])} predictions"
     print(f"-- {name}: {response.status_code} in {seconds:.1f} s ({detail[:110]})")
     print(f"   RSS before {before:.0f} MB, peak {peak:.0f} MB (+{peak - before:.0f}), "
-          f"after {after:.0f} MB ({after - before:+.0f}): peak rise "
-          f"{met(peak - before, PEAK_RISE_MB)}, settled {met(after - before, SETTLED_MB)}")
+          f"after {after:.0f} MB ({after - before:+.0f})")
+    target(f"{key}_peak_rise_mb", peak - before, "<=", PEAK_RISE_MB)
+    target(f"{key}_after_mb", after - before, "<=", SETTLED_MB)
     return {"status": response.status_code, "peak_rise_mb": peak - before,
             "after_mb": after - before, "seconds": seconds}
 
@@ -107,14 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=32)
     parser.add_argument("--side", type=int, default=6300)
-    parser.add_argument("--smoke", action="store_true", help="4 items of 2000 x 2000")
+    add_smoke_flag(parser)  # 4 items of 2000 x 2000
     args = parser.parse_args(argv)
     items, side = (4, 2000) if args.smoke else (args.items, args.side)
     banner(f"serve memory: one batch of {items} PNGs of {side}x{side}")
     batch = bomb_batch(items, side)
     pixels = side * side
-    default = measure("defaults", batch, ["--max-image-pixels", str(min(pixels - 1, 2**24))])
-    decoded = measure("0.2's limits: every image decoded", batch, [
+    default = measure("default", "defaults", batch,
+                      ["--max-image-pixels", str(min(pixels - 1, 2**24))])
+    decoded = measure("decoded", "0.2's limits: every image decoded", batch, [
         "--max-image-pixels", str(max(pixels, 40_000_000)),
         f"serve.max_request_pixels={items * max(pixels, 40_000_000)}"])
     figures = {f"{name}_{key}": value for name, run in (("default", default),
