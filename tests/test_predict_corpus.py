@@ -71,8 +71,9 @@ def test_two_thousand_real_pairs_with_three_bad_rows(shared_data, tmp_path, clas
     assert errors == BAD_IDS
     assert (summary.predicted, summary.skipped, summary.already_done) == (
         2000, {"missing_image": 1, "missing_text": 1, "unreadable_image": 1}, 0)
-    assert "predicted 2000, skipped 3 (missing_image 1, missing_text 1, unreadable_image 1)" \
-        in summary.line()
+    assert summary.line().startswith(
+        "records: 2000 predicted; 3 skipped (missing_image 1, missing_text 1, unreadable_image 1;"
+        " first ids: gone, not-an-image, no-text); 0 already done; ")
 
 
 def test_sigkill_then_resume_gives_every_id_once(shared_data, tmp_path, classifier, capsys):
@@ -108,7 +109,7 @@ def test_sigkill_then_resume_gives_every_id_once(shared_data, tmp_path, classifi
     assert main([*args, "--method", "generate", "--resume"]) == 2  # not the same job
     assert "method 'score' there, 'generate' now" in capsys.readouterr().err
     assert main([*args, "--resume", "predict.progress=false"]) == 0
-    assert f"already done {held}" in capsys.readouterr().err
+    assert f"; {held} already done; " in capsys.readouterr().err
 
     resumed, expected = lines(out), lines(reference)
     assert [p["id"] for p in resumed] == good

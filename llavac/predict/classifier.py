@@ -29,8 +29,10 @@ from llavac.labels import SLOT_FIELDS
 from llavac.models import (
     apply_image_mode,
     load_model,
+    load_processor,
     model_facts,
     model_family,
+    model_type,
     peft_wrapping,
     resolve_dtype,
     resolve_inputs,
@@ -165,6 +167,16 @@ class _Run:
             )
         return cls(model, weights, config)
 
+    def processor(self):
+        """The processor a training run saved (it may differ from the base model's), else the
+        base model's; no weights are loaded."""
+        saved = self.weights.parent / "processor" if self.weights is not None else None
+        if self.config and saved is not None and saved.is_dir():
+            from transformers import AutoProcessor
+
+            return AutoProcessor.from_pretrained(saved)
+        return load_processor(self.name, self.seed)
+
     def load(self, dtype: str | None, device: str):
         """``(model, processor)``: the base model with the weights merged in."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -184,6 +196,29 @@ class _Run:
         if self.config and run_processor.exists():
             processor = AutoProcessor.from_pretrained(run_processor)
         return model, processor
+
+
+def model_settings(args: ClassifierArgs) -> dict:
+    """What decides the labels of the classifier ``args`` names, resolved as
+    :meth:`Classifier.from_args` resolves it but without loading the weights: the settings a
+    corpus job records, so that a resume can prove it is the same job."""
+    run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
+    image_mode, system = resolve_inputs(model_type(run.name),
+                                        *run.inputs(args.image_mode, args.system))
+    adapter = str(Path(args.adapter).resolve()) if args.adapter else None
+    temperatures = read_temperatures(args.adapter or run.exported) if args.calibrated else None
+    return {"model": run.name, "adapter": adapter, "seed": run.seed,
+            "dtype": args.dtype or run.model.get("dtype"), "prompt": args.prompt or run.prompt,
+            "system": system, "image_mode": image_mode, "temperatures": temperatures}
+
+
+def model_inputs(args: ClassifierArgs) -> tuple[object, PromptFormat]:
+    """``(processor, prompt format)`` exactly as :meth:`Classifier.from_args` sets them up,
+    without loading the weights: what a CPU worker needs to prepare a 7B model's inputs."""
+    settings = model_settings(args)
+    run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
+    processor = apply_image_mode(run.processor(), settings["image_mode"])
+    return processor, PromptFormat.from_name(settings["prompt"], settings["system"])
 
 
 def read_temperatures(adapter: str | Path | None) -> dict[str, float] | None:
@@ -322,21 +357,25 @@ class Classifier:
 
         from llavac.predict.loader import in_order
 
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
         pin = self.model.device.type == "cuda"
         loader = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin)
+        return in_order(self.predict_items(loader, method, non_blocking=pin))
 
-        def outcomes():
-            for item in loader:
-                done = []
-                if item.ids:
-                    batch = to_model(item.prompts, item.encoded, self.model, non_blocking=pin)
-                    done = zip(item.ordinals, self._predict_batch(item.ids, batch, method),
-                               strict=True)
-                yield [*item.skipped, *done]
-
-        return in_order(outcomes())
+    def predict_items(self, items: Iterable, method: str, non_blocking: bool = False
+                      ) -> Iterator[list[tuple[int, object]]]:
+        """Per ``loader.Item``, its rows as ``(ordinal, Prediction | Problem | None)``, in the
+        order the item holds them (skipped rows first)."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
+        for item in items:
+            if item.error is not None:
+                raise ValueError(item.error)
+            done = []
+            if item.ids:
+                batch = to_model(item.prompts, item.encoded, self.model, non_blocking)
+                done = zip(item.ordinals, self._predict_batch(item.ids, batch, method),
+                           strict=True)
+            yield [*item.skipped, *done]
 
     def classify(self, items: Sequence[tuple], method: str = "score", batch_size: int = 16,
                  min_confidence: float | None = None) -> list[Prediction]:

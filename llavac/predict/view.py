@@ -21,7 +21,6 @@ from llavac.models import (
     apply_image_mode,
     describe_image,
     is_prefix_lm,
-    load_processor,
     model_type,
     resolve_inputs,
 )
@@ -62,7 +61,7 @@ def view_prompt(config: PromptConfig) -> PromptView:
     run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
     family = model_type(run.name)
     image_mode, system = resolve_inputs(family, *run.inputs(args.image_mode, args.system))
-    processor = apply_image_mode(_run_processor(run), image_mode)
+    processor = apply_image_mode(run.processor(), image_mode)
     fmt = PromptFormat.from_name(args.prompt or run.prompt, system)
     image = open_rgb(example.image) if example.image else Image.new(
         "RGB", (_STAND_IN_SIDE, _STAND_IN_SIDE), "grey")
@@ -77,17 +76,6 @@ def view_prompt(config: PromptConfig) -> PromptView:
         model=run.name, family=family, prompt=fmt.name, image_mode=image_mode, system=system,
         image=describe_image(processor, image_mode, image) if example.image else None,
         **_encoded(processor, batch))
-
-
-def _run_processor(run: _Run):
-    """The processor a training run saved (it may differ from the base model's), else the
-    base model's."""
-    saved = run.weights.parent / "processor" if run.weights is not None else None
-    if run.config and saved is not None and saved.is_dir():
-        from transformers import AutoProcessor
-
-        return AutoProcessor.from_pretrained(saved)
-    return load_processor(run.name, run.seed)
 
 
 def _answer(fmt: PromptFormat, answer: str | None) -> str | None:
