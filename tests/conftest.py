@@ -75,3 +75,14 @@ def tiny_train_config(data: Path, output: Path, *overrides: str):
     return load_config(TrainConfig, preset, [
         f"data.path={data}", f"train.output={output}", "train.progress=false", *overrides,
     ])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """One local Ray with 2 CPUs for every test that needs one (its start-up takes seconds, so
+    it is paid once; ``pytest.mark.xdist_group("ray")`` keeps those tests in one worker).
+    Yields the address another process joins it at (``--ray-address``)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

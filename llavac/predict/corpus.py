@@ -18,12 +18,9 @@ after a check that its recorded settings are this job's.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from llavac.args import PredictArgs, PredictConfig
@@ -33,63 +30,7 @@ from llavac.data.stream import count_rows, stream_records
 from llavac.predict import outfile
 from llavac.predict.classifier import Classifier, Prediction, model_settings
 from llavac.predict.loader import DONE, PairStream, default_workers, release_memory
-
-FIRST_IDS_SHOWN = 5  # skipped ids named in the summary line
-
-
-@dataclass
-class CorpusSummary:
-    """What a corpus job did, over this run and the runs it resumed."""
-
-    predicted: int = 0  # by this run
-    skipped: dict[str, int] = field(default_factory=dict)  # by reason
-    first_skipped: list[str] = field(default_factory=list)  # ids, in input order
-    already_done: int = 0  # rows an earlier run predicted (resume)
-    unparseable: int = 0  # generated answers that do not parse (method generate)
-    elapsed_s: float = 0.0
-    out: str | None = None
-    errors: str | None = None
-
-    @property
-    def pairs_per_s(self) -> float:
-        return self.predicted / self.elapsed_s if self.elapsed_s else 0.0
-
-    def skip(self, problem: Problem) -> None:
-        self.skipped[problem.reason] = self.skipped.get(problem.reason, 0) + 1
-        if len(self.first_skipped) < FIRST_IDS_SHOWN and problem.id is not None:
-            self.first_skipped.append(problem.id)
-
-    def add(self, other: CorpusSummary) -> None:
-        """Count ``other``'s rows in as well (``other`` comes after these in the input)."""
-        self.predicted += other.predicted
-        self.already_done += other.already_done
-        self.unparseable += other.unparseable
-        for reason, n in other.skipped.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + n
-        self.first_skipped = (self.first_skipped + other.first_skipped)[:FIRST_IDS_SHOWN]
-
-    def line(self) -> str:
-        """``records: ...``, the one line on what the job read, as every command prints it."""
-        skipped = sum(self.skipped.values())
-        if skipped:
-            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.skipped.items()))
-            ids = ", ".join(self.first_skipped)
-            skipped_part = f"{skipped} skipped ({reasons}" + (f"; first ids: {ids})" if ids
-                                                             else ")")
-        else:
-            skipped_part = "none skipped"
-        parts = [f"records: {self.predicted} predicted", skipped_part,
-                 f"{self.already_done} already done"]
-        if self.unparseable:
-            parts.append(f"{self.unparseable} unparseable")
-        parts.append(f"{self.elapsed_s:.1f} s, {self.pairs_per_s:.1f} pairs/s")
-        return "; ".join(parts)
-
-    def wrote(self) -> str | None:
-        """``wrote ...``: where the predictions and the skipped rows are."""
-        if self.out is None:
-            return None
-        return f"wrote {self.out}: predictions; skipped rows in {self.errors}"
+from llavac.predict.summary import CorpusSummary, problem_line, strict_error
 
 
 def job_settings(config: PredictConfig) -> dict:
@@ -187,17 +128,6 @@ class _Sink:
         for stream in (self.out, self.errors):
             if stream not in (None, sys.stdout):
                 stream.close()
-
-
-def problem_line(row: int, problem: Problem) -> str:
-    """A skipped row as the errors file holds it: its input row (0, 1, ...) and the problem."""
-    return json.dumps({"row": row, **dataclasses.asdict(problem)}, ensure_ascii=False)
-
-
-def strict_error(problem: Problem) -> ValueError:
-    """The error ``--strict`` stops at."""
-    return ValueError(f"{problem.file}: {problem.reason} (id {problem.id}) "
-                      f"{problem.detail}".rstrip() + " [--strict]")
 
 
 def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSummary:
