@@ -85,6 +85,9 @@ class BlockFolder:
         elif held:
             outfile.check_settings(self.job, settings)
             committed = self.committed()
+            for folder in (self.root, self.root / "errors", self.records):
+                for temporary in folder.glob(".*.tmp"):  # writes a kill cut short
+                    temporary.unlink(missing_ok=True)
         for folder in (self.records, self.root / "errors"):
             folder.mkdir(parents=True, exist_ok=True)
         outfile.write_atomic(self.job, (json.dumps(settings, indent=2) + "\n").encode())
