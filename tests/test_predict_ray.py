@@ -4,6 +4,7 @@ model actor that Ray restarts while the job finishes by itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,10 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from test_predict_corpus import BAD_IDS, config, lines, mvsa_corpus
 
+from llavac.args import PredictArgs
 from llavac.cli import main
+from llavac.data.records import Problem
 from llavac.predict import Classifier
-from llavac.predict.blocks import BlockFolder
+from llavac.predict.blocks import BlockFolder, BlockResult
 from llavac.predict.corpus import predict_corpus
+from llavac.predict.summary import CorpusSummary
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker, so one Ray cluster (conftest)
 
@@ -176,3 +180,59 @@ def test_killed_driver_resumes_and_killed_actor_restarts_every_id_once(
     check_equal_to_local(out, job, "part-*.parquet")
     done = sum(folder.read_record(block)["predicted"] for block in committed)
     assert f"; {done} already done; " in capsys.readouterr().err
+
+
+def test_a_bad_input_column_is_one_line_and_writes_nothing(tmp_path, ray_cluster, capsys):
+    bad = tmp_path / "in.csv"
+    bad.write_text("id,picture,text\n1,a.jpg,so happy\n")
+    job = Job(bad, [], tmp_path / "local.jsonl", "")
+    capsys.readouterr()
+    assert main(job.args(tmp_path / "ray")) == 2
+    err = capsys.readouterr().err
+    assert err == f"llavac: error: {bad}: the CSV header lacks image\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def result(block: int, predicted: int, problems: list[str]) -> BlockResult:
+    counts = CorpusSummary(predicted=predicted)
+    for line in problems:
+        counts.skip(Problem(**{k: v for k, v in json.loads(line).items() if k != "row"}))
+    predictions = [json.dumps({"id": f"b{block}-{i}", "multimodal_label": "positive"})
+                   for i in range(predicted)]
+    return BlockResult(block, predictions, problems, counts)
+
+
+def test_the_block_folder_claims_only_its_own_job_and_commits_whole_blocks(tmp_path):
+    """Refusals (a file, a folder of other things, a job without --resume or --overwrite, other
+    settings on resume), --overwrite removing its own files only, and a block committed twice
+    (a retry) leaving its newer outcome alone."""
+    settings, job = {"method": "score"}, PredictArgs(input="x")
+    with pytest.raises(ValueError, match="a file; --engine ray writes a folder"):
+        (tmp_path / "file").write_text("x")
+        BlockFolder(tmp_path / "file").claim(job, settings)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no llavac predict job"):
+        BlockFolder(tmp_path / "other").claim(dataclasses.replace(job, overwrite=True), settings)
+
+    folder = BlockFolder(tmp_path / "out")
+    assert folder.claim(job, settings) == {}
+    problem = json.dumps({"row": 3, "id": "x", "file": "f", "reason": "missing_image",
+                          "detail": ""})
+    folder.commit(result(0, 2, [problem]))
+    folder.commit(result(1, 1, []))
+    with pytest.raises(ValueError, match="holds a job: pass --resume"):
+        folder.claim(job, settings)
+    with pytest.raises(ValueError, match="method 'score' there, 'generate' now"):
+        folder.claim(dataclasses.replace(job, resume=True), {"method": "generate"})
+    earlier = folder.claim(dataclasses.replace(job, resume=True), settings)
+    assert sorted(earlier) == [0, 1]
+    folder.commit(result(0, 3, []))  # block 0 again, now without the bad row
+    assert not folder.errors(0).exists() and len(lines(folder.part(0))) == 3
+    summary = folder.summary({1: earlier[1]}, 1.0)
+    assert (summary.predicted, summary.already_done, summary.skipped) == (3, 1, {})
+
+    (folder.root / "mine.txt").write_text("kept")
+    folder.claim(dataclasses.replace(job, overwrite=True), settings)
+    assert sorted(p.name for p in folder.root.iterdir()) == ["_llavac", "errors", "mine.txt"]
+    assert folder.committed() == {}
