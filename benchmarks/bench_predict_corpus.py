@@ -61,9 +61,8 @@ from llavac.models import SMALL_SIZES, build_tiny  # noqa: E402
 from llavac.predict import Classifier  # noqa: E402
 from llavac.predict.batching import to_model  # noqa: E402
 from llavac.predict.corpus import job_settings, predict_corpus  # noqa: E402
-from llavac.predict.loader import PairStream  # noqa: E402
+from llavac.predict.loader import PairStream, available_cores, default_workers  # noqa: E402
 from llavac.predict.outfile import meta_path, write_settings  # noqa: E402
-from llavac.predict.shards import Shard, default_workers  # noqa: E402
 
 LLAVA_336 = {**SMALL_SIZES, "image_size": 336, "patch_size": 14, "vision_layers": 1,
              "text_layers": 1}
@@ -102,7 +101,11 @@ def pipeline(classifier: Classifier, corpus: Path, tmp: Path, pairs: int, batch:
 
             torch.cuda.synchronize()
 
-    workers = default_workers(Shard.from_env())
+    workers = default_workers()
+    if not pin:  # a CPU model gets the cores the pipeline leaves it (loader.model_threads)
+        import torch
+
+        torch.set_num_threads(max(1, available_cores() - workers))
 
     def end_to_end(num_workers):
         return lambda: predict_corpus(job(corpus, tmp / "e2e.jsonl", limit=pairs, batch_size=batch,
@@ -177,7 +180,7 @@ def resume_overhead(corpus: Path, tmp: Path, rows: int) -> float:
         for i in range(rows):
             f.write(json.dumps({"id": f"row-{i}", "text_label": "positive", "image_label": None,
                                 "multimodal_label": None, "probabilities": probabilities}) + "\n")
-    write_settings(meta_path(out), job_settings(classifier, config.predict, Shard()))
+    write_settings(meta_path(out), job_settings(config, classifier))
     start = time.perf_counter()
     summary = predict_corpus(config, classifier)
     seconds = time.perf_counter() - start

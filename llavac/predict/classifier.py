@@ -199,9 +199,10 @@ class _Run:
 
 
 def model_settings(args: ClassifierArgs) -> dict:
-    """What decides the labels of the classifier ``args`` names, resolved as
-    :meth:`Classifier.from_args` resolves it but without loading the weights: the settings a
-    corpus job records, so that a resume can prove it is the same job."""
+    """What decides the labels of the classifier ``args`` names (the keys of
+    :attr:`Classifier.settings`), resolved as :meth:`Classifier.from_args` resolves it but
+    without loading the weights: what a corpus job records, so that a resume can prove it is
+    the same job."""
     run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
     image_mode, system = resolve_inputs(model_type(run.name),
                                         *run.inputs(args.image_mode, args.system))
@@ -270,6 +271,16 @@ class Classifier:
                                                   self.scorer.answer_separator)
         self.source = {**(source or {}), "prompt": self.fmt.name, "system": self.fmt.system,
                        **model_facts(model)}
+
+    @property
+    def settings(self) -> dict:
+        """What decides this classifier's labels: base model, adapter, seed, dtype, prompt,
+        system sentence, image mode and temperatures (a corpus job records them)."""
+        adapter = self.source.get("adapter")
+        return {"model": self.source.get("model") or self.source.get("name_or_path"),
+                "adapter": str(Path(adapter).resolve()) if adapter else None,
+                **{key: self.source.get(key) for key in ("seed", "dtype", "prompt", "system",
+                                                          "image_mode", "temperatures")}}
 
     @classmethod
     def from_args(cls, args: ClassifierArgs) -> Classifier:

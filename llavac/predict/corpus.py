@@ -29,15 +29,17 @@ from llavac.data.records import Problem
 from llavac.data.stream import count_rows, stream_records
 from llavac.predict import outfile
 from llavac.predict.classifier import Classifier, Prediction, model_settings
-from llavac.predict.loader import DONE, PairStream, default_workers, release_memory
+from llavac.predict.loader import DONE, PairStream, default_workers, model_threads
 from llavac.predict.summary import CorpusSummary, problem_line, strict_error
 
 
-def job_settings(config: PredictConfig) -> dict:
-    """What decides the labels of a job, as the classifier resolves it (the sidecar)."""
+def job_settings(config: PredictConfig, classifier: Classifier | None = None) -> dict:
+    """What decides the labels of a job (its recorded settings): the classifier's, as loaded
+    (``classifier``) or as ``config.model`` resolves without loading it, and the job's."""
     job = config.predict
-    return {**model_settings(config.model), "method": job.method,
-            "min_confidence": job.min_confidence, "input": str(Path(job.input).resolve())}
+    model = classifier.settings if classifier is not None else model_settings(config.model)
+    return {**model, "method": job.method, "min_confidence": job.min_confidence,
+            "input": str(Path(job.input).resolve())}
 
 
 def predict_corpus(config: PredictConfig, classifier: Classifier | None = None) -> CorpusSummary:
@@ -63,7 +65,7 @@ def predict_corpus(config: PredictConfig, classifier: Classifier | None = None) 
     next(stream_records(job.input, limit=1), None)
     classifier = classifier or Classifier.from_args(config.model)
     if out is not None:
-        _prepare(job, out, job_settings(config))
+        _prepare(job, out, job_settings(config, classifier))
     return _run(classifier, job, out)
 
 
@@ -143,28 +145,31 @@ def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSu
     sink = _Sink(out)
     progress = Progress(count_rows(job.input, job.limit), f"predicting ({job.method})",
                         unit="row", enabled=job.progress, every=job.progress_every)
-    start, batches = time.perf_counter(), 0
+    start = time.perf_counter()
     try:
-        for ready in classifier.predict_stream(stream, job.method, workers):
-            for row, outcome in ready:
-                if outcome is DONE:
-                    summary.already_done += 1
-                elif isinstance(outcome, Problem):
-                    sink.problem(row, outcome)
-                    if job.strict:
-                        raise strict_error(outcome)
-                    summary.skip(outcome)
-                else:
-                    sink.prediction(outcome.abstain(job.min_confidence))
-                    summary.predicted += 1
-                    summary.unparseable += outcome.unparseable
-            sink.flush()
-            batches += 1
-            if batches % job.bucket == 0:  # about once a window, as the workers do
-                release_memory()
-            summary.elapsed_s = time.perf_counter() - start
-            progress.update(len(ready), f"{sum(summary.skipped.values())} skipped")
+        with model_threads(classifier.model, workers):
+            for ready in classifier.predict_stream(stream, job.method, workers):
+                _settle(ready, job, sink, summary)
+                summary.elapsed_s = time.perf_counter() - start
+                progress.update(len(ready), f"{sum(summary.skipped.values())} skipped")
     finally:
         sink.close()
         progress.close()
     return summary
+
+
+def _settle(ready: list, job: PredictArgs, sink: _Sink, summary: CorpusSummary) -> None:
+    """Write and count a model batch's outcomes, in input order; flush them."""
+    for row, outcome in ready:
+        if outcome is DONE:
+            summary.already_done += 1
+        elif isinstance(outcome, Problem):
+            sink.problem(row, outcome)
+            if job.strict:
+                raise strict_error(outcome)
+            summary.skip(outcome)
+        else:
+            sink.prediction(outcome.abstain(job.min_confidence))
+            summary.predicted += 1
+            summary.unparseable += outcome.unparseable
+    sink.flush()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -55,11 +56,30 @@ def release_memory() -> None:
         _TRIM(0)
 
 
+def available_cores() -> int:
+    """The cores this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def default_workers() -> int:
     """DataLoader workers: the cores this process may use less the one the model runs on, at
     most 4 (beyond that a 7B model on a GPU gains nothing)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(4, (cores or 1) - 1))
+    return max(0, min(4, available_cores() - 1))
+
+
+@contextmanager
+def model_threads(model, workers: int) -> Iterator[None]:
+    """On the CPU, torch keeps off the cores the ``workers`` preprocess on, for as long as the
+    job runs: an OpenMP thread that spins on a core a worker holds stalls every matrix
+    product of its siblings. An explicitly lower thread count (``--threads``) stays."""
+    threads = torch.get_num_threads()
+    if model.device.type == "cpu" and workers:
+        torch.set_num_threads(max(1, min(threads, available_cores() - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
