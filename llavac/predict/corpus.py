@@ -29,7 +29,7 @@ from llavac.data.records import Problem
 from llavac.data.stream import count_rows, stream_records
 from llavac.predict import outfile
 from llavac.predict.classifier import Classifier, Prediction, model_settings
-from llavac.predict.loader import DONE, PairStream, default_workers, model_threads
+from llavac.predict.loader import DONE, PairStream, default_workers, hold_heap, model_threads
 from llavac.predict.summary import CorpusSummary, problem_line, strict_error
 
 
@@ -140,6 +140,7 @@ def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSu
     stream = PairStream(lambda: stream_records(job.input, job.limit, done), classifier.processor,
                         classifier.fmt, job.batch_size, job.bucket)
     workers = job.num_workers if job.num_workers is not None else default_workers()
+    hold_heap()
     summary = CorpusSummary(out=str(out) if out else None,
                             errors=str(outfile.errors_path(out)) if out else None)
     sink = _Sink(out)

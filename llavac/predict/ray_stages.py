@@ -113,7 +113,9 @@ class ModelActor:
 
     def __init__(self, model: str, method: str, min_confidence: float | None):
         from llavac.predict.classifier import Classifier
+        from llavac.predict.loader import hold_heap
 
+        hold_heap()  # its own process: the batches' working set stays, as locally
         self.classifier = Classifier.from_args(ClassifierArgs(**json.loads(model)))
         self.method, self.min_confidence = method, min_confidence
 
