@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from test_predict_corpus import BAD_IDS, config, lines, mvsa_corpus
+from test_predict_corpus import BAD_IDS, config, lines, mvsa_corpus, small_rows
 
 from llavac.args import PredictArgs
 from llavac.cli import main
@@ -182,15 +182,24 @@ def test_killed_driver_resumes_and_killed_actor_restarts_every_id_once(
     assert f"; {done} already done; " in capsys.readouterr().err
 
 
-def test_a_bad_input_column_is_one_line_and_writes_nothing(tmp_path, ray_cluster, capsys):
+def test_bad_input_and_strict_are_one_line(tmp_path, ray_cluster, image_file, capsys):
+    """A CSV without an image column: one line, nothing written (so the fixed rerun is not
+    refused). --strict: one line naming the bad row, as the local engine's."""
     bad = tmp_path / "in.csv"
     bad.write_text("id,picture,text\n1,a.jpg,so happy\n")
-    job = Job(bad, [], tmp_path / "local.jsonl", "")
     capsys.readouterr()
-    assert main(job.args(tmp_path / "ray")) == 2
-    err = capsys.readouterr().err
-    assert err == f"llavac: error: {bad}: the CSV header lacks image\n"
+    assert main(Job(bad, [], bad, "").args(tmp_path / "ray")) == 2
+    assert capsys.readouterr().err == f"llavac: error: {bad}: the CSV header lacks image\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+    rows = small_rows(tmp_path, image_file)  # a repeated id and a number for a text
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    strict = Job(tmp_path / "in.jsonl", [], bad, "").args(tmp_path / "ray", "--strict",
+                                                            "predict.progress=false")
+    assert main(strict) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"llavac: error: {tmp_path / 'img' / '2.png'}: duplicate_id (id r1) an earlier row "
+        "has this id [--strict]"]
 
 
 def result(block: int, predicted: int, problems: list[str]) -> BlockResult:

@@ -61,12 +61,11 @@ def predict_on_ray(config: PredictConfig) -> CorpusSummary:
     total = ray.remote(count_rows).options(num_cpus=LIGHT_TASK_CPUS).remote(job.input, job.limit)
     start = time.perf_counter()
     dataset, actors = _plan(config, frozenset(earlier))
-    with _Watch(folder, earlier, total, job) as watch, _bad_input_as_itself():
+    with _Watch(folder, earlier, total, job), _bad_input_as_itself():
         # As many commits at a time as model actors: a commit is a few small files, and with
         # no CPU reserved nothing else would bound how many worker processes Ray starts.
         dataset.write_datasink(CommitBlocks(str(folder.root), job.out_format),
                                ray_remote_args={"num_cpus": LIGHT_TASK_CPUS}, concurrency=actors)
-        watch.poll()
     return folder.summary(earlier, time.perf_counter() - start)
 
 
@@ -81,10 +80,11 @@ def _connect(address: str | None) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose
     context.print_on_execution_start = verbose
-    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
-    # ... and not the warning that their progress bars are off: llavac's progress is on.
-    logging.getLogger("ray.data._internal.progress").setLevel(
-        logging.INFO if verbose else logging.ERROR)
+    # Ray Data's failures reach the driver as exceptions, which say the same as its log.
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    # A stage's own error (--strict, an unreadable input) comes back as itself, so that the
+    # command line can say it in one line, not wrapped in Ray Data's UserCodeException.
+    context.raise_original_map_exception = True
 
 
 def _on_a_worker(function, *args):
@@ -135,19 +135,21 @@ def _bad_input_as_itself() -> Iterator[None]:
             seen.add(id(cause))
             if isinstance(cause, ValueError | FileNotFoundError) and not isinstance(
                     cause, ray.exceptions.RayError):
-                raise cause from None
+                # llavac's messages are one line; Ray Data appends its retry advice below
+                raise type(cause)(str(cause).split("\n", 1)[0]) from None
             cause = getattr(cause, "cause", None) or cause.__cause__
         raise
 
 
 class _Watch:
-    """Progress from the commit records: rows done of the total, rows/s, rows skipped and
-    blocks committed, polled in a thread while the driver waits for Ray."""
+    """Progress from the commit records: rows done of the total (the blocks an earlier run
+    committed count as done), rows/s, rows skipped and blocks committed, polled in a thread
+    while the driver waits for Ray, and once more at the end."""
 
-    def __init__(self, folder: BlockFolder, earlier: dict[int, dict], total, job: PredictArgs):
-        self.folder, self.total = folder, total
-        self.seen = set(earlier)
-        self.skipped = sum(sum(record["skipped"].values()) for record in earlier.values())
+    def __init__(self, folder: BlockFolder, earlier: dict[int, dict], total_ref,
+                 job: PredictArgs):
+        self.folder, self.total_ref, self.seen = folder, total_ref, set(earlier)
+        self.unshown, self.skipped = _rows(earlier.values())  # rows the bar has yet to show
         self.every = job.progress_every
         self.progress = Progress(None, f"predicting ({job.method}, ray)", unit="row",
                                  enabled=job.progress, every=job.progress_every)
@@ -161,24 +163,33 @@ class _Watch:
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.thread.join()
+        self._poll()
         self.progress.close()
 
     def _run(self) -> None:
         while not self.stop.wait(min(1.0, self.every)):
-            self.poll()
+            self._poll()
 
-    def poll(self) -> None:
+    def _poll(self) -> None:
         """Count the blocks committed since the last poll."""
-        if self.progress.total is None and self.total is not None:
-            ready, _ = ray.wait([self.total], timeout=0)
-            if ready:
-                self.progress.total, self.total = ray.get(self.total), None
-                if self.progress.bar is not None:
-                    self.progress.bar.total = self.progress.total
-        rows = 0
-        for block in set(self.folder.committed_blocks()) - self.seen:
-            self.seen.add(block)
-            record = self.folder.read_record(block)
-            rows += record["predicted"] + sum(record["skipped"].values())
-            self.skipped += sum(record["skipped"].values())
-        self.progress.update(rows, f"{self.skipped} skipped, {len(self.seen)} blocks committed")
+        if self.total_ref is not None and ray.wait([self.total_ref], timeout=0)[0]:
+            self.progress.total = ray.get(self.total_ref)
+            self.total_ref = None
+            if self.progress.bar is not None:
+                self.progress.bar.total = self.progress.total
+        new = set(self.folder.committed_blocks()) - self.seen
+        self.seen |= new
+        rows, skipped = _rows(self.folder.read_record(block) for block in new)
+        self.skipped += skipped
+        self.progress.update(self.unshown + rows, f"{self.skipped} skipped, "
+                                                  f"{len(self.seen)} blocks committed")
+        self.unshown = 0
+
+
+def _rows(records) -> tuple[int, int]:
+    """(rows, rows skipped) of some commit records."""
+    rows = skipped = 0
+    for record in records:
+        skipped += sum(record["skipped"].values())
+        rows += record["predicted"] + sum(record["skipped"].values())
+    return rows, skipped
