@@ -28,8 +28,9 @@ from llavac.console import Progress
 from llavac.data.records import Problem
 from llavac.data.stream import count_rows, stream_records
 from llavac.predict import outfile
-from llavac.predict.classifier import Classifier, Prediction, model_settings
+from llavac.predict.classifier import Classifier, model_settings
 from llavac.predict.loader import DONE, PairStream, default_workers, hold_heap, model_threads
+from llavac.predict.prediction import Prediction
 from llavac.predict.summary import CorpusSummary, problem_line, strict_error
 
 
