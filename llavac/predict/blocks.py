@@ -113,11 +113,12 @@ class BlockFolder:
         """The commit records present, by block."""
         return {block: self.read_record(block) for block in self.committed_blocks()}
 
-    def summary(self, earlier: dict[int, dict], elapsed_s: float) -> CorpusSummary:
+    def summary(self, earlier: dict[int, dict], elapsed_s: float,
+                method: str = "score") -> CorpusSummary:
         """The job's summary: this run's blocks, and what ``earlier`` (the blocks committed
         before it started) already predicted and skipped."""
         summary = CorpusSummary(elapsed_s=elapsed_s, out=str(self.root),
-                                errors=str(self.root / "errors"))
+                                errors=str(self.root / "errors"), method=method)
         for block, record in self.committed().items():
             counts = CorpusSummary(**{key: record[key] for key in COUNTS})
             if block in earlier:

@@ -142,7 +142,7 @@ def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSu
                         classifier.fmt, job.batch_size, job.bucket)
     workers = job.num_workers if job.num_workers is not None else default_workers()
     hold_heap()
-    summary = CorpusSummary(out=str(out) if out else None,
+    summary = CorpusSummary(out=str(out) if out else None, method=job.method,
                             errors=str(outfile.errors_path(out)) if out else None)
     sink = _Sink(out)
     progress = Progress(count_rows(job.input, job.limit), f"predicting ({job.method})",

@@ -66,7 +66,7 @@ def predict_on_ray(config: PredictConfig) -> CorpusSummary:
         # no CPU reserved nothing else would bound how many worker processes Ray starts.
         dataset.write_datasink(CommitBlocks(str(folder.root), job.out_format),
                                ray_remote_args={"num_cpus": LIGHT_TASK_CPUS}, concurrency=actors)
-    return folder.summary(earlier, time.perf_counter() - start)
+    return folder.summary(earlier, time.perf_counter() - start, job.method)
 
 
 def _connect(address: str | None) -> None:

@@ -26,6 +26,7 @@ class CorpusSummary:
     elapsed_s: float = 0.0
     out: str | None = None
     errors: str | None = None
+    method: str = "score"  # generate: the line always says how many answers did not parse
 
     @property
     def pairs_per_s(self) -> float:
@@ -57,7 +58,7 @@ class CorpusSummary:
             skipped_part = "none skipped"
         parts = [f"records: {self.predicted} predicted", skipped_part,
                  f"{self.already_done} already done"]
-        if self.unparseable:
+        if self.unparseable or self.method == "generate":
             parts.append(f"{self.unparseable} unparseable")
         parts.append(f"{self.elapsed_s:.1f} s, {self.pairs_per_s:.1f} pairs/s")
         return "; ".join(parts)
