@@ -61,7 +61,12 @@ from llavac.models import SMALL_SIZES, build_tiny  # noqa: E402
 from llavac.predict import Classifier  # noqa: E402
 from llavac.predict.batching import to_model  # noqa: E402
 from llavac.predict.corpus import job_settings, predict_corpus  # noqa: E402
-from llavac.predict.loader import PairStream, available_cores, default_workers  # noqa: E402
+from llavac.predict.loader import (  # noqa: E402
+    PairStream,
+    available_cores,
+    default_workers,
+    heap_held_from_first_batch,
+)
 from llavac.predict.outfile import meta_path, write_settings  # noqa: E402
 
 LLAVA_336 = {**SMALL_SIZES, "image_size": 336, "patch_size": 14, "vision_layers": 1,
@@ -92,10 +97,11 @@ def pipeline(classifier: Classifier, corpus: Path, tmp: Path, pairs: int, batch:
                             classifier.fmt, batch))
     pin = classifier.model.device.type == "cuda"
 
-    def model_only():
-        for item in items:
-            batch_ = to_model(item.prompts, item.encoded, classifier.model, non_blocking=pin)
-            classifier._predict_batch(item.ids, batch_, "score")
+    def model_only():  # with the heap policy the pipeline's model runs under
+        with heap_held_from_first_batch(items) as batches:
+            for item in batches:
+                batch_ = to_model(item.prompts, item.encoded, classifier.model, non_blocking=pin)
+                classifier._predict_batch(item.ids, batch_, "score")
         if pin:
             import torch
 

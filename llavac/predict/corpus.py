@@ -29,7 +29,13 @@ from llavac.data.records import Problem
 from llavac.data.stream import count_rows, stream_records
 from llavac.predict import outfile
 from llavac.predict.classifier import Classifier, model_settings
-from llavac.predict.loader import DONE, PairStream, default_workers, hold_heap, model_threads
+from llavac.predict.loader import (
+    DONE,
+    PairStream,
+    default_workers,
+    heap_held_from_first_batch,
+    model_threads,
+)
 from llavac.predict.prediction import Prediction
 from llavac.predict.summary import CorpusSummary, problem_line, strict_error
 
@@ -141,7 +147,6 @@ def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSu
     stream = PairStream(lambda: stream_records(job.input, job.limit, done), classifier.processor,
                         classifier.fmt, job.batch_size, job.bucket)
     workers = job.num_workers if job.num_workers is not None else default_workers()
-    hold_heap()
     summary = CorpusSummary(out=str(out) if out else None, method=job.method,
                             errors=str(outfile.errors_path(out)) if out else None)
     sink = _Sink(out)
@@ -149,8 +154,9 @@ def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSu
                         unit="row", enabled=job.progress, every=job.progress_every)
     start = time.perf_counter()
     try:
-        with model_threads(classifier.model, workers):
-            for ready in classifier.predict_stream(stream, job.method, workers):
+        with model_threads(classifier.model, workers), heap_held_from_first_batch(
+                classifier.predict_stream(stream, job.method, workers)) as batches:
+            for ready in batches:
                 _settle(ready, job, sink, summary)
                 summary.elapsed_s = time.perf_counter() - start
                 progress.update(len(ready), f"{sum(summary.skipped.values())} skipped")
