@@ -65,7 +65,7 @@ from llavac.predict.loader import (  # noqa: E402
     PairStream,
     available_cores,
     default_workers,
-    heap_held_from_first_batch,
+    held_heap,
 )
 from llavac.predict.outfile import meta_path, write_settings  # noqa: E402
 
@@ -98,8 +98,8 @@ def pipeline(classifier: Classifier, corpus: Path, tmp: Path, pairs: int, batch:
     pin = classifier.model.device.type == "cuda"
 
     def model_only():  # with the heap policy the pipeline's model runs under
-        with heap_held_from_first_batch(items) as batches:
-            for item in batches:
+        with held_heap():
+            for item in items:
                 batch_ = to_model(item.prompts, item.encoded, classifier.model, non_blocking=pin)
                 classifier._predict_batch(item.ids, batch_, "score")
         if pin:

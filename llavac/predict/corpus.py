@@ -33,7 +33,7 @@ from llavac.predict.loader import (
     DONE,
     PairStream,
     default_workers,
-    heap_held_from_first_batch,
+    held_heap,
     model_threads,
 )
 from llavac.predict.prediction import Prediction
@@ -154,9 +154,8 @@ def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSu
                         unit="row", enabled=job.progress, every=job.progress_every)
     start = time.perf_counter()
     try:
-        with model_threads(classifier.model, workers), heap_held_from_first_batch(
-                classifier.predict_stream(stream, job.method, workers)) as batches:
-            for ready in batches:
+        with model_threads(classifier.model, workers), held_heap():
+            for ready in classifier.predict_stream(stream, job.method, workers):
                 _settle(ready, job, sink, summary)
                 summary.elapsed_s = time.perf_counter() - start
                 progress.update(len(ready), f"{sum(summary.skipped.values())} skipped")

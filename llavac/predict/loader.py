@@ -72,21 +72,13 @@ def hold_heap() -> None:
 
 
 @contextmanager
-def heap_held_from_first_batch(batches: Iterable) -> Iterator[Iterator]:
-    """``batches``, with the heap held (:func:`hold_heap`) from the first one on, and given
-    back when they end. Not before: the DataLoader workers are forked at the first batch,
-    and every page the model's process shares with them then is copied at its first write
-    (a short job paid ~5 % for it). Not after: the next job's workers are forked from a
-    trimmed heap."""
-
-    def held() -> Iterator:
-        for number, batch in enumerate(batches):
-            if number == 0:
-                hold_heap()
-            yield batch
-
+def held_heap() -> Iterator[None]:
+    """The heap held (:func:`hold_heap`) while a job's model runs, then given back: the next
+    job's DataLoader workers fork from a trimmed heap (the pages the model's process shares
+    with them at the fork would be copied at its first write to each)."""
+    hold_heap()
     try:
-        yield held()
+        yield
     finally:
         if _LIBC is not None:
             _LIBC.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_THRESHOLD)
