@@ -1,10 +1,11 @@
 """Corpus prediction: the Ray engine against the local one, side by side on one machine.
 
-    python benchmarks/bench_corpus_engines.py [--pairs 2000] [--repeats 2] [--size 32|336]
-                                              [--smoke]
+    python benchmarks/bench_corpus_engines.py [--pairs 2000] [--rows 10000] [--repeats 2]
+                                              [--size 32|336] [--smoke]
 
-On the first ``--pairs`` real MVSA-Single pairs (``../shared/data``), ``llavac predict``'s
-job (``predict_corpus``, default batch size and window) runs with ``--engine local`` (this
+On ``--rows`` rows cycling over the first ``--pairs`` real MVSA-Single pairs
+(``../shared/data``; each row its own id), ``llavac predict``'s job (``predict_corpus``,
+default batch size and window) runs with ``--engine local`` (this
 process and its DataLoader worker) and with ``--engine ray`` on a local Ray of 2 CPUs, started
 once before the timing (as a cluster is, before a job is sent to it). Each run loads its
 model, as the command does. The model is ``tiny-llava`` (32 px), or with ``--size 336`` the
@@ -16,8 +17,10 @@ Per run, two rates over the same rows:
 
 - ``wall``: rows over the whole call (start-up included: the model load; for Ray also the
   actor's process and the CPU tasks' first import of torch);
-- ``steady``: rows after the first output over the time from the first output to the end
-  (sampled every 0.1 s: lines of ``--out`` for the local engine, commit records for Ray).
+- ``steady``: the second half of the rows over the time they took (sampled every 0.1 s:
+  lines of ``--out`` for the local engine, commit records for Ray). The first half is left
+  out: Ray prepares blocks ahead while its model actor starts, and the local engine's first
+  window waits for its slowest batch.
 
 The answers are compared too (ids, labels, probabilities within 1e-5). Last line:
 ``RESULT ray_over_local_steady=... ray_over_local_wall=... same_answers=...``.
@@ -58,14 +61,15 @@ LLAVA_336 = {**SMALL_SIZES, "image_size": 336, "patch_size": 14, "vision_layers"
              "text_layers": 1}  # as bench_predict_corpus.py's model
 
 
-def write_corpus(path: Path, pairs: int) -> None:
+def write_corpus(path: Path, pairs: int, rows: int) -> None:
     folder = SHARED_DATA / "mvsa_single" / "data"
     numbers = sorted(int(p.stem) for p in folder.glob("*.jpg"))[:pairs]
+    real = [(str(folder / f"{k}.jpg"), read_text(folder / f"{k}.txt").text.strip())
+            for k in numbers]
     with path.open("w", encoding="utf-8") as f:
-        for k in numbers:
-            text = read_text(folder / f"{k}.txt").text.strip()
-            f.write(json.dumps({"id": f"mvsa-{k}", "image": str(folder / f"{k}.jpg"),
-                                "text": text}) + "\n")
+        for i in range(rows):
+            image, text = real[i % len(real)]
+            f.write(json.dumps({"id": f"row-{i}", "image": image, "text": text}) + "\n")
 
 
 def model_name(size: int, tmp: Path) -> str:
@@ -98,8 +102,8 @@ class Rates:
             self.stop.set()
             self.thread.join()
         end, rows = time.perf_counter(), self.rows_done()
-        at, done = next((t, n) for t, n in self.samples + [(end, rows)] if n > 0)
-        # nan: all rows came out at once (a job of one window), so there is no steady part
+        at, done = next((t, n) for t, n in self.samples + [(end, rows)] if n >= rows / 2)
+        # nan: the second half came out at once (a job of a window or two): no steady part
         steady = (rows - done) / (end - at) if rows > done else float("nan")
         return rows / (end - start), steady
 
@@ -143,25 +147,27 @@ def same_answers(local: Path, ray: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--size", type=int, choices=(32, 336), default=32)
-    parser.add_argument("--smoke", action="store_true", help="64 pairs, one repeat")
+    parser.add_argument("--smoke", action="store_true", help="64 rows, one repeat")
     args = parser.parse_args()
     quiet()
     if not (SHARED_DATA / "mvsa_single" / "data").is_dir():
         print(result_line(status="skipped"))
         return
     if args.smoke:
-        args.pairs, args.repeats = 64, 1
+        args.pairs, args.rows, args.repeats = 64, 64, 1
     import ray
 
     print(machine())
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        write_corpus(tmp / "in.jsonl", args.pairs)
+        write_corpus(tmp / "in.jsonl", args.pairs, args.rows)
         model = model_name(args.size, tmp)
-        banner(f"{args.pairs} pairs, {model if args.size == 32 else 'tiny LLaVA at 336 px'}")
+        banner(f"{args.rows} rows of {args.pairs} pairs, "
+               f"{model if args.size == 32 else 'tiny LLaVA at 336 px'}")
         rates = {"local": [], "ray": []}
         outs = {"local": tmp / "local.jsonl", "ray": tmp / "ray"}
         times = side_by_side({engine: runner(engine, model, tmp / "in.jsonl", out, rates)
@@ -180,7 +186,7 @@ def main() -> None:
     print(result_line(ray_over_local_steady=steady, ray_over_local_wall=wall,
                       local_steady_rows_per_s=median(r[1] for r in measured["local"]),
                       ray_steady_rows_per_s=median(r[1] for r in measured["ray"]),
-                      pairs=args.pairs, size=args.size, same_answers=same))
+                      rows=args.rows, pairs=args.pairs, size=args.size, same_answers=same))
 
 if __name__ == "__main__":
     main()
