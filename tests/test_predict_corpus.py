@@ -27,7 +27,7 @@ from llavac.models import apply_image_mode, build_tiny, model_type, resolve_inpu
 from llavac.predict import Classifier
 from llavac.predict.batching import collate, encode_pair, processor_inputs
 from llavac.predict.corpus import predict_corpus
-from llavac.predict.outfile import check_settings, repair
+from llavac.predict.outfile import check_settings, done_ids, repair
 from llavac.prompt import PromptFormat
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,3 +257,28 @@ def test_pairs_encoded_one_by_one_collate_to_the_processors_batch(name):
     assert collated.keys() == batch.keys()
     for key, value in batch.items():
         assert torch.equal(collated[key], value), key
+
+
+def test_ids_with_unicode_line_breaks_survive_a_resume(tmp_path):
+    """U+2028, U+0085 and U+000C are line breaks to str.splitlines, not to a JSONL file: ids
+    holding them are read back whole."""
+    ids = ["a\u2028b", "c\u0085d", "e\x0cf", "plain"]
+    out = tmp_path / "out.jsonl"
+    out.write_text("".join(json.dumps({"id": i, "multimodal_label": "positive"},
+                                      ensure_ascii=False) + "\n" for i in ids),
+                   encoding="utf-8")
+    assert done_ids(out) == set(ids)
+
+
+def test_the_local_engine_never_imports_ray(tmp_path, image_file):
+    rows = small_rows(tmp_path, image_file)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = ("import sys\nfrom llavac.cli import main\n"
+              f"code = main(['predict', '--model', 'tiny-llava', '--device', 'cpu', '--input', "
+              f"{str(tmp_path / 'in.jsonl')!r}, '--out', {str(tmp_path / 'out.jsonl')!r}, "
+              "'--num-workers', '0', '-q'])\n"
+              "assert code == 0 and 'ray' not in sys.modules, sorted(sys.modules)[:5]\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,6 +1,6 @@
 """``llavac predict --engine ray`` on a local 2-CPU Ray: the local engine's answers, bad-row
-reports and summary lines; a SIGKILLed driver resumed to every id exactly once; a killed
-model actor that Ray restarts while the job finishes by itself."""
+reports, abstentions and summary lines; a SIGKILLed driver resumed to every id exactly once; a
+killed model actor that Ray restarts while the job finishes by itself."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ pytestmark = pytest.mark.xdist_group("ray")  # one worker, so one Ray cluster (c
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("text_label", "image_label", "multimodal_label")
 BLOCK = ["--batch-size", "4", "predict.bucket=2"]  # blocks of 8 rows: many, in a short job
+# Abstention on both engines: the tiny model's top probabilities lie around 0.36, so some
+# slots come out "uncertain" and some not.
+MIN_CONFIDENCE = 0.36
 
 
 @dataclass
@@ -46,7 +49,8 @@ class Job:
 
     def args(self, out: Path, *more: str) -> list[str]:
         return ["predict", "--model", "tiny-llava", "--device", "cpu", "--input", str(self.input),
-                "--out", str(out), "--engine", "ray", *BLOCK, *more]
+                "--out", str(out), "--engine", "ray", *BLOCK, "--min-confidence",
+                str(MIN_CONFIDENCE), *more]
 
 
 def make_job(data: Path, folder: Path, pairs: int, classifier: Classifier) -> Job:
@@ -58,8 +62,8 @@ def make_job(data: Path, folder: Path, pairs: int, classifier: Classifier) -> Jo
         f.write(json.dumps({"id": "number", "image": first["image"], "text": 7}) + "\n")
         f.write(json.dumps({**first, "text": "the same id again"}) + "\n")
     local = folder / "local.jsonl"
-    summary = predict_corpus(config(folder / "in.jsonl", local, batch_size=4, bucket=2),
-                             classifier)
+    summary = predict_corpus(config(folder / "in.jsonl", local, batch_size=4, bucket=2,
+                                    min_confidence=MIN_CONFIDENCE), classifier)
     return Job(folder / "in.jsonl", good, local, summary.line())
 
 
@@ -85,6 +89,8 @@ def check_equal_to_local(out: Path, job: Job, pattern: str = "part-*.jsonl") -> 
     (1e-5) and skipped rows (same input rows, reasons and details)."""
     got, want = folder_rows(out, pattern), lines(job.local)
     assert [p["id"] for p in got] == job.good
+    uncertain = sum(p[k] == "uncertain" for p in want for k in LABELS)
+    assert 0 < uncertain < 3 * len(want)  # --min-confidence took some slots, not all
     for a, b in zip(got, want, strict=True):
         assert [a[k] for k in LABELS] == [b[k] for k in LABELS]
         for slot, probs in b["probabilities"].items():
@@ -140,9 +146,9 @@ def model_actors() -> list[psutil.Process]:
 def test_killed_driver_resumes_and_killed_actor_restarts_every_id_once(
         job, tmp_path, ray_cluster, capsys):
     """A quiet driver (Parquet results) is SIGKILLed after 3 blocks are committed: the same
-    command is refused, another method is refused on resume. During the --resume, the model
-    actor is SIGKILLed: Ray restarts it, the job finishes by itself, and every id is there
-    once, as the local engine wrote it."""
+    command is refused, another --min-confidence is refused on resume. During the --resume,
+    the model actor is SIGKILLed: Ray restarts it, the job finishes by itself, and every id
+    is there once, as the local engine wrote it."""
     out = tmp_path / "ray"
     args = job.args(out, "--ray-address", ray_cluster, "--out-format", "parquet")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -161,8 +167,8 @@ def test_killed_driver_resumes_and_killed_actor_restarts_every_id_once(
     capsys.readouterr()
     assert main(args) == 2  # an earlier job's output: neither resumed nor replaced silently
     assert "pass --resume to continue it or --overwrite" in capsys.readouterr().err
-    assert main([*args, "--method", "generate", "--resume"]) == 2  # not the same job
-    assert "method 'score' there, 'generate' now" in capsys.readouterr().err
+    assert main([*args, "--min-confidence", "0.5", "--resume"]) == 2  # not the same job
+    assert "min_confidence 0.36 there, 0.5 now" in capsys.readouterr().err
 
     exit_code, earlier = [], {process.pid for process in model_actors()}  # none, or dying
     resume = threading.Thread(target=lambda: exit_code.append(

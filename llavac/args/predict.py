@@ -48,7 +48,7 @@ class PredictArgs(Section):
     # (probabilities kept); None: always answer. Needs method score.
     min_confidence: float | None = None
     # Corpus jobs (--input); see llavac.predict.corpus.
-    resume: bool = False  # skip the ids already in `out` and append the rest
+    resume: bool = False  # continue the job in `out`: skip what it finished (ids, or blocks)
     overwrite: bool = False  # replace an existing `out` (without either, it is an error)
     strict: bool = False  # the first bad row is fatal instead of skipped and reported
     num_workers: int | None = None  # DataLoader workers; None: the cores per process less one, <= 4
