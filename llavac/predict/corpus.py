@@ -25,19 +25,16 @@ from pathlib import Path
 
 from llavac.args import PredictArgs, PredictConfig
 from llavac.console import Progress
-from llavac.data.records import Problem
 from llavac.data.stream import count_rows, stream_records
 from llavac.predict import outfile
 from llavac.predict.classifier import Classifier, model_settings
 from llavac.predict.loader import (
-    DONE,
     PairStream,
     default_workers,
     held_heap,
     model_threads,
 )
-from llavac.predict.prediction import Prediction
-from llavac.predict.summary import CorpusSummary, problem_line, strict_error
+from llavac.predict.summary import CorpusSummary, strict_error
 
 
 def job_settings(config: PredictConfig, classifier: Classifier | None = None) -> dict:
@@ -121,11 +118,12 @@ class _Sink:
         self.out = out.open("a", encoding="utf-8") if out else sys.stdout
         self.errors = outfile.errors_path(out).open("w", encoding="utf-8") if out else None
 
-    def prediction(self, prediction: Prediction) -> None:
-        self.out.write(prediction.to_json() + "\n")
-
-    def problem(self, row: int, problem: Problem) -> None:
-        print(problem_line(row, problem), file=self.errors or sys.stderr)
+    def write(self, prediction: str | None, problem: str | None) -> None:
+        """A row's line (``CorpusSummary.settle``), where it belongs."""
+        if prediction is not None:
+            self.out.write(prediction + "\n")
+        if problem is not None:
+            print(problem, file=self.errors or sys.stderr)
 
     def flush(self) -> None:
         self.out.flush()
@@ -168,15 +166,8 @@ def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSu
 def _settle(ready: list, job: PredictArgs, sink: _Sink, summary: CorpusSummary) -> None:
     """Write and count a model batch's outcomes, in input order; flush them."""
     for row, outcome in ready:
-        if outcome is DONE:
-            summary.already_done += 1
-        elif isinstance(outcome, Problem):
-            sink.problem(row, outcome)
-            if job.strict:
-                raise strict_error(outcome)
-            summary.skip(outcome)
-        else:
-            sink.prediction(outcome.abstain(job.min_confidence))
-            summary.predicted += 1
-            summary.unparseable += outcome.unparseable
+        prediction, problem = summary.settle(row, outcome, job.min_confidence)
+        sink.write(prediction, problem)
+        if problem is not None and job.strict:
+            raise strict_error(outcome)
     sink.flush()

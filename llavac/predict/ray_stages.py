@@ -35,7 +35,7 @@ from llavac.args import ClassifierArgs, PredictArgs
 from llavac.data.records import Problem
 from llavac.data.stream import stream_records
 from llavac.predict.blocks import BlockFolder, BlockResult
-from llavac.predict.summary import CorpusSummary, problem_line, strict_error
+from llavac.predict.summary import CorpusSummary, strict_error
 
 # The preparing and labelling stages import torch and transformers where they run (inside
 # the functions below): the read and commit workers, which load this module too, need
@@ -129,13 +129,9 @@ class ModelActor:
                            for outcome in ready), key=lambda pair: pair[0])
         result = BlockResult(block, [], [], CorpusSummary())
         for row, outcome in outcomes:
-            if isinstance(outcome, Problem):
-                result.problems.append(problem_line(row, outcome))
-                result.counts.skip(outcome)
-            else:
-                result.predictions.append(outcome.abstain(self.min_confidence).to_json())
-                result.counts.predicted += 1
-                result.counts.unparseable += outcome.unparseable
+            prediction, problem = result.counts.settle(row, outcome, self.min_confidence)
+            result.predictions += [prediction] if prediction else []
+            result.problems += [problem] if problem else []
         return result
 
 

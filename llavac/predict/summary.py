@@ -37,6 +37,21 @@ class CorpusSummary:
         if len(self.first_skipped) < FIRST_IDS_SHOWN and problem.id is not None:
             self.first_skipped.append(problem.id)
 
+    def settle(self, row: int, outcome, min_confidence: float | None
+               ) -> tuple[str | None, str | None]:
+        """Count one row's outcome (a ``Prediction``, a ``Problem``, or None for a row an
+        earlier run predicted) and return its line: ``(prediction, None)``, ``(None,
+        problem)`` or ``(None, None)``. ``min_confidence`` abstains as ``Prediction.abstain``."""
+        if outcome is None:
+            self.already_done += 1
+            return None, None
+        if isinstance(outcome, Problem):
+            self.skip(outcome)
+            return None, problem_line(row, outcome)
+        self.predicted += 1
+        self.unparseable += outcome.unparseable
+        return outcome.abstain(min_confidence).to_json(), None
+
     def add(self, other: CorpusSummary) -> None:
         """Count ``other``'s rows in as well (``other`` comes after these in the input)."""
         self.predicted += other.predicted
