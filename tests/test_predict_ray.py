@@ -74,7 +74,7 @@ def classifier() -> Classifier:
 
 @pytest.fixture(scope="module")
 def job(shared_data, tmp_path_factory, classifier) -> Job:
-    return make_job(shared_data, tmp_path_factory.mktemp("ray_job"), 300, classifier)
+    return make_job(shared_data, tmp_path_factory.mktemp("ray_job"), 160, classifier)
 
 
 def folder_rows(out: Path, pattern: str) -> list[dict]:
