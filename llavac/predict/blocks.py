@@ -10,11 +10,11 @@ block travels through the cluster as one unit and is committed as one unit::
     OUT/_llavac/job.json              the job's settings, input files included
 
 Every file is written under a temporary name starting with a dot, flushed to disk and renamed
-(:func:`outfile.write_atomic`), so a reader of ``OUT/part-*`` never sees half a file. A block
-is committed once its record exists. Its file names depend on nothing but the block, so a block
-done twice (a task Ray retried, a block in flight when the driver died) replaces its own
-files: every input row ends up exactly once, in the block that holds it. A resume skips the
-committed blocks; a job with other settings or a changed input is refused.
+(:func:`llavac.durable.write_atomic`), so a reader of ``OUT/part-*`` never sees half a file.
+A block is committed once its record exists. Its file names depend on nothing but the block,
+so a block done twice (a task Ray retried, a block in flight when the driver died) replaces
+its own files: every input row ends up exactly once, in the block that holds it. A resume
+skips the committed blocks; a job with other settings or a changed input is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llavac.args import PredictArgs
+from llavac.durable import write_atomic
 from llavac.predict import outfile
 from llavac.predict.summary import CorpusSummary
 
@@ -90,7 +91,7 @@ class BlockFolder:
                     temporary.unlink(missing_ok=True)
         for folder in (self.records, self.root / "errors"):
             folder.mkdir(parents=True, exist_ok=True)
-        outfile.write_atomic(self.job, (json.dumps(settings, indent=2) + "\n").encode())
+        outfile.write_settings(self.job, settings)
         return committed
 
     def _clear(self) -> None:
@@ -134,7 +135,7 @@ class BlockFolder:
         self._replace(self.part(result.block), self._predictions(result.predictions))
         self._replace(self.errors(result.block), _lines(result.problems))
         record = {"block": result.block, **{key: getattr(result.counts, key) for key in COUNTS}}
-        outfile.write_atomic(self.record(result.block), json.dumps(record).encode())
+        write_atomic(self.record(result.block), json.dumps(record))
 
     def _predictions(self, lines: list[str]) -> bytes | None:
         if not lines or self.suffix == ".jsonl":
@@ -153,7 +154,7 @@ class BlockFolder:
         if data is None:
             path.unlink(missing_ok=True)
         else:
-            outfile.write_atomic(path, data)
+            write_atomic(path, data)
 
 
 def _lines(lines: Iterable[str]) -> bytes | None:

@@ -3,16 +3,18 @@
 ``OUT`` holds one prediction per line (JSONL), appended and flushed batch by batch, so a job
 killed at any moment keeps what it finished; at most its last line is cut short, and
 :func:`repair` drops it. ``OUT.meta.json`` records the settings that decide the labels, so a
-resume can prove it continues the same job; it is replaced whole (:func:`write_atomic`), never
-rewritten in place, so a kill cannot leave it torn. ``OUT.errors.jsonl`` lists the skipped rows.
+resume can prove it continues the same job; it is replaced whole, never rewritten in place
+(:func:`llavac.durable.write_atomic`), so a kill cannot leave it torn. ``OUT.errors.jsonl``
+lists the skipped rows.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from llavac.durable import write_atomic
 
 _ID_DECODER = json.JSONDecoder()
 _ID_PREFIX = '{"id": '  # how Prediction.to_json starts every line
@@ -85,25 +87,4 @@ def check_settings(path: Path, settings: dict) -> None:
 
 
 def write_settings(path: Path, settings: dict) -> None:
-    write_atomic(path, (json.dumps(settings, indent=2) + "\n").encode("utf-8"))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash or a power loss leaves the old file or
-    the new one, never a mix: written to a temporary file beside it (its name starts with a
-    dot), flushed to disk, renamed over it, and the rename itself flushed."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    write_atomic(path, json.dumps(settings, indent=2) + "\n")
