@@ -66,9 +66,13 @@ from llavac.models import SMALL_SIZES, build_tiny  # noqa: E402
 from llavac.predict import Classifier  # noqa: E402
 from llavac.predict.batching import to_model  # noqa: E402
 from llavac.predict.corpus import job_settings, predict_corpus  # noqa: E402
-from llavac.predict.loader import PairStream  # noqa: E402
+from llavac.predict.loader import (  # noqa: E402
+    PairStream,
+    available_cores,
+    default_workers,
+    held_heap,
+)
 from llavac.predict.outfile import meta_path, write_settings  # noqa: E402
-from llavac.predict.shards import Shard, default_workers  # noqa: E402
 
 LLAVA_336 = {**SMALL_SIZES, "image_size": 336, "patch_size": 14, "vision_layers": 1,
              "text_layers": 1}
@@ -98,16 +102,21 @@ def pipeline(classifier: Classifier, corpus: Path, tmp: Path, pairs: int, batch:
                             classifier.fmt, batch))
     pin = classifier.model.device.type == "cuda"
 
-    def model_only():
-        for item in items:
-            batch_ = to_model(item.prompts, item.encoded, classifier.model, non_blocking=pin)
-            classifier._predict_batch(item.ids, batch_, "score")
+    def model_only():  # with the heap policy the pipeline's model runs under
+        with held_heap():
+            for item in items:
+                batch_ = to_model(item.prompts, item.encoded, classifier.model, non_blocking=pin)
+                classifier._predict_batch(item.ids, batch_, "score")
         if pin:
             import torch
 
             torch.cuda.synchronize()
 
-    workers = default_workers(Shard.from_env())
+    workers = default_workers()
+    if not pin:  # a CPU model gets the cores the pipeline leaves it (loader.model_threads)
+        import torch
+
+        torch.set_num_threads(max(1, available_cores() - workers))
 
     def end_to_end(num_workers):
         return lambda: predict_corpus(job(corpus, tmp / "e2e.jsonl", limit=pairs, batch_size=batch,
@@ -184,7 +193,7 @@ def resume_overhead(corpus: Path, tmp: Path, rows: int) -> float:
         for i in range(rows):
             f.write(json.dumps({"id": f"row-{i}", "text_label": "positive", "image_label": None,
                                 "multimodal_label": None, "probabilities": probabilities}) + "\n")
-    write_settings(meta_path(out), job_settings(classifier, config.predict, Shard()))
+    write_settings(meta_path(out), job_settings(config, classifier))
     start = time.perf_counter()
     summary = predict_corpus(config, classifier)
     seconds = time.perf_counter() - start

@@ -87,9 +87,15 @@ class Progress:
         self.bar = tqdm(total=total, desc=desc, unit=unit) if self.enabled and on_terminal() \
             else None
         self.n, self.start, self.last_line = 0, time.perf_counter(), 0.0
+        self.note = ""
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, note: str | None = None) -> None:
+        """``n`` more done; ``note``: a few words shown after the rate (e.g. errors so far)."""
         self.n += n
+        if note is not None:
+            self.note = note
+            if self.bar is not None:
+                self.bar.set_postfix_str(note, refresh=False)
         if self.bar is not None:
             self.bar.update(n)
         elif self.enabled and time.perf_counter() - self.last_line >= self.every:
@@ -98,7 +104,8 @@ class Progress:
     def _line(self) -> None:
         self.last_line = time.perf_counter()
         meter = tqdm.format_meter(self.n, self.total, self.last_line - self.start,
-                                  prefix=self.desc, unit=self.unit, ncols=0)
+                                  prefix=self.desc, unit=self.unit, ncols=0,
+                                  postfix=self.note or None)
         log.info(meter)
 
     def close(self) -> None:

@@ -126,3 +126,14 @@ def chromium():
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """One local Ray with 2 CPUs for every test that needs one (its start-up takes seconds, so
+    it is paid once; ``pytest.mark.xdist_group("ray")`` keeps those tests in one worker).
+    Yields the address another process joins it at (``--ray-address``)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,10 @@ READS_SHARED_DATA = {"bench_data.py", "bench_predict_corpus.py"}
 
 
 def run_script(script: str, *flags: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    # scratch folders land in tmp_path; one thread each: the suite runs two workers on two cores
-    env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    # scratch folders land in tmp_path; one thread each: the suite runs two workers on two cores.
+    # Ray's session folder stays where it was: its socket paths must fit in 107 bytes
+    env = {**os.environ, "TMPDIR": str(tmp_path), "RAY_TMPDIR": tempfile.gettempdir(),
+           "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(BENCHMARKS / script), *flags], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
 

@@ -26,6 +26,8 @@ def split(tmp_path_factory, synthetic_release) -> Path:
 
     out = tmp_path_factory.mktemp("cli") / "split"
     export_split(synthetic_release, "random811", out=out)
+    # A corpus whose image column is misnamed (``predict --input``): a bad column, one line.
+    (out.parent / "bad_column.csv").write_text("id,picture,text\n1,a.jpg,so happy\n")
     return out
 
 
@@ -69,6 +71,11 @@ def _bad(split: Path) -> list[list[str]]:
         ["explain", *tiny, "--input", str(split), "--grid", "0"],
         ["report", "no/such/folder"],
         ["report", str(split)],  # a folder without an evaluation
+        # a corpus with a bad column writes no output that the fixed rerun would refuse
+        ["predict", *tiny, "--input", str(split.parent / "bad_column.csv"), "--out", "p.jsonl"],
+        ["predict", *tiny, "--input", str(split), "--out", "p.jsonl", "--concurrency", "2"],
+        ["predict", *tiny, "--input", str(split), "--engine", "ray"],  # no --out folder
+        ["predict", *tiny, "--input", str(split), "--engine", "ray", "--num-workers", "2"],
     ]
 
 

@@ -15,15 +15,20 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
+from PIL import Image
 
 from llavac.args import ClassifierArgs, PredictArgs, PredictConfig
 from llavac.cli import main
 from llavac.data import read_text
 from llavac.data.records import Problem, Record
 from llavac.data.stream import count_rows, stream_records
+from llavac.models import apply_image_mode, build_tiny, model_type, resolve_inputs
 from llavac.predict import Classifier
+from llavac.predict.batching import collate, encode_pair, processor_inputs
 from llavac.predict.corpus import predict_corpus
-from llavac.predict.outfile import repair
+from llavac.predict.outfile import check_settings, done_ids, repair
+from llavac.prompt import PromptFormat
 
 REPO = Path(__file__).resolve().parents[1]
 BAD_IDS = {"gone": "missing_image", "not-an-image": "unreadable_image", "no-text": "missing_text"}
@@ -71,8 +76,9 @@ def test_two_thousand_real_pairs_with_three_bad_rows(shared_data, tmp_path, clas
     assert errors == BAD_IDS
     assert (summary.predicted, summary.skipped, summary.already_done) == (
         2000, {"missing_image": 1, "missing_text": 1, "unreadable_image": 1}, 0)
-    assert "predicted 2000, skipped 3 (missing_image 1, missing_text 1, unreadable_image 1)" \
-        in summary.line()
+    assert summary.line().startswith(
+        "records: 2000 predicted; 3 skipped (missing_image 1, missing_text 1, unreadable_image 1;"
+        " first ids: gone, not-an-image, no-text); 0 already done; ")
 
 
 def test_sigkill_then_resume_gives_every_id_once(shared_data, tmp_path, classifier, capsys):
@@ -108,7 +114,7 @@ def test_sigkill_then_resume_gives_every_id_once(shared_data, tmp_path, classifi
     assert main([*args, "--method", "generate", "--resume"]) == 2  # not the same job
     assert "method 'score' there, 'generate' now" in capsys.readouterr().err
     assert main([*args, "--resume", "predict.progress=false"]) == 0
-    assert f"already done {held}" in capsys.readouterr().err
+    assert f"; {held} already done; " in capsys.readouterr().err
 
     resumed, expected = lines(out), lines(reference)
     assert [p["id"] for p in resumed] == good
@@ -203,3 +209,76 @@ def test_repair_cuts_only_a_torn_last_line(tmp_path):
     assert repair(path) == len('{"id": "c", "te')
     assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n'
     assert repair(path) == 0
+
+
+def test_a_sidecar_rewrite_killed_at_any_moment_leaves_it_whole(tmp_path):
+    """OUT.meta.json is written as a resume writes it, over and over, by a process SIGKILLed
+    ten times at random moments: each time the sidecar is whole and proves the same job (a
+    write in place would leave it torn about as often as not)."""
+    meta = tmp_path / "out.jsonl.meta.json"
+    settings = {"model": "tiny-llava", "input": str(tmp_path / "in.jsonl"),
+                "prompt": "full " * 2000}  # long enough that a write takes a while
+    script = ("import json, sys\nfrom pathlib import Path\n"
+              "from llavac.predict.outfile import write_settings\n"
+              "path, settings = Path(sys.argv[1]), json.loads(sys.argv[2])\n"
+              "while True:\n    write_settings(path, settings)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(10):
+        meta.unlink(missing_ok=True)
+        writer = subprocess.Popen([sys.executable, "-c", script, str(meta), json.dumps(settings)],
+                                  env=env)
+        deadline = time.monotonic() + 60
+        while not meta.exists():  # the first write is done: the loop is rewriting it now
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer failed"
+            time.sleep(0.01)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        check_settings(meta, settings)
+    # A kill may leave a temporary file beside it; its name starts with a dot.
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [meta.name]
+
+
+@pytest.mark.parametrize("name", ["tiny-llava", "tiny-llava-next", "tiny-paligemma",
+                                  "tiny-gemma3", "tiny-idefics3"])
+def test_pairs_encoded_one_by_one_collate_to_the_processors_batch(name):
+    """Workers encode each pair as its image is decoded; collating those encodings gives
+    exactly the tensors the processor gives for the whole batch (images of different sizes,
+    so LLaVA-NeXT's tile counts differ; texts of different lengths)."""
+    _, processor = build_tiny(name, 0)
+    image_mode, system = resolve_inputs(model_type(name), None, None)
+    apply_image_mode(processor, image_mode)
+    fmt = PromptFormat.from_name("full", system)
+    images = [Image.new("RGB", (40 + 90 * i, 30 + 7 * i), (60 * i, 50, 90)) for i in range(3)]
+    texts = ["a", "so happy with this view today", "b c d"]
+    _, batch = processor_inputs(processor, fmt, images, texts)
+    pairs = [encode_pair(processor, fmt, image, text)[1]
+             for image, text in zip(images, texts, strict=True)]
+    collated = collate(pairs, processor.tokenizer.pad_token_id)
+    assert collated.keys() == batch.keys()
+    for key, value in batch.items():
+        assert torch.equal(collated[key], value), key
+
+
+def test_ids_with_unicode_line_breaks_survive_a_resume(tmp_path):
+    """U+2028, U+0085 and U+000C are line breaks to str.splitlines, not to a JSONL file: ids
+    holding them are read back whole."""
+    ids = ["a\u2028b", "c\u0085d", "e\x0cf", "plain"]
+    out = tmp_path / "out.jsonl"
+    out.write_text("".join(json.dumps({"id": i, "multimodal_label": "positive"},
+                                      ensure_ascii=False) + "\n" for i in ids),
+                   encoding="utf-8")
+    assert done_ids(out) == set(ids)
+
+
+def test_the_local_engine_never_imports_ray(tmp_path, image_file):
+    rows = small_rows(tmp_path, image_file)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = ("import sys\nfrom llavac.cli import main\n"
+              f"code = main(['predict', '--model', 'tiny-llava', '--device', 'cpu', '--input', "
+              f"{str(tmp_path / 'in.jsonl')!r}, '--out', {str(tmp_path / 'out.jsonl')!r}, "
+              "'--num-workers', '0', '-q'])\n"
+              "assert code == 0 and 'ray' not in sys.modules, sorted(sys.modules)[:5]\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -8,6 +8,9 @@ from typing import ClassVar
 
 from llavac.args.common import METHODS, ClassifierArgs, DataArgs, Section
 
+ENGINES = ("local", "ray")
+OUT_FORMATS = ("jsonl", "parquet")
+
 
 @dataclass
 class EvalArgs(Section):
@@ -47,7 +50,7 @@ class PredictArgs(Section):
     image: str | None = None  # one image ...
     text: str | None = None  # ... and its text
     input: str | None = None  # or a JSONL / CSV / Parquet file or an exported split folder
-    out: str | None = None  # JSONL predictions; None: stdout
+    out: str | None = None  # JSONL predictions (engine ray: a folder); None: stdout
     method: str = "score"
     batch_size: int = 16
     progress: bool = True
@@ -55,7 +58,7 @@ class PredictArgs(Section):
     # (probabilities kept); None: always answer. Needs method score.
     min_confidence: float | None = None
     # Corpus jobs (--input); see llavac.predict.corpus.
-    resume: bool = False  # skip the ids already in `out` and append the rest
+    resume: bool = False  # continue the job in `out`: skip what it finished (ids, or blocks)
     overwrite: bool = False  # replace an existing `out` (without either, it is an error)
     strict: bool = False  # the first bad row is fatal instead of skipped and reported
     num_workers: int | None = None  # DataLoader workers; None: the cores per process less one, <= 4
@@ -63,9 +66,21 @@ class PredictArgs(Section):
     bucket: int = 8  # batches per length-sorted window: less padding, a few windows of memory
     progress_every: float = 30.0  # seconds between progress lines when stderr is not a terminal
     max_image_pixels: int = 4096 * 4096  # width x height above which an image is refused
+    # Where the job runs (llavac.predict.corpus): local (this process and its DataLoader
+    # workers; `out` is one JSONL file) or ray (a Ray cluster; `out` is a folder of files,
+    # committed one window of batch_size * bucket rows at a time; pip install "llavac[ray]").
+    # Keys of the ray engine with the local one are refused when the job starts, once every
+    # flag and override is applied (llavac.predict.corpus).
+    engine: str = "local"
+    ray_address: str | None = None  # engine ray: auto | ray://HOST:PORT | None: a local Ray
+    concurrency: int | None = None  # engine ray: model actors; None: one per GPU, else 1
+    out_format: str = "jsonl"  # engine ray: jsonl | parquet result files
 
     def __post_init__(self):
         self._one_of("method", METHODS)
+        self._one_of("engine", ENGINES)
+        self._one_of("out_format", OUT_FORMATS)
+        self._at_least("concurrency", 1, optional=True)
         self._at_least("batch_size", 1)
         self._at_least("num_workers", 0, optional=True)
         self._at_least("limit", 0, optional=True)

@@ -154,11 +154,9 @@ def predict_command(args: argparse.Namespace) -> int:
         if not Path(job.input).exists():
             raise FileNotFoundError(f"--input {job.input}: no such file or folder")
         summary = predict_corpus(config)
-        if summary.out is not None:
-            log.info(f"wrote {summary.out} (skipped rows: {summary.errors})")
         log.info(summary.line())
-        if job.method == "generate":
-            log.info(f"unparseable answers: {summary.unparseable} of {summary.predicted}")
+        if summary.wrote() is not None:
+            log.info(summary.wrote())
         return 0
     classifier = Classifier.from_args(config.model)
     limits = image_limits(classifier.processor, job.max_image_pixels, "predict.max_image_pixels")

@@ -70,6 +70,10 @@ PREDICT_FLAGS = [
     Flag("--strict", "predict.strict", "the first bad row is fatal (default: skip, report)"),
     Flag("--num-workers", "predict.num_workers", "DataLoader workers opening the images"),
     Flag("--limit", "predict.limit", "only the first N input rows"),
+    Flag("--engine", "predict.engine", "local | ray (a Ray cluster; --out is then a folder)"),
+    Flag("--ray-address", "predict.ray_address", "auto | ray://HOST:PORT (unset: a local Ray)"),
+    Flag("--concurrency", "predict.concurrency", "Ray model actors (unset: one per GPU)"),
+    Flag("--out-format", "predict.out_format", "jsonl | parquet result files (engine ray)"),
 ]
 CALIBRATE_FLAGS = [
     Flag("--model", "model.name", "base model (default: the one the run names)"),

@@ -22,8 +22,9 @@ PART_NAMES = ("train", "validation", "test", "all")  # an exported split's files
 PARQUET_BATCH = 1024  # rows decoded from a Parquet file at a time
 
 
-def _files(path: Path) -> list[Path]:
+def input_files(path: str | Path) -> list[Path]:
     """The data files of ``path``: itself, or an exported split folder's part files."""
+    path = Path(path).resolve()
     if path.is_dir():
         files = [path / f"{name}.jsonl" for name in PART_NAMES]
         files = [file for file in files if file.is_file()]
@@ -65,20 +66,26 @@ class Done:
 
 
 def stream_records(path: str | Path, limit: int | None = None,
-                   done: Container[str] = frozenset()) -> Iterator[Record | Problem | Done]:
+                   done: Container[str] = frozenset(), done_rows: Container[int] = frozenset()
+                   ) -> Iterator[Record | Problem | Done]:
     """One ``Record``, ``Problem`` or ``Done`` per row of ``path``, in file order (the first
     ``limit`` rows when given). Images are checked to exist, not opened: that happens where
-    the pixels are needed. A row whose id is in ``done`` (a resumed job) is only named, which
-    saves resolving and checking its paths (most of the reading time)."""
+    the pixels are needed. A row whose id is in ``done``, or whose position (0, 1, ... over
+    all rows) is in ``done_rows``, belongs to a resumed job's finished part and is only
+    named, which saves resolving and checking its paths (most of the reading time); its id
+    still counts for the duplicate check."""
     path = Path(path).resolve()
-    files = _files(path)
+    files = input_files(path)
     seen: set[str] = set()
 
     def rows() -> Iterator[Record | Problem | Done]:
+        position = 0
         for file in files:
             for number, fields in _rows(file):
                 row_id = own_id(fields, number) if isinstance(fields, dict) else None
-                yield Done(row_id) if row_id in done else own_record(fields, number, file)
+                finished = row_id in done or position in done_rows
+                yield Done(row_id) if finished else own_record(fields, number, file)
+                position += 1
 
     for row in islice(rows(), limit):
         if row.id is not None and row.id in seen:
@@ -93,7 +100,7 @@ def count_rows(path: str | Path, limit: int | None = None) -> int:
     """About how many rows ``path`` holds (at most ``limit``), cheaply, for a progress bar's
     total: Parquet metadata, else newlines (a CSV cell with a line break counts twice)."""
     total = 0
-    for file in _files(Path(path).resolve()):
+    for file in input_files(path):
         if file.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from llavac.models import multimodal_rope_index
 from llavac.prompt import PromptFormat, render
@@ -61,6 +62,39 @@ def processor_inputs(processor, fmt: PromptFormat, images, texts: list[str]) -> 
                         return_tensors="pt")
     encoded.pop("labels", None)  # PaliGemma's processor adds them (all ignored without a suffix)
     return prompts, dict(encoded)
+
+
+def encode_pair(processor, fmt: PromptFormat, image, text: str) -> tuple[str, dict]:
+    """``(prompt, tensors)`` of one pair, batch dimension 1. Corpus prediction encodes each pair
+    as soon as its image is decoded, so that only one full-size image is ever held, and
+    :func:`collate` joins the pairs of a batch."""
+    prompts, encoded = processor_inputs(processor, fmt, [image], [text])
+    return prompts[0], encoded
+
+
+def collate(encoded: list[dict], pad_token_id: int) -> dict:
+    """One batch from :func:`encode_pair` outputs: exactly what the processor gives for the
+    whole batch at once (``tests/test_predict_corpus.py`` checks it for every tiny family).
+
+    Token rows (2-D, as long as the pair's ``input_ids``) are padded on the left, ``input_ids``
+    with the pad token and the others (attention mask, token types) with 0. Image tensors are
+    padded with zeros at the end of each dimension to the batch's largest, as processors pad
+    a varying number of image tiles (LLaVA-NeXT, Idefics3)."""
+    length = max(pair["input_ids"].shape[1] for pair in encoded)
+    batch = {}
+    for key in encoded[0]:
+        values = [pair[key] for pair in encoded]
+        if all(value.dim() == 2 and value.shape[1] == pair["input_ids"].shape[1]
+               for value, pair in zip(values, encoded, strict=True)):
+            fill = pad_token_id if key == "input_ids" else 0
+            values = [F.pad(value, (length - value.shape[1], 0), value=fill) for value in values]
+        else:
+            largest = [max(sizes) for sizes in zip(*(value.shape for value in values), strict=True)]
+            values = [F.pad(value, [pad for have, want in zip(value.shape[::-1], largest[::-1],
+                                                               strict=True)
+                                    for pad in (0, want - have)]) for value in values]
+        batch[key] = torch.cat(values)
+    return batch
 
 
 def to_model(prompts: list[str], encoded: dict, model, non_blocking: bool = False) -> PromptBatch:

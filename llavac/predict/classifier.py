@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence, Sized
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,92 +24,25 @@ import yaml
 
 from llavac.args import ClassifierArgs
 from llavac.console import Progress
-from llavac.jsonl import write_jsonl
-from llavac.labels import SLOT_FIELDS
 from llavac.models import (
     apply_inputs,
     load_model,
     load_processor,
     model_facts,
     model_family,
+    model_type,
     peft_wrapping,
     resolve_dtype,
     resolve_inputs,
 )
 from llavac.predict.batching import PromptBatch, encode_prompts, to_model
 from llavac.predict.generation import answer_token_budget, generate_answers
+from llavac.predict.prediction import Prediction
 from llavac.predict.scoring import LabelScorer
 from llavac.prompt import PromptFormat
 
 METHODS = ("score", "generate")
 CALIBRATION_FILE = "calibration.json"  # written into a run folder by ``llavac calibrate``
-# The label of a slot whose top probability is below ``min_confidence``: a deliberate
-# non-answer. Metrics count it as wrong, as an unparseable answer; only the selective
-# (accuracy-at-coverage) figures treat it as "not answered".
-UNCERTAIN = "uncertain"
-
-
-@dataclass
-class Prediction:
-    """One pair's predicted labels.
-
-    ``score`` fills ``probabilities`` (``{slot: {label: p}}``, each slot summing to 1) and
-    always gives a label for every slot the prompt asks. ``generate`` keeps the raw
-    ``answer``; when it does not parse, all labels are ``None``. Slots the prompt does not ask
-    (text and image for the multimodal-only prompt) are ``None`` as well. A slot abstained
-    from (``min_confidence``) has the label ``"uncertain"`` and keeps its probabilities.
-    """
-
-    id: str
-    text_label: str | None = None
-    image_label: str | None = None
-    multimodal_label: str | None = None
-    probabilities: dict[str, dict[str, float]] | None = None
-    answer: str | None = None
-    gold: dict[str, str] | None = None  # the record's labels, set by evaluate
-
-    def label(self, slot: str) -> str | None:
-        return getattr(self, SLOT_FIELDS[slot])
-
-    @property
-    def unparseable(self) -> bool:
-        """A generated answer that is not one label per slot (never true for ``score``)."""
-        return self.answer is not None and self.multimodal_label is None
-
-    @classmethod
-    def from_labels(cls, id: str, labels: dict[str, str] | None, **extra) -> Prediction:
-        labels = labels or {}
-        return cls(id, **{field: labels.get(slot) for slot, field in SLOT_FIELDS.items()},
-                   **extra)
-
-    def abstain(self, min_confidence: float | None) -> Prediction:
-        """Label ``"uncertain"`` every slot whose top probability is below ``min_confidence``
-        (in place; returns ``self``). Needs probabilities, i.e. ``method="score"``."""
-        if min_confidence is None:
-            return self
-        if self.probabilities is None:
-            raise ValueError("min_confidence needs probabilities: predict with method "
-                             "'score' (generate gives none)")
-        for slot, probs in self.probabilities.items():
-            if max(probs.values()) < min_confidence:
-                setattr(self, SLOT_FIELDS[slot], UNCERTAIN)
-        return self
-
-    def to_json(self) -> str:
-        """The labels always; ``probabilities`` or ``answer``, whichever the method gave, and
-        ``gold`` when evaluation set it."""
-        fields = asdict(self)
-        for optional in ("probabilities", "answer", "gold"):
-            if fields[optional] is None:
-                del fields[optional]
-        return json.dumps(fields, ensure_ascii=False)
-
-
-def write_predictions(predictions: Iterable[Prediction], path: str | Path) -> Path:
-    """One JSON object per line, in the order given."""
-    return write_jsonl(predictions, path)
-
-
 @dataclass
 class _Run:
     """What a classifier is loaded from: a base model and, optionally, trained weights."""
@@ -166,6 +99,14 @@ class _Run:
             )
         return cls(model, weights, config)
 
+    def processor(self):
+        """The processor a training run saved (it may differ from the base model's), else the
+        base model's; no weights are loaded."""
+        saved = self.weights.parent / "processor" if self.weights is not None else None
+        if self.config and saved is not None and saved.is_dir():
+            return load_processor(self.name, saved=saved)
+        return load_processor(self.name, self.seed)
+
     def load(self, dtype: str | None, device: str):
         """``(model, processor)``: the base model with the weights merged in."""
         from transformers import AutoModelForImageTextToText
@@ -185,6 +126,30 @@ class _Run:
         if self.config and run_processor.exists():
             processor = load_processor(self.name, saved=run_processor)
         return model, processor
+
+
+def model_settings(args: ClassifierArgs) -> dict:
+    """What decides the labels of the classifier ``args`` names (the keys of
+    :attr:`Classifier.settings`), resolved as :meth:`Classifier.from_args` resolves it but
+    without loading the weights: what a corpus job records, so that a resume can prove it is
+    the same job."""
+    run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
+    image_mode, system = resolve_inputs(model_type(run.name),
+                                        *run.inputs(args.image_mode, args.system))
+    adapter = str(Path(args.adapter).resolve()) if args.adapter else None
+    temperatures = read_temperatures(args.adapter or run.exported) if args.calibrated else None
+    return {"model": run.name, "adapter": adapter, "seed": run.seed,
+            "dtype": args.dtype or run.model.get("dtype"), "prompt": args.prompt or run.prompt,
+            "system": system, "image_mode": image_mode, "temperatures": temperatures}
+
+
+def model_inputs(args: ClassifierArgs) -> tuple[object, PromptFormat]:
+    """``(processor, prompt format)`` exactly as :meth:`Classifier.from_args` sets them up,
+    without loading the weights: what a CPU worker needs to prepare a 7B model's inputs."""
+    settings = model_settings(args)
+    run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
+    processor = apply_inputs(run.processor(), settings["image_mode"], settings["system"])
+    return processor, PromptFormat.from_name(settings["prompt"], settings["system"])
 
 
 def read_temperatures(adapter: str | Path | None) -> dict[str, float] | None:
@@ -236,6 +201,16 @@ class Classifier:
                                                   self.scorer.answer_separator)
         self.source = {**(source or {}), "prompt": self.fmt.name, "system": self.fmt.system,
                        **model_facts(model)}
+
+    @property
+    def settings(self) -> dict:
+        """What decides this classifier's labels: base model, adapter, seed, dtype, prompt,
+        system sentence, image mode and temperatures (a corpus job records them)."""
+        adapter = self.source.get("adapter")
+        return {"model": self.source.get("model") or self.source.get("name_or_path"),
+                "adapter": str(Path(adapter).resolve()) if adapter else None,
+                **{key: self.source.get(key) for key in ("seed", "dtype", "prompt", "system",
+                                                          "image_mode", "temperatures")}}
 
     @classmethod
     def from_args(cls, args: ClassifierArgs) -> Classifier:
@@ -323,21 +298,25 @@ class Classifier:
 
         from llavac.predict.loader import in_order
 
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
         pin = self.model.device.type == "cuda"
         loader = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin)
+        return in_order(self.predict_items(loader, method, non_blocking=pin))
 
-        def outcomes():
-            for item in loader:
-                done = []
-                if item.ids:
-                    batch = to_model(item.prompts, item.encoded, self.model, non_blocking=pin)
-                    done = zip(item.ordinals, self._predict_batch(item.ids, batch, method),
-                               strict=True)
-                yield [*item.skipped, *done]
-
-        return in_order(outcomes())
+    def predict_items(self, items: Iterable, method: str, non_blocking: bool = False
+                      ) -> Iterator[list[tuple[int, object]]]:
+        """Per ``loader.Item``, its rows as ``(ordinal, Prediction | Problem | None)``, in the
+        order the item holds them (skipped rows first)."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
+        for item in items:
+            if item.error is not None:
+                raise ValueError(item.error)
+            done = []
+            if item.ids:
+                batch = to_model(item.prompts, item.encoded, self.model, non_blocking)
+                done = zip(item.ordinals, self._predict_batch(item.ids, batch, method),
+                           strict=True)
+            yield [*item.skipped, *done]
 
     def classify(self, items: Sequence[tuple], method: str = "score", batch_size: int = 16,
                  min_confidence: float | None = None) -> list[Prediction]:

@@ -22,7 +22,6 @@ from llavac.models import (
     apply_inputs,
     describe_image,
     is_prefix_lm,
-    load_processor,
     model_type,
     resolve_inputs,
 )
@@ -66,7 +65,7 @@ def view_prompt(config: PromptConfig) -> PromptView:
     run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
     family = model_type(run.name)
     image_mode, system = resolve_inputs(family, *run.inputs(args.image_mode, args.system))
-    processor = apply_inputs(_run_processor(run), image_mode, system)
+    processor = apply_inputs(run.processor(), image_mode, system)
     fmt = PromptFormat.from_name(args.prompt or run.prompt, system)
     image = open_rgb(example.image) if example.image else Image.new(
         "RGB", (_STAND_IN_SIDE, _STAND_IN_SIDE), "grey")
@@ -82,15 +81,6 @@ def view_prompt(config: PromptConfig) -> PromptView:
         image_processor=type(processor.image_processor).__name__,
         image=describe_image(processor, image_mode, image) if example.image else None,
         **_encoded(processor, batch))
-
-
-def _run_processor(run: _Run):
-    """The processor a training run saved (it may differ from the base model's), else the
-    base model's."""
-    saved = run.weights.parent / "processor" if run.weights is not None else None
-    if run.config and saved is not None and saved.is_dir():
-        return load_processor(run.name, saved=saved)
-    return load_processor(run.name, run.seed)
 
 
 def _answer(fmt: PromptFormat, answer: str | None) -> str | None:
