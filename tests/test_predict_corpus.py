@@ -282,3 +282,24 @@ def test_the_local_engine_never_imports_ray(tmp_path, image_file):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_images_over_the_pixel_bound_or_of_a_refused_format_are_skipped_by_kind(
+        tmp_path, image_file, classifier):
+    """predict.max_image_pixels bounds a corpus job's images as it bounds the server's: an
+    image above it, and one in a format outside the allowlist, are skipped rows counted
+    under their own kinds, read from the header before anything is decoded."""
+    image_file(tmp_path / "small.png", fmt="PNG", size=(20, 16))
+    image_file(tmp_path / "large.png", fmt="PNG", size=(64, 64))
+    image_file(tmp_path / "scan.tiff", fmt="TIFF", size=(20, 16))
+    rows = [{"id": "small", "image": "small.png", "text": "fine"},
+            {"id": "large", "image": "large.png", "text": "too many pixels"},
+            {"id": "scan", "image": "scan.tiff", "text": "not an allowed format"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    summary = predict_corpus(config(tmp_path / "in.jsonl", out, max_image_pixels=32 * 32),
+                             classifier)
+    assert (summary.predicted, summary.skipped) == (1, {"image_too_large": 1, "format": 1})
+    assert [p["id"] for p in lines(out)] == ["small"]
+    errors = {e["id"]: e for e in lines(Path(f"{out}.errors.jsonl"))}
+    assert "predict.max_image_pixels" in errors["large"]["detail"]

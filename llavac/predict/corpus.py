@@ -26,6 +26,7 @@ from pathlib import Path
 from llavac.args import PredictArgs, PredictConfig
 from llavac.console import Progress
 from llavac.data.stream import count_rows, stream_records
+from llavac.models import image_limits
 from llavac.predict import outfile
 from llavac.predict.classifier import Classifier, model_settings
 from llavac.predict.loader import (
@@ -142,8 +143,9 @@ def _run(classifier: Classifier, job: PredictArgs, out: Path | None) -> CorpusSu
     done: frozenset[str] = frozenset()
     if job.resume and out is not None:
         done = frozenset(outfile.done_ids(out))
+    limits = image_limits(classifier.processor, job.max_image_pixels, "predict.max_image_pixels")
     stream = PairStream(lambda: stream_records(job.input, job.limit, done), classifier.processor,
-                        classifier.fmt, job.batch_size, job.bucket)
+                        classifier.fmt, job.batch_size, job.bucket, limits)
     workers = job.num_workers if job.num_workers is not None else default_workers()
     summary = CorpusSummary(out=str(out) if out else None, method=job.method,
                             errors=str(outfile.errors_path(out)) if out else None)

@@ -28,7 +28,7 @@ from itertools import islice
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from llavac.data.images import UnreadableImage, open_rgb
+from llavac.data.images import DEFAULT_LIMITS, ImageLimits, UnreadableImage, open_rgb
 from llavac.data.records import Problem
 from llavac.data.stream import Done
 from llavac.predict.batching import collate, encode_pair
@@ -133,9 +133,10 @@ class Item:
 
 
 def prepare_window(window: list[tuple[int, object]], processor, fmt: PromptFormat,
-                   batch_size: int) -> Iterator[Item]:
+                   batch_size: int, limits: ImageLimits = DEFAULT_LIMITS) -> Iterator[Item]:
     """The batches of a window of ``(ordinal, Record | Problem | Done)``, shortest texts first;
-    the first item carries the rows the reader skipped and the rows already done."""
+    the first item carries the rows the reader skipped and the rows already done. Images are
+    opened within ``limits`` (a larger one is a skipped row)."""
     skipped: list[tuple[int, Problem | None]] = []
     todo = []
     for ordinal, row in window:
@@ -148,21 +149,21 @@ def prepare_window(window: list[tuple[int, object]], processor, fmt: PromptForma
     todo.sort(key=lambda pair: len(pair[1].text))
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     for batch in batches or [[]]:
-        yield _prepare_batch(batch, skipped, processor, fmt)
+        yield _prepare_batch(batch, skipped, processor, fmt, limits)
         skipped = []
 
 
-def _prepare_batch(batch: list, skipped: list, processor, fmt: PromptFormat) -> Item:
+def _prepare_batch(batch: list, skipped: list, processor, fmt: PromptFormat,
+                   limits: ImageLimits) -> Item:
     """Open each image and encode its pair at once (a failure skips that row), then collate."""
     item = Item(skipped=list(skipped))
     pairs = []
     for ordinal, record in batch:
         try:
-            image = open_rgb(record.image)
-        except UnreadableImage as error:
+            image = open_rgb(record.image, limits)
+        except UnreadableImage as error:  # counted under its kind: format, image_too_large ...
             item.skipped.append(
-                (ordinal, Problem(record.id, str(record.image), "unreadable_image", str(error)))
-            )
+                (ordinal, Problem(record.id, str(record.image), error.reason, str(error))))
             continue
         prompt, encoded = encode_pair(processor, fmt, image, record.text)
         item.ordinals.append(ordinal)
@@ -179,8 +180,8 @@ class PairStream(IterableDataset):
     order), one window of ``batch_size * bucket`` rows per worker in turn."""
 
     def __init__(self, rows: Callable[[], Iterable], processor, fmt: PromptFormat,
-                 batch_size: int, bucket: int = 8):
-        self.rows, self.processor, self.fmt = rows, processor, fmt
+                 batch_size: int, bucket: int = 8, limits: ImageLimits = DEFAULT_LIMITS):
+        self.rows, self.processor, self.fmt, self.limits = rows, processor, fmt, limits
         self.batch_size, self.window = batch_size, batch_size * bucket
 
     def __iter__(self) -> Iterator[Item]:
@@ -192,7 +193,7 @@ class PairStream(IterableDataset):
             while window := list(islice(numbered, self.window)):
                 if index % workers == worker:
                     yield from prepare_window(window, self.processor, self.fmt,
-                                              self.batch_size)
+                                              self.batch_size, self.limits)
                     release_memory()
                 index += 1
         except (ValueError, FileNotFoundError) as error:  # the input itself is bad

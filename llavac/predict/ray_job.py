@@ -113,7 +113,8 @@ def _plan(config: PredictConfig, committed: frozenset[int]) -> tuple[ray.data.Da
     blocks = ray.data.read_datasource(InputBlocks(job, committed), num_cpus=LIGHT_TASK_CPUS)
     prepared = blocks.map_batches(
         prepare_blocks, batch_size=1, num_cpus=1, runtime_env=PREPARE_ENV,
-        fn_kwargs={"model": model, "batch_size": job.batch_size, "strict": job.strict})
+        fn_kwargs={"model": model, "batch_size": job.batch_size,
+                   "max_pixels": job.max_image_pixels, "strict": job.strict})
     return prepared.map_batches(
         ModelActor, batch_size=1, num_cpus=1, num_gpus=1 if gpus else 0, runtime_env=MODEL_ENV,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors),

@@ -90,15 +90,18 @@ def _inputs(model: str):
     return model_inputs(ClassifierArgs(**json.loads(model)))
 
 
-def prepare_blocks(batch: dict, model: str, batch_size: int, strict: bool) -> dict:
+def prepare_blocks(batch: dict, model: str, batch_size: int, max_pixels: int,
+                   strict: bool) -> dict:
     """Each block's rows as the model's batches (``loader.Item``s), images decoded one at a
-    time; with ``strict`` the block's first bad row stops the job."""
+    time within ``max_pixels``; with ``strict`` the block's first bad row stops the job."""
+    from llavac.models import image_limits
     from llavac.predict.loader import prepare_window, release_memory
 
     processor, fmt = _inputs(model)
+    limits = image_limits(processor, max_pixels, "predict.max_image_pixels")
     prepared = []
     for payload in batch["rows"]:
-        items = list(prepare_window(pickle.loads(payload), processor, fmt, batch_size))
+        items = list(prepare_window(pickle.loads(payload), processor, fmt, batch_size, limits))
         if strict:
             problems = [p for item in items for _, p in item.skipped if isinstance(p, Problem)]
             if problems:
