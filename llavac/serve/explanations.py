@@ -1,0 +1,68 @@
+"""``POST /v1/explain``: the occlusion explanation of one pair (:mod:`llavac.explain`), served.
+
+An explanation scores ``3 + words + grid**2`` variants of the pair (about 50 for a tweet on
+the default 6 x 6 grid), so it is bounded before anything is decoded: the grid by
+``serve.max_explain_grid``, the variants by ``serve.max_explain_variants`` (at most
+``serve.max_queue``). The variants join the same queue as classify requests and are scored
+by the same batcher in batches of ``serve.max_batch_size``: an explanation costs its place
+in the queue like a batch request of as many pairs, and a full queue refuses it with 503.
+
+The heatmap travels as numbers (one drop per cell per slot, about 2 kB of JSON for three
+slots on the default grid), not as a picture: the client already has the image, and a
+336 px PNG per slot would be a hundred times larger. The page draws the cells over the
+image on a canvas.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+
+from llavac.explain import DEFAULT_GRID, occlusions, variant_count
+from llavac.predict.loader import release_memory
+from llavac.serve.errors import ApiError
+from llavac.serve.inputs import RELEASE_AFTER_PIXELS, Upload, decode_uploads
+from llavac.serve.limits import ServeLimits
+
+
+def explain_grid(value: str | None, limits: ServeLimits) -> int:
+    """The ``?grid=N`` query parameter: cells per side, 1 to ``serve.max_explain_grid``."""
+    if value is None:
+        return DEFAULT_GRID
+    try:
+        grid = int(value)
+    except ValueError:
+        grid = 0
+    if not 1 <= grid <= limits.max_explain_grid:
+        raise ApiError(422, f"grid must be a whole number of cells per side in 1.."
+                       f"{limits.max_explain_grid}, got {value!r}", "grid")
+    return grid
+
+
+def check_cost(text: str, grid: int, limits: ServeLimits) -> int:
+    """The variants explaining ``text`` on ``grid`` costs; 413 past the server's limit."""
+    variants = variant_count(text, grid)
+    if variants > limits.max_explain_variants:
+        raise ApiError(413, f"explaining this pair takes {variants} forward passes (3 + "
+                       f"{len(text.split())} words + {grid}x{grid} cells); the limit is "
+                       f"{limits.max_explain_variants} (serve.max_explain_variants): send "
+                       "a shorter text or a smaller grid", "text")
+    return variants
+
+
+async def explain_upload(upload: Upload, grid: int, state) -> dict:
+    """The explanation of one upload as JSON (:meth:`Explanation.to_dict` without the id,
+    which names nothing here), plus the number of variants scored."""
+    if state.args.method != "score":
+        raise ApiError(422, "explanations read probabilities: the server runs method "
+                       f"{state.args.method!r}", None)
+    variants = check_cost(upload.text, grid, state.limits)
+    [(image, text)], pixels = await decode_uploads([upload], state)
+    try:
+        pair = await run_in_threadpool(occlusions, state.classifier, image, text, grid)
+        predictions = await state.batcher.submit(pair.variants)
+        explanation = pair.explanation("", [p.probabilities for p in predictions])
+        return {"variants": variants,
+                **{k: v for k, v in explanation.to_dict().items() if k != "id"}}
+    finally:
+        if pixels >= RELEASE_AFTER_PIXELS:
+            await run_in_threadpool(release_memory)
