@@ -2,10 +2,11 @@
 
 An explanation scores ``3 + words + grid**2`` variants of the pair (about 50 for a tweet on
 the default 6 x 6 grid), so it is bounded before anything is decoded: the grid by
-``serve.max_explain_grid``, the variants by ``serve.max_explain_variants`` (at most
-``serve.max_queue``). The variants join the same queue as classify requests and are scored
-by the same batcher in batches of ``serve.max_batch_size``: an explanation costs its place
-in the queue like a batch request of as many pairs, and a full queue refuses it with 503.
+``serve.max_explain_grid``, the variants by ``serve.max_explain_variants`` (and by
+``serve.max_queue``, which holds them while they wait). The variants join the queue of the
+classify requests and are scored by the same batcher, ``serve.max_batch_size`` at a time:
+an explanation takes its place in the queue like a batch request of as many pairs, and a
+full queue refuses it with 503.
 
 The heatmap travels as numbers (one drop per cell per slot, about 2 kB of JSON for three
 slots on the default grid), not as a picture: the client already has the image, and a
@@ -44,8 +45,8 @@ def check_cost(text: str, grid: int, limits: ServeLimits) -> int:
     if variants > limits.max_explain_variants:
         raise ApiError(413, f"explaining this pair takes {variants} forward passes (3 + "
                        f"{len(text.split())} words + {grid}x{grid} cells); the limit is "
-                       f"{limits.max_explain_variants} (serve.max_explain_variants): send "
-                       "a shorter text or a smaller grid", "text")
+                       f"{limits.max_explain_variants} (serve.max_explain_variants, max_queue): "
+                       "send a shorter text or a smaller grid", "text")
     return variants
 
 

@@ -60,7 +60,9 @@ class ServeLimits:
     def from_args(cls, args: ServeArgs) -> ServeLimits:
         return cls(round(args.max_body_mb * 2**20), args.max_text_chars, args.max_batch_items,
                    args.max_image_pixels, args.max_request_pixels, args.max_explain_grid,
-                   args.max_explain_variants)
+                   # an explanation's variants queue together: more than the queue holds
+                   # could never be queued
+                   min(args.max_explain_variants, args.max_queue))
 
     def to_dict(self) -> dict:
         return asdict(self)
