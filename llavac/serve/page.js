@@ -242,6 +242,7 @@ async function fetchExplanation() {
     const response = await fetch("/v1/explain", {method: "POST", body, headers: authHeaders()});
     const data = await response.json();
     if (explained.pair !== pair) return;  // a newer classification replaced this pair
+    if (response.status === 401) askForKey("The API key was not accepted");
     if (!response.ok) {
       $("explain-status").textContent = data.error || ("Request failed (" + response.status + ")");
       $("explain").dataset.state = "error";
