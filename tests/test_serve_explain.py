@@ -97,25 +97,33 @@ class HeldClassifier:
         return self.inner.classify(items, method=method)
 
 
-def test_an_explanation_takes_its_place_in_the_queue_and_a_full_queue_refuses_one(classifier):
+def test_an_explanation_takes_its_place_in_the_queue_and_a_second_one_is_answered_too(
+        classifier):
     held = HeldClassifier(classifier)
-    # 3 + 5 words + 4 cells = 12 variants: the model holds 4, 8 wait; a second one would
-    # make 20 waiting, past max_queue
-    args = ServeArgs(max_batch_size=4, max_queue=16, max_batch_items=4, max_explain_variants=16)
+    # 3 + 5 words + 4 cells = 12 variants: the model holds 4, 8 wait; a batch request of 5
+    # more would make 13 waiting, past max_queue
+    args = ServeArgs(max_batch_size=4, max_queue=12, max_batch_items=8)
     app = create_app(held, args)
-    first: dict = {}
+    answers: dict = {}
+
+    def explain_in_background(name: str, image) -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.update(
+            {name: client.post("/v1/explain?grid=2", json=item(image))}))
+        thread.start()
+        return thread
+
     with TestClient(app) as client:
-        worker = threading.Thread(target=lambda: first.update(
-            response=client.post("/v1/explain?grid=2", json=item())))
-        worker.start()
+        first = explain_in_background("first", picture(1))
         assert held.started.wait(timeout=60)
         deadline = time.monotonic() + 30
         while app.state.batcher.pending < 8:
             assert time.monotonic() < deadline, "the explanation's variants never queued"
             time.sleep(0.01)
-        second = client.post("/v1/explain?grid=2", json=item(picture(2)))
+        crowded = client.post("/v1/classify/batch", json=[item(picture(3))] * 5)
+        second = explain_in_background("second", picture(2))
         held.release.set()
-        worker.join(timeout=60)
-    assert second.status_code == 503 and second.headers["retry-after"]
-    assert first["response"].status_code == 200
-    assert first["response"].json()["variants"] == 12
+        for thread in (first, second):
+            thread.join(timeout=60)
+    assert crowded.status_code == 503 and crowded.headers["retry-after"]
+    assert [answers[name].status_code for name in ("first", "second")] == [200, 200]
+    assert answers["first"].json()["variants"] == 12

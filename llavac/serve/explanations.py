@@ -8,6 +8,13 @@ classify requests and are scored by the same batcher, ``serve.max_batch_size`` a
 an explanation takes its place in the queue like a batch request of as many pairs, and a
 full queue refuses it with 503.
 
+Its variants are copies of the image, one per grid cell: up to 64 copies of a photo decoded
+at 768 px and more (``serve.max_image_pixels``' early downscale), a few hundred megabytes.
+So one explanation at a time holds variants, from building them until they are scored;
+others wait their turn holding only their decoded image, as classify requests do. The
+model runs one batch at a time anyway, so this costs explanations little and classify
+requests nothing: their items still join the batches in between.
+
 The heatmap travels as numbers (one drop per cell per slot, about 2 kB of JSON for three
 slots on the default grid), not as a picture: the client already has the image, and a
 336 px PNG per slot would be a hundred times larger. The page draws the cells over the
@@ -16,6 +23,9 @@ image on a canvas.
 
 from __future__ import annotations
 
+import asyncio
+from weakref import WeakKeyDictionary
+
 from starlette.concurrency import run_in_threadpool
 
 from llavac.explain import DEFAULT_GRID, occlusions, variant_count
@@ -23,6 +33,15 @@ from llavac.predict.loader import release_memory
 from llavac.serve.errors import ApiError
 from llavac.serve.inputs import RELEASE_AFTER_PIXELS, Upload, decode_uploads
 from llavac.serve.limits import ServeLimits
+
+# One explanation at a time holds its variants; one lock per event loop (tests run apps on
+# several).
+_holding_variants: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    WeakKeyDictionary())
+
+
+def _one_at_a_time() -> asyncio.Lock:
+    return _holding_variants.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
 
 def explain_grid(value: str | None, limits: ServeLimits) -> int:
@@ -59,9 +78,10 @@ async def explain_upload(upload: Upload, grid: int, state) -> dict:
     variants = check_cost(upload.text, grid, state.limits)
     [(image, text)], pixels = await decode_uploads([upload], state)
     try:
-        pair = await run_in_threadpool(occlusions, state.classifier, image, text, grid)
-        predictions = await state.batcher.submit(pair.variants)
-        explanation = pair.explanation("", [p.probabilities for p in predictions])
+        async with _one_at_a_time():
+            pair = await run_in_threadpool(occlusions, state.classifier, image, text, grid)
+            predictions = await state.batcher.submit(pair.variants)
+            explanation = pair.explanation("", [p.probabilities for p in predictions])
         return {"variants": variants,
                 **{k: v for k, v in explanation.to_dict().items() if k != "id"}}
     finally:
