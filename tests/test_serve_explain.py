@@ -127,3 +127,14 @@ def test_an_explanation_takes_its_place_in_the_queue_and_a_second_one_is_answere
     assert crowded.status_code == 503 and crowded.headers["retry-after"]
     assert [answers[name].status_code for name in ("first", "second")] == [200, 200]
     assert answers["first"].json()["variants"] == 12
+
+
+def test_a_wide_image_is_explained_on_a_canvas_no_larger_than_the_early_downscale(classifier):
+    """LLaVA pads to a square of the longer side: unbounded, every occluded copy of a
+    panorama would be that square. The longer side is shrunk to the early downscale's."""
+    wide = picture(4, size=(1600, 100))
+    with TestClient(create_app(classifier)) as client:
+        side = client.app.state.serve.image_limits.short_side
+        response = client.post("/v1/explain?grid=1", json=item(wide, "wide"))
+    assert response.status_code == 200, response.text
+    assert response.json()["regions"]["canvas_size"] == [side, side] and side < 1600

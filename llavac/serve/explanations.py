@@ -8,12 +8,17 @@ classify requests and are scored by the same batcher, ``serve.max_batch_size`` a
 an explanation takes its place in the queue like a batch request of as many pairs, and a
 full queue refuses it with 503.
 
-Its variants are copies of the image, one per grid cell: up to 64 copies of a photo decoded
-at 768 px and more (``serve.max_image_pixels``' early downscale), a few hundred megabytes.
-So one explanation at a time holds variants, from building them until they are scored;
-others wait their turn holding only their decoded image, as classify requests do. The
-model runs one batch at a time anyway, so this costs explanations little and classify
-requests nothing: their items still join the batches in between.
+Its variants are copies of the image, one per grid cell, and for LLaVA-1.5 each is the
+image padded to a square of its longer side: a panorama decoded at 768 px high would make
+each copy hundreds of megabytes. So the image is explained with its *longer* side shrunk to
+the early downscale's side (768 px for LLaVA-1.5, whose processor then resizes to 336), the
+whole pair included so that every variant is compared with the same image: at most 64
+copies of 768 x 768 px, about 110 MB. And one explanation at a time holds variants, from
+building them until they are scored; others wait their turn holding only their decoded
+image, as classify requests do. The model runs one batch at a time anyway, so this costs
+explanations little and classify requests nothing: their items still join the batches in
+between. (A photo larger than that side may therefore get probabilities a little apart
+from ``/v1/classify``'s, which sees it at its decoded size.)
 
 The heatmap travels as numbers (one drop per cell per slot, about 2 kB of JSON for three
 slots on the default grid), not as a picture: the client already has the image, and a
@@ -77,6 +82,9 @@ async def explain_upload(upload: Upload, grid: int, state) -> dict:
                        f"{state.args.method!r}", None)
     variants = check_cost(upload.text, grid, state.limits)
     [(image, text)], pixels = await decode_uploads([upload], state)
+    side = state.image_limits.short_side  # None: a model without an image processor
+    if side is not None:
+        image.thumbnail((side, side))  # the longer side too (see the module docstring)
     try:
         async with _one_at_a_time():
             pair = await run_in_threadpool(occlusions, state.classifier, image, text, grid)
