@@ -122,18 +122,6 @@ async def classify(request: Request):
             **_answer_meta(state, started)}
 
 
-@model_routes.post("/explain", response_model=ExplainAnswer, responses=CLASSIFY_ERRORS,
-                   openapi_extra=EXPLAIN_BODY)
-async def explain(request: Request):
-    """One image and text (as for ``/classify``) -> what drove each label: the shift from
-    blanking the image and from removing the text, each word's and each grid cell's
-    weight. Costs ``3 + words + grid**2`` forward passes (:mod:`llavac.serve.explanations`)."""
-    state, started = _state(request), time.perf_counter()
-    grid = explain_grid(request.query_params.get("grid"), state.limits)
-    answer = await explain_upload(await _one_upload(request, state.limits), grid, state)
-    return {**answer, **_answer_meta(state, started)}
-
-
 @model_routes.post("/classify/batch", response_model=BatchAnswer, responses=CLASSIFY_ERRORS,
                    openapi_extra=BATCH_BODY)
 async def classify_batch(request: Request):
@@ -146,6 +134,18 @@ async def classify_batch(request: Request):
     predictions = await classify_uploads(uploads, state)
     return {**_answer_meta(state, started),
             "predictions": [prediction_json(p.abstain(min_confidence)) for p in predictions]}
+
+
+@model_routes.post("/explain", response_model=ExplainAnswer, responses=CLASSIFY_ERRORS,
+                   openapi_extra=EXPLAIN_BODY)
+async def explain(request: Request):
+    """One image and text (as for ``/classify``) -> what drove each label: the shift from
+    blanking the image and from removing the text, each word's and each grid cell's
+    weight. Costs ``3 + words + grid**2`` forward passes (:mod:`llavac.serve.explanations`)."""
+    state, started = _state(request), time.perf_counter()
+    grid = explain_grid(request.query_params.get("grid"), state.limits)
+    answer = await explain_upload(await _one_upload(request, state.limits), grid, state)
+    return {**answer, **_answer_meta(state, started)}
 
 
 def prediction_json(prediction) -> dict:

@@ -82,7 +82,7 @@ class ExplainAnswer(BaseModel):
     latency_ms: float
     variants: int = Field(description="occluded variants scored: 3 + words + grid**2")
     text: str
-    labels: dict[str, Label]
+    labels: dict[str, Literal[LABELS]]
     probabilities: dict[str, dict[str, float]]
     modality: dict[str, Reliance]
     words: list[WordDrop]
