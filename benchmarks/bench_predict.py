@@ -20,6 +20,11 @@ or never: its generation is forced to run the whole budget (``min_new_tokens`` =
 project's ``max_new_tokens``), which is what a user pays for a well-formed answer plus the
 parser's slack. The trained model generates as it would in use (it stops at its end token).
 
+Explanations (``llavac explain``, issue 24): on the larger random model, the seconds to
+explain one pair by occlusion (``3 + words + grid**2`` scored variants, the default 6 x 6
+grid) with its variants scored ``EXPLAIN_BATCH`` at a time, side by side with one variant
+per forward pass: ``explain_s_per_pair`` and ``explain_batch_speedup``.
+
 Times are per batch, median of ``--repeats`` side-by-side repeats after a warm-up; ratios
 are the median of per-repeat ratios. Last line: ``RESULT generate_over_score_bs1=...``.
 """
@@ -40,6 +45,7 @@ from _common import (  # noqa: E402
     add_smoke_flag,
     banner,
     machine,
+    median,
     paired_ratio,
     quiet,
     result_line,
@@ -62,6 +68,12 @@ TARGETS = (  # on the larger random model, full prompt unless ``_mm_`` (multimod
     ("generate_over_score_bs1", ">=", 1.5),
     ("generate_over_score_bs16", ">=", 1.0),
 )
+EXPLAIN_BATCH = 16  # variants per forward pass, llavac explain's default (explain.batch_size)
+# On one CPU thread the larger model's forward pass grows linearly with the batch (bs 16
+# costs ~16x bs 1), so batching saves only the per-call work (encoding, scorer bookkeeping):
+# the batched explanation should cost its forward passes and little else. On a GPU, where a
+# batch of 16 costs about what one pair does, the gain is far larger.
+EXPLAIN_SPEEDUP_TARGET = 1.2
 
 
 # -- the trained tiny model ---------------------------------------------------------------
@@ -186,6 +198,27 @@ def time_model(name: str, model, processor, pairs, batch_sizes, repeats: int,
     return results
 
 
+def time_explain(classifier: Classifier, pair, repeats: int) -> dict:
+    """Seconds to explain ``pair``: its variants ``EXPLAIN_BATCH`` at a time vs one by one,
+    side by side (same pair, same variants, same probabilities)."""
+    from llavac.explain import DEFAULT_GRID, explain, variant_count
+
+    image, text = pair
+    times = side_by_side({
+        "batched": lambda: explain(classifier, image, text, batch_size=EXPLAIN_BATCH),
+        "one_by_one": lambda: explain(classifier, image, text, batch_size=1),
+    }, repeats=repeats)
+    variants = variant_count(text, DEFAULT_GRID)
+    speedup = paired_ratio(times, "one_by_one", "batched")
+    print(f"explain one pair ({variants} variants: 3 + {len(text.split())} words + "
+          f"{DEFAULT_GRID}x{DEFAULT_GRID} cells) | batched by {EXPLAIN_BATCH} "
+          f"{spread(times['batched'])} | one by one {spread(times['one_by_one'])} | "
+          f"speedup {speedup:.2f}", flush=True)
+    return {"explain_s_per_pair": median(times["batched"]),
+            "explain_unbatched_s_per_pair": median(times["one_by_one"]),
+            "explain_batch_speedup": speedup, "explain_variants": variants}
+
+
 def synthetic_pairs(n: int, seed: int = 1):
     """(image, text) pairs drawn like the synthetic release's (48 px images, 5-word texts)."""
     from llavac.synthetic import synthetic_image, synthetic_text
@@ -251,6 +284,8 @@ def main(argv=None) -> int:
     timings["small-random"] = time_model("small-random", small, small_processor, pairs, (1, 16),
                                          repeats, force_budget=True)
 
+    explained = time_explain(Classifier(small, small_processor, "full"), pairs[0], repeats)
+
     big = timings["small-random"]
     figures = {
         "generate_over_score_bs1": big[("full", 1)]["gen_over_score"],
@@ -267,7 +302,10 @@ def main(argv=None) -> int:
         target(name, figures[name], op, bound)
     target("agreement", stats["agreement"], ">=", 1.0)  # identical wherever generate parses
     target("invalid_labels", stats["invalid_labels"], "<=", 0)
-    print(result_line(**figures, agreement=stats["agreement"], unparseable=stats["unparseable"],
+    target("explain_batch_speedup", explained["explain_batch_speedup"], ">=",
+           EXPLAIN_SPEEDUP_TARGET)
+    print(result_line(**figures, **explained, agreement=stats["agreement"],
+                      unparseable=stats["unparseable"],
                       invalid_labels=stats["invalid_labels"],
                       score_accuracy=stats["score_accuracy"], repeats=repeats))
     return 0

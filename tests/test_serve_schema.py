@@ -58,8 +58,8 @@ def test_the_schema_is_valid_openapi_and_names_every_body_answer_and_status(keye
     validate(keyed_schema)
     paths = keyed_schema["paths"]
     assert set(paths) == {"/health", "/ready", "/metrics", "/v1/model", "/v1/classify",
-                          "/v1/classify/batch"}
-    for path in ("/v1/classify", "/v1/classify/batch"):
+                          "/v1/classify/batch", "/v1/explain"}
+    for path in ("/v1/classify", "/v1/classify/batch", "/v1/explain"):
         operation = paths[path]["post"]
         assert ERROR_STATUSES <= set(operation["responses"])
         for status in ERROR_STATUSES:
@@ -67,7 +67,8 @@ def test_the_schema_is_valid_openapi_and_names_every_body_answer_and_status(keye
             assert operation["responses"][status]["content"][media_type]["schema"] == {
                 "$ref": "#/components/schemas/ErrorBody"}
         assert operation["security"] == [{"bearer": []}]
-        assert operation["parameters"][0]["name"] == "min_confidence"
+        assert operation["parameters"][0]["name"] == (
+            "grid" if path == "/v1/explain" else "min_confidence")
     bodies = paths["/v1/classify"]["post"]["requestBody"]["content"]
     assert set(bodies) == {"multipart/form-data", "application/json"}
     assert bodies["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
@@ -88,13 +89,14 @@ def test_answers_match_the_schema(classifier, keyed_schema):
         responses = [
             client.post("/v1/classify", json=ITEM, headers=bearer("k")),
             client.post("/v1/classify/batch", json=[ITEM, ITEM], headers=bearer("k")),
+            client.post("/v1/explain?grid=2", json=ITEM, headers=bearer("k")),
             client.post("/v1/classify", json=ITEM, headers=bearer("wrong")),
             client.get("/v1/model", headers=bearer("k")),
             client.get("/metrics", headers=bearer("k")),
             client.get("/health"),
             client.get("/ready"),
         ]
-    assert [r.status_code for r in responses] == [200, 200, 401, 200, 200, 200, 200]
+    assert [r.status_code for r in responses] == [200, 200, 200, 401, 200, 200, 200, 200]
     for response in responses:
         assert_documented(keyed_schema, response)
 

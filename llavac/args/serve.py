@@ -26,6 +26,9 @@ class ServeArgs(Section):
     max_request_pixels: int = 4 * 4096 * 4096
     max_decoding: int = 2  # images decoded at once: the memory of decoding is this many images
     body_timeout: float = 30.0  # seconds for a whole body to arrive; past it: 408
+    # -- /v1/explain: one forward pass per occlusion, 3 + words + grid**2 of them per pair
+    max_explain_grid: int = 8  # ?grid= cells per side (the default 6 costs 36 passes)
+    max_explain_variants: int = 128  # passes one explanation may cost (max_queue caps it)
     # -- batching: requests that arrive while the model is busy share its next call
     max_batch_size: int = 8
     max_wait_ms: float = 2.0  # an idle server waits this long for company
@@ -54,7 +57,8 @@ class ServeArgs(Section):
         self._check("port", 0 <= self.port <= 65535, "a TCP port in 0..65535")
         self._check("max_body_mb", self.max_body_mb > 0, "a size in MB > 0")
         for key in ("max_text_chars", "max_batch_items", "max_image_pixels", "max_batch_size",
-                    "max_queue", "max_decoding", "max_connections", "failed_auth_burst"):
+                    "max_queue", "max_decoding", "max_connections", "failed_auth_burst",
+                    "max_explain_grid", "max_explain_variants"):
             self._at_least(key, 1)
         self._at_least("max_wait_ms", 0)
         self._check("body_timeout", self.body_timeout > 0, "seconds > 0")

@@ -17,8 +17,9 @@ probabilities that ``predict`` and ``evaluate`` report. Per pair and slot:
   ``image_mode`` pad (scoring the padded square gives the original's pixels), as given
   otherwise.
 
-Cost: ``3 + words + grid**2`` scored variants per pair (about 50 for a tweet on the default
-6 x 6 grid), in batches through the scorer; modality alone is 2 per pair.
+Cost: ``3 + words + grid**2`` scored variants per pair (:func:`variant_count`; about 50
+for a tweet on the default 6 x 6 grid), in batches through the scorer; modality alone is 2
+per pair. :func:`occlusions` builds the variants, :func:`explain` scores them.
 """
 
 from __future__ import annotations
@@ -175,10 +176,39 @@ class Explanation:
         }
 
 
-def explain(classifier, image: Image.Image, text: str, id: str = "0",
-            grid: int = DEFAULT_GRID, batch_size: int = 16) -> Explanation:
-    """Explain one (RGB image, text) pair: every occlusion variant, scored in batches of
-    ``batch_size`` through ``classifier`` (a :class:`llavac.predict.Classifier`)."""
+@dataclass
+class Occlusions:
+    """Every scored variant of one pair, in the order :meth:`explanation` reads them: the
+    pair whole, its modality variants, one per word removed, one per grid cell occluded.
+
+    Built apart from the scoring so that a caller with its own queue (the HTTP server's
+    batcher) can score ``variants`` its way; :func:`explain` scores them in batches.
+    """
+
+    text: str
+    words: list[str]
+    grid: int
+    canvas: Image.Image
+    variants: list[tuple[Image.Image, str]]
+
+    def explanation(self, id: str, scored: list[Probabilities]) -> Explanation:
+        """The explanation, from ``scored``: one ``{slot: {label: p}}`` per variant."""
+        if len(scored) != len(self.variants):
+            raise ValueError(f"{len(scored)} scores for {len(self.variants)} variants")
+        words = len(self.words)
+        return Explanation(id, self.text, scored[0], scored[1], scored[2], self.words,
+                           scored[3 : 3 + words], self.grid, scored[3 + words :], self.canvas)
+
+
+def variant_count(text: str, grid: int) -> int:
+    """How many variants (forward passes) explaining a pair with ``text`` costs."""
+    return 3 + len(text.split()) + grid * grid
+
+
+def occlusions(classifier, image: Image.Image, text: str, grid: int = DEFAULT_GRID
+               ) -> Occlusions:
+    """The occlusion variants of one (RGB image, text) pair for ``classifier`` (its
+    processor's mean colour fills what is taken away, its ``image_mode`` sets the canvas)."""
     if grid < 1:
         raise ValueError(f"grid: expected a number of cells per side >= 1, got {grid}")
     fill = pad_fill(classifier.processor)
@@ -188,6 +218,12 @@ def explain(classifier, image: Image.Image, text: str, id: str = "0",
                 *((image, without_word(words, i)) for i in range(len(words))),
                 *((occlude_cell(canvas, box, fill), text)
                   for box in grid_cells(canvas.size, grid))]
-    scored = score_pairs(classifier, variants, batch_size)
-    return Explanation(id, text, scored[0], scored[1], scored[2], words,
-                       scored[3 : 3 + len(words)], grid, scored[3 + len(words) :], canvas)
+    return Occlusions(text, words, grid, canvas, variants)
+
+
+def explain(classifier, image: Image.Image, text: str, id: str = "0",
+            grid: int = DEFAULT_GRID, batch_size: int = 16) -> Explanation:
+    """Explain one (RGB image, text) pair: every occlusion variant, scored in batches of
+    ``batch_size`` through ``classifier`` (a :class:`llavac.predict.Classifier`)."""
+    pair = occlusions(classifier, image, text, grid)
+    return pair.explanation(id, score_pairs(classifier, pair.variants, batch_size))

@@ -12,7 +12,7 @@ cannot hold a place in the queue. In order:
    that sent too many wrong keys gets 429 (``serve.failed_auth_rate``), a missing or wrong
    key 401;
 3. on ``/v1/*``: a key (or address) over its rate gets 429, a model still loading 503, and a
-   classify request past ``serve.max_queue`` admitted ones 503.
+   classify or explain request past ``serve.max_queue`` admitted ones 503.
 
 Only a request that passed all three counts as in flight (``llavac_in_flight``). Every
 response leaves with headers that forbid framing and content sniffing.
@@ -87,7 +87,7 @@ class GateMiddleware:
 
     def admit(self, scope) -> bool:
         """Raise the ``ApiError`` that refuses ``scope``; else whether it counts toward
-        ``serve.max_queue`` (a classify request)."""
+        ``serve.max_queue`` (a classify or explain request)."""
         state, path = self.state, scope["path"]
         headers = dict(scope.get("headers") or [])
         refusal = cross_origin(scope["method"], headers, is_loopback(state.args.host))
@@ -102,7 +102,7 @@ class GateMiddleware:
             return False
         state.within_rate(key_id or client)
         state.require_ready()
-        if not path.startswith("/v1/classify"):
+        if not path.startswith(("/v1/classify", "/v1/explain")):
             return False
         state.require_room()
         return True

@@ -53,11 +53,16 @@ class ServeLimits:
     max_batch_items: int = 32
     max_image_pixels: int = 4096 * 4096
     max_request_pixels: int = 4 * 4096 * 4096
+    max_explain_grid: int = 8  # /v1/explain's cells per side
+    max_explain_variants: int = 128  # /v1/explain's forward passes per request
 
     @classmethod
     def from_args(cls, args: ServeArgs) -> ServeLimits:
         return cls(round(args.max_body_mb * 2**20), args.max_text_chars, args.max_batch_items,
-                   args.max_image_pixels, args.max_request_pixels)
+                   args.max_image_pixels, args.max_request_pixels, args.max_explain_grid,
+                   # an explanation's variants queue together: more than the queue holds
+                   # could never be queued
+                   min(args.max_explain_variants, args.max_queue))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,7 +24,7 @@ access_log = logging.getLogger("llavac.access")
 # Labelled by route, not by raw path: a scanner probing random URLs must not create a time
 # series per URL. Everything else is "other".
 ROUTES = ("/", "/page.js", "/page.css", "/health", "/ready", "/metrics", "/openapi.json",
-          "/v1/model", "/v1/classify", "/v1/classify/batch")
+          "/v1/model", "/v1/classify", "/v1/classify/batch", "/v1/explain")
 # Why a request was turned away, by status; the rest of 4xx is a malformed request.
 REJECT_REASONS = {401: "unauthorized", 403: "cross_origin", 408: "too_slow", 413: "too_large",
                   429: "rate_limited", 503: "overloaded"}

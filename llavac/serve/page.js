@@ -108,6 +108,7 @@ $("form").addEventListener("submit", async (event) => {
   const body = new FormData();
   body.append("image", file);
   body.append("text", $("text").value);
+  resetExplain({file, text: $("text").value});
   $("submit").disabled = true;
   $("result").dataset.state = "loading";
   try {
@@ -127,6 +128,8 @@ $("form").addEventListener("submit", async (event) => {
     }
     $("meta").textContent = meta;
     $("result").dataset.state = "done";
+    // Explanations read probabilities: a server that generates answers has none to explain.
+    $("explain-toggle").hidden = !data.probabilities || !data.probabilities.multimodal;
   } catch (err) {
     showError("The server did not answer: " + err);
     $("result").dataset.state = "error";
@@ -134,6 +137,133 @@ $("form").addEventListener("submit", async (event) => {
     $("submit").disabled = false;
   }
 });
+
+// -- the explain view: POST /v1/explain for the classified pair, drawn for one slot --------
+// Colours and strengths as llavac/explain/heatmap.py draws its PNGs.
+const SUPPORTS = [220, 30, 30], OPPOSES = [30, 90, 220];
+const MAX_ALPHA = 170 / 255, MIN_SCALE = 0.05, HEATMAP_SIDE = 336;
+let explained = {pair: null, answer: null};
+
+function resetExplain(pair) {
+  explained = {pair, answer: null};
+  $("explain-toggle").hidden = true;
+  setExplainOpen(false);
+  $("explain").dataset.state = "empty";
+}
+
+function setExplainOpen(open) {
+  $("explain-toggle").setAttribute("aria-expanded", String(open));
+  $("explain").hidden = !open;
+}
+
+function signed(value) {
+  return (value >= 0 ? "+" : "\u2212") + Math.abs(value).toFixed(3);
+}
+
+function tint(drop, norm) {  // red supports the label, blue argues against it
+  const [r, g, b] = drop > 0 ? SUPPORTS : OPPOSES;
+  return "rgba(" + r + "," + g + "," + b + "," + (MAX_ALPHA * Math.min(1, Math.abs(drop) / norm)) + ")";
+}
+
+function renderWords(answer, slot) {
+  const ranked = answer.words.map((w) => ({word: w.word, drop: w.drop[slot]}))
+    .sort((a, b) => b.drop - a.drop);
+  const norm = Math.max(MIN_SCALE, ...ranked.map((w) => Math.abs(w.drop)));
+  const list = $("explain-words");
+  list.replaceChildren();
+  for (const {word, drop} of ranked) {
+    const item = el("li");
+    item.dataset.word = word;
+    item.dataset.drop = String(drop);
+    const chip = el("span", "word", word);
+    chip.style.backgroundColor = tint(drop, norm);
+    item.append(chip, el("span", "pct", signed(drop)));
+    list.append(item);
+  }
+  if (!ranked.length) list.append(el("li", "muted", "the text has no words"));
+}
+
+function renderHeatmap(answer, slot, image) {
+  const {grid, canvas_size: [width, height], drop} = answer.regions;
+  const scale = HEATMAP_SIDE / Math.max(width, height);
+  const canvas = $("explain-heatmap");
+  canvas.width = Math.max(1, Math.round(width * scale));
+  canvas.height = Math.max(1, Math.round(height * scale));
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#808080";  // the canvas is the padded square for image_mode pad
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  const fit = Math.min(canvas.width / image.naturalWidth, canvas.height / image.naturalHeight);
+  const w = image.naturalWidth * fit, h = image.naturalHeight * fit;
+  ctx.drawImage(image, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+  const cells = drop[slot].flat();
+  const strongest = cells.reduce((a, b) => (Math.abs(b) > Math.abs(a) ? b : a), 0);
+  const norm = Math.max(MIN_SCALE, Math.abs(strongest));
+  cells.forEach((value, i) => {  // the cells of llavac.explain.occlusion.grid_cells
+    const row = Math.floor(i / grid), col = i % grid;
+    const x0 = Math.floor(col * canvas.width / grid), y0 = Math.floor(row * canvas.height / grid);
+    const x1 = Math.floor((col + 1) * canvas.width / grid);
+    const y1 = Math.floor((row + 1) * canvas.height / grid);
+    ctx.fillStyle = tint(value, norm);
+    ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
+  });
+  const at = cells.indexOf(strongest);
+  canvas.dataset.grid = String(grid);
+  canvas.dataset.strongest = String(at);
+  canvas.setAttribute("aria-label", grid + " by " + grid + " heatmap over the image; the " +
+    "strongest cell is row " + (Math.floor(at / grid) + 1) + ", column " + (at % grid + 1) +
+    " (" + signed(strongest) + ")");
+}
+
+function renderExplanation() {
+  const answer = explained.answer, slot = $("explain-slot").value;
+  const reliance = answer.modality[slot];
+  $("explain-reliance").textContent = SLOT_TITLES[slot] + " label " + answer.labels[slot] +
+    ": blanking the image moves its probabilities by " +
+    reliance.image_blanked.shift.toFixed(3) + ", removing the text by " +
+    reliance.text_removed.shift.toFixed(3) + " (follows: " + reliance.follows + ")";
+  renderWords(answer, slot);
+  const image = new Image();
+  image.onload = () => {
+    renderHeatmap(answer, slot, image);
+    URL.revokeObjectURL(image.src);
+    $("explain").dataset.state = "done";
+  };
+  image.src = URL.createObjectURL(explained.pair.file);
+}
+
+async function fetchExplanation() {
+  const pair = explained.pair;
+  const body = new FormData();
+  body.append("image", pair.file);
+  body.append("text", pair.text);
+  $("explain").dataset.state = "loading";
+  $("explain-status").textContent = "Scoring the pair with each part taken away\u2026";
+  try {
+    const response = await fetch("/v1/explain", {method: "POST", body, headers: authHeaders()});
+    const data = await response.json();
+    if (explained.pair !== pair) return;  // a newer classification replaced this pair
+    if (response.status === 401) askForKey("The API key was not accepted");
+    if (!response.ok) {
+      $("explain-status").textContent = data.error || ("Request failed (" + response.status + ")");
+      $("explain").dataset.state = "error";
+      return;
+    }
+    explained.answer = data;
+    $("explain-status").textContent = data.variants + " variants scored in " +
+      data.latency_ms + " ms";
+    renderExplanation();
+  } catch (err) {
+    $("explain-status").textContent = "The server did not answer: " + err;
+    $("explain").dataset.state = "error";
+  }
+}
+
+$("explain-toggle").addEventListener("click", () => {
+  const open = $("explain-toggle").getAttribute("aria-expanded") !== "true";
+  setExplainOpen(open);
+  if (open && !explained.answer && $("explain").dataset.state !== "loading") fetchExplanation();
+});
+$("explain-slot").addEventListener("change", () => { if (explained.answer) renderExplanation(); });
 
 $("auth").addEventListener("submit", (event) => {
   event.preventDefault();

@@ -21,17 +21,20 @@ from starlette.datastructures import UploadFile
 
 from llavac.labels import SLOT_FIELDS
 from llavac.serve.errors import ApiError
+from llavac.serve.explanations import explain_grid, explain_upload
 from llavac.serve.inputs import Upload, check_text, classify_uploads, json_upload
 from llavac.serve.limits import ServeLimits
 from llavac.serve.schema import (
     BATCH_BODY,
     CLASSIFY_BODY,
     CLASSIFY_ERRORS,
+    EXPLAIN_BODY,
     METRICS_ANSWER,
     METRICS_ERRORS,
     MODEL_ERRORS,
     BatchAnswer,
     ClassifyAnswer,
+    ExplainAnswer,
     Health,
     ModelInfo,
     Readiness,
@@ -114,15 +117,7 @@ async def classify(request: Request):
     """One image and text -> the text, image and multimodal labels with probabilities."""
     state, started = _state(request), time.perf_counter()
     min_confidence = _min_confidence(request, state.args.method)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        upload = await _form_upload(request, state.limits)
-    elif content_type == "application/json" or content_type.endswith("+json"):
-        upload = await run_in_threadpool(json_upload, await _read_json(request), state.limits)
-    else:
-        raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: {_USAGE}",
-                       "body")
-    (prediction,) = await classify_uploads([upload], state)
+    (prediction,) = await classify_uploads([await _one_upload(request, state.limits)], state)
     return {**prediction_json(prediction.abstain(min_confidence)),
             **_answer_meta(state, started)}
 
@@ -139,6 +134,18 @@ async def classify_batch(request: Request):
     predictions = await classify_uploads(uploads, state)
     return {**_answer_meta(state, started),
             "predictions": [prediction_json(p.abstain(min_confidence)) for p in predictions]}
+
+
+@model_routes.post("/explain", response_model=ExplainAnswer, responses=CLASSIFY_ERRORS,
+                   openapi_extra=EXPLAIN_BODY)
+async def explain(request: Request):
+    """One image and text (as for ``/classify``) -> what drove each label: the shift from
+    blanking the image and from removing the text, each word's and each grid cell's
+    weight. Costs ``3 + words + grid**2`` forward passes (:mod:`llavac.serve.explanations`)."""
+    state, started = _state(request), time.perf_counter()
+    grid = explain_grid(request.query_params.get("grid"), state.limits)
+    answer = await explain_upload(await _one_upload(request, state.limits), grid, state)
+    return {**answer, **_answer_meta(state, started)}
 
 
 def prediction_json(prediction) -> dict:
@@ -187,6 +194,17 @@ def _batch_list(payload, limits: ServeLimits) -> list:
         raise ApiError(413, f"the batch has {len(payload)} items; the limit is "
                        f"{limits.max_batch_items}", "body")
     return payload
+
+
+async def _one_upload(request: Request, limits: ServeLimits) -> Upload:
+    """The image and text of a multipart form or a JSON object."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _form_upload(request, limits)
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return await run_in_threadpool(json_upload, await _read_json(request), limits)
+    raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: {_USAGE}",
+                   "body")
 
 
 async def _read_json(request: Request):

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
+from llavac.explain import DEFAULT_GRID
 from llavac.labels import LABELS
 
 Label = Literal[LABELS + ("uncertain",)]  # "uncertain": below ?min_confidence
@@ -46,6 +47,46 @@ class BatchAnswer(BaseModel):
     model: str | None
     latency_ms: float
     predictions: list[Prediction]
+
+
+class Occluded(BaseModel):
+    probabilities: dict[str, float]
+    shift: float = Field(description="total variation distance from the whole pair's "
+                                     "probabilities: 0 nothing moved, 1 all of it")
+
+
+class Reliance(BaseModel):
+    image_blanked: Occluded
+    text_removed: Occluded
+    follows: Literal["text", "image", "neither"]
+
+
+class WordDrop(BaseModel):
+    word: str
+    position: int
+    drop: dict[str, float] = Field(description="per slot, how much the predicted label's "
+                                               "probability falls without this word")
+
+
+class RegionDrops(BaseModel):
+    grid: int
+    canvas_size: list[int] = Field(description="width, height of the image the grid lies "
+                                               "over (padded to a square for image_mode pad)")
+    drop: dict[str, list[list[float]]] = Field(
+        description="per slot, grid rows of grid cells: the predicted label's probability "
+                    "drop with that cell occluded (positive: the cell supported the label)")
+
+
+class ExplainAnswer(BaseModel):
+    model: str | None
+    latency_ms: float
+    variants: int = Field(description="occluded variants scored: 3 + words + grid**2")
+    text: str
+    labels: dict[str, Literal[LABELS]]
+    probabilities: dict[str, dict[str, float]]
+    modality: dict[str, Reliance]
+    words: list[WordDrop]
+    regions: RegionDrops
 
 
 class ModelInfo(BaseModel):
@@ -89,9 +130,11 @@ _ERROR_WHY = {
     401: "missing or wrong API key (WWW-Authenticate: Bearer)",
     403: "a cross-origin request from a web page elsewhere",
     408: "the body did not arrive within serve.body_timeout",
-    413: "the body, an image's pixels, the request's pixels or the batch is over its limit",
+    413: "the body, an image's pixels, the request's pixels, the batch or an explanation's "
+         "variants are over their limit",
     415: "not an image in a format read here, or an unsupported content type",
-    422: "a missing or invalid field, a truncated image, text too long, bad base64",
+    422: "a missing or invalid field, a truncated image, text too long, bad base64, a grid "
+         "out of range",
     429: "over the key's rate, or too many wrong keys from this address (Retry-After)",
     500: "the model failed on this request",
     503: "the model is still loading, or the queue is full (Retry-After)",
@@ -127,6 +170,11 @@ BATCH_BODY = {"parameters": [_MIN_CONFIDENCE], "requestBody": {"required": True,
          "properties": {"items": {"type": "array", "items": _JSON_ITEM, "minItems": 1}}},
     ]}},
 }}}
+_GRID = {"name": "grid", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_GRID},
+         "description": "cells per side of the image's occlusion grid, at most "
+                        "serve.max_explain_grid (limits in /v1/model)"}
+EXPLAIN_BODY = {"parameters": [_GRID], "requestBody": CLASSIFY_BODY["requestBody"]}
 METRICS_ANSWER = {200: {"description": "Prometheus text format",
                         "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
