@@ -7,10 +7,11 @@ shell.
 """
 
 from llavac.serve.app import create_app, served_model_card
+from llavac.serve.auth import is_loopback
 from llavac.serve.errors import ApiError
 from llavac.serve.limits import ServeLimits
 from llavac.serve.routes import prediction_json
-from llavac.serve.server import is_loopback, serve
+from llavac.serve.server import serve
 
 __all__ = [
     "ApiError",
