@@ -40,6 +40,7 @@ from llavac.args import (
 )
 from llavac.config import to_dict
 from llavac.console import log
+from llavac.data.procedures import get_procedure
 from llavac.evaluation import evaluate
 from llavac.predict import Classifier
 from llavac.results import collect_results, comparison_section, finished_hash, write_results
@@ -67,7 +68,7 @@ def planned_runs(args: ExperimentArgs) -> list[PlannedRun]:
     return [
         PlannedRun(procedure, fold, seed)
         for procedure in args.procedures
-        for fold in (args.folds if procedure == "cheema10" else [None])
+        for fold in (args.folds if get_procedure(procedure).folds > 1 else [None])
         for seed in args.seeds
     ]
 
@@ -77,7 +78,7 @@ def run_configs(config: ExperimentConfig, run: PlannedRun,
     """The run's training config and one evaluation config per method."""
     data = dataclasses.replace(
         config.data, procedure=run.procedure, fold=run.fold,
-        split_seed=run.seed if run.procedure == "random811" else config.data.split_seed,
+        split_seed=run.seed if get_procedure(run.procedure).seeded else config.data.split_seed,
     )
     train_config = TrainConfig(
         model=config.model, data=data, lora=config.lora,
