@@ -153,16 +153,6 @@ def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
     return float(np.mean(risk_coverage(confidence, correct)[1]))
 
 
-def accuracy_at_coverage(confidence: ArrayLike, correct: ArrayLike, coverage: float) -> float:
-    """Accuracy among the ``ceil(coverage * n)`` most confident examples (ties: input order)."""
-    if not 0.0 < coverage <= 1.0:
-        raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
-    _, risk = risk_coverage(confidence, correct)
-    # Rounded first so that 0.07 * 100 = 7.000000000000001 keeps 7 examples, not 8.
-    kept = int(np.ceil(round(coverage * len(risk), 9)))
-    return float(1.0 - risk[kept - 1])
-
-
 def selective_table(confidence: ArrayLike, correct: ArrayLike,
                     thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9)) -> list[dict]:
     """Coverage and accuracy when only answers with confidence >= each threshold are kept.

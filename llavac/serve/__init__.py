@@ -2,8 +2,7 @@
 
 ``create_app(classifier, ServeArgs(...))`` builds the FastAPI app around an already-loaded
 classifier (what tests use); ``serve(ServeConfig)`` runs it under uvicorn with the model
-loading behind the open port; ``llavac serve`` / ``python -m llavac.serve`` do the same from a
-shell.
+loading behind the open port; ``llavac serve`` does the same from a shell.
 """
 
 from llavac.serve.app import create_app, served_model_card
