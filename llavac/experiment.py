@@ -34,7 +34,6 @@ from llavac.args import (
     DataArgs,
     EvalArgs,
     EvalConfig,
-    ExperimentArgs,
     ExperimentConfig,
     TrainConfig,
 )
@@ -64,11 +63,17 @@ class PlannedRun:
         return f"{self.procedure}{fold}-seed{self.seed}"
 
 
-def planned_runs(args: ExperimentArgs) -> list[PlannedRun]:
+def planned_runs(config: ExperimentConfig) -> list[PlannedRun]:
+    """The runs of the experiment; an unknown procedure (of ``experiment.procedures`` or
+    ``eval_data``) is an error here, before anything is written or trained."""
+    args = config.experiment
+    if config.eval_data.procedure is not None:
+        get_procedure(config.eval_data.procedure, "eval_data.procedure")
     return [
         PlannedRun(procedure, fold, seed)
         for procedure in args.procedures
-        for fold in (args.folds if get_procedure(procedure).folds > 1 else [None])
+        for fold in (args.folds if get_procedure(procedure, "experiment.procedures").folds > 1
+                     else [None])
         for seed in args.seeds
     ]
 
@@ -138,11 +143,11 @@ def run_experiment(config: ExperimentConfig) -> Path:
     # bookkeeping below runs on one rank; gloo on CPU, and the Trainer's own 30-minute
     # timeout, since the other ranks wait while the main process evaluates a 7B model.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
+    runs = planned_runs(config)
     config = with_input_defaults(config)  # as each run records them, so finished runs match
     output = Path(config.experiment.output)
     if state.is_main_process:
         RunFolder(output).write_config(config)
-    runs = planned_runs(config.experiment)
     digests = {}
     for index, run in enumerate(runs, start=1):
         folder = output / "runs" / run.name

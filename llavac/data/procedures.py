@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llavac.config import ConfigKeyError
 from llavac.data.published import (
     SHIPPED,
     Published,
@@ -119,10 +120,12 @@ def list_procedures() -> list[str]:
     return list(PROCEDURES)
 
 
-def get_procedure(name: str) -> Procedure:
+def get_procedure(name: str, key: str = "data.procedure") -> Procedure:
+    """The registered procedure ``name``; an unknown one is an error naming the config
+    ``key`` that gave it."""
     if name not in PROCEDURES:
-        raise ValueError(f"unknown procedure {name!r}: expected one of "
-                         f"{', '.join(PROCEDURES)}")
+        raise ConfigKeyError(key, f"{key}: unknown procedure {name!r}: expected one of "
+                                  f"{', '.join(PROCEDURES)}")
     return PROCEDURES[name]
 
 
