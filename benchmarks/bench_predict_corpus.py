@@ -65,7 +65,8 @@ from llavac.data.stream import stream_records  # noqa: E402
 from llavac.models import SMALL_SIZES, build_tiny  # noqa: E402
 from llavac.predict import Classifier  # noqa: E402
 from llavac.predict.batching import to_model  # noqa: E402
-from llavac.predict.corpus import job_settings, predict_corpus  # noqa: E402
+from llavac.predict.classifier import job_settings  # noqa: E402
+from llavac.predict.corpus import predict_corpus  # noqa: E402
 from llavac.predict.loader import (  # noqa: E402
     PairStream,
     available_cores,

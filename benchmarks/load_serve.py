@@ -1,6 +1,6 @@
 """Load test of the HTTP server: a steady soak with malformed requests, then a 10x burst.
 
-Starts ``python -m llavac.serve`` on 127.0.0.1 itself (tiny-llava by default) with an API key,
+Starts ``python -m llavac.cli serve`` on 127.0.0.1 itself (tiny-llava by default) with an API key,
 a bounded queue and a per-key rate limit, warms it up, then sends open-loop traffic (each
 request leaves at its scheduled time, whether or not earlier ones were answered, as real
 clients do):
@@ -40,10 +40,12 @@ import httpx
 from PIL import Image
 
 from llavac.labels import LABELS
-from llavac.serve.process import running_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The tests' server helper: the benchmark starts the server exactly as they do.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import add_smoke_flag, banner, target  # noqa: E402
+from serve_process import running_server  # noqa: E402
 
 SLOTS = ("text", "image", "multimodal")
 MAX_BODY_MB = 1.0  # the server under test gets a small body limit so oversize cases are cheap

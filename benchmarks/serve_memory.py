@@ -2,7 +2,7 @@
 
 Each PNG is about 130 kB on the wire and 40 megapixels decoded (159 MB at Pillow's 4 bytes a
 pixel): 0.2 decoded such a batch whole before it queued, about 15 GB. Starts
-``python -m llavac.serve`` (tiny-llava) with an API key, twice:
+``python -m llavac.cli serve`` (tiny-llava) with an API key, twice:
 
 1. the default pixel limit (in ``--smoke``, one just below the image's): the images are
    refused from their headers (413, ``serve.max_image_pixels``) and nothing is decoded;
@@ -37,9 +37,10 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The tests' server helper: the benchmark starts the server exactly as they do.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import add_smoke_flag, banner, result_line, target  # noqa: E402
-
-from llavac.serve.process import running_server  # noqa: E402
+from serve_process import running_server  # noqa: E402
 
 API_KEY = "memory-test-key"
 PEAK_RISE_MB, SETTLED_MB = 300, 50

@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 
 from tqdm import tqdm
 
@@ -119,12 +118,3 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def progress_over(items, desc: str, total: int | None = None, unit: str = "pair",
-                  enabled: bool = True) -> Iterator:
-    """``items`` with a :class:`Progress` advanced by one per item."""
-    with Progress(total if total is not None else len(items), desc, unit, enabled) as bar:
-        for item in items:
-            yield item
-            bar.update()

@@ -27,7 +27,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import PartialState
 
 from llavac.args import (
@@ -35,22 +34,25 @@ from llavac.args import (
     DataArgs,
     EvalArgs,
     EvalConfig,
-    ExperimentArgs,
     ExperimentConfig,
     TrainConfig,
 )
-from llavac.config import save_config, to_dict
+from llavac.config import to_dict
 from llavac.console import log
+from llavac.data.procedures import get_procedure
 from llavac.evaluation import evaluate
 from llavac.predict import Classifier
 from llavac.results import collect_results, comparison_section, finished_hash, write_results
 from llavac.runinfo import results_hash, results_key
+from llavac.runs.folder import RunFolder
 from llavac.train import train
-from llavac.train.recipe import is_finished, with_input_defaults
+from llavac.train.recipe import with_input_defaults
 
 
 @dataclass(frozen=True)
-class Run:
+class PlannedRun:
+    """One training run of an experiment: a procedure, its fold (if it has folds), a seed."""
+
     procedure: str
     fold: int | None
     seed: int
@@ -61,21 +63,27 @@ class Run:
         return f"{self.procedure}{fold}-seed{self.seed}"
 
 
-def planned_runs(args: ExperimentArgs) -> list[Run]:
+def planned_runs(config: ExperimentConfig) -> list[PlannedRun]:
+    """The runs of the experiment; an unknown procedure (of ``experiment.procedures`` or
+    ``eval_data``) is an error here, before anything is written or trained."""
+    args = config.experiment
+    if config.eval_data.procedure is not None:
+        get_procedure(config.eval_data.procedure, "eval_data.procedure")
     return [
-        Run(procedure, fold, seed)
+        PlannedRun(procedure, fold, seed)
         for procedure in args.procedures
-        for fold in (args.folds if procedure == "cheema10" else [None])
+        for fold in (args.folds if get_procedure(procedure, "experiment.procedures").folds > 1
+                     else [None])
         for seed in args.seeds
     ]
 
 
-def run_configs(config: ExperimentConfig, run: Run,
+def run_configs(config: ExperimentConfig, run: PlannedRun,
                 folder: Path) -> tuple[TrainConfig, list[EvalConfig]]:
     """The run's training config and one evaluation config per method."""
     data = dataclasses.replace(
         config.data, procedure=run.procedure, fold=run.fold,
-        split_seed=run.seed if run.procedure == "random811" else config.data.split_seed,
+        split_seed=run.seed if get_procedure(run.procedure).seeded else config.data.split_seed,
     )
     train_config = TrainConfig(
         model=config.model, data=data, lora=config.lora,
@@ -111,18 +119,18 @@ def source_name(data: DataArgs) -> str:
 
 def claim_experiment(config: ExperimentConfig, overwrite: bool) -> None:
     """Refuse an experiment folder made with other settings unless ``overwrite`` (which empties
-    it); the same settings resume, which is how an interrupted experiment continues."""
-    output = Path(config.experiment.output)
-    saved = output / "config.yaml"
-    if not saved.is_file():
+    it); the same settings resume, which is how an interrupted experiment continues. The
+    settings are compared as :func:`run_experiment` saves them: input defaults filled in."""
+    output = RunFolder(config.experiment.output)
+    if not output.has_config:
         return
-    if yaml.safe_load(saved.read_text(encoding="utf-8")) == to_dict(config):
+    if to_dict(output.typed_config(type(config))) == to_dict(with_input_defaults(config)):
         return
     if not overwrite:
-        raise ValueError(f"{output} holds an experiment with other settings ({saved}): choose "
-                         "another experiment.output, or give --overwrite to replace it (the "
-                         "same settings resume it)")
-    shutil.rmtree(output)
+        raise ValueError(f"{output.path} holds an experiment with other settings "
+                         f"({output.config_path}): choose another experiment.output, or give "
+                         "--overwrite to replace it (the same settings resume it)")
+    shutil.rmtree(output.path)
 
 
 def run_experiment(config: ExperimentConfig) -> Path:
@@ -135,12 +143,11 @@ def run_experiment(config: ExperimentConfig) -> Path:
     # bookkeeping below runs on one rank; gloo on CPU, and the Trainer's own 30-minute
     # timeout, since the other ranks wait while the main process evaluates a 7B model.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
+    runs = planned_runs(config)
     config = with_input_defaults(config)  # as each run records them, so finished runs match
     output = Path(config.experiment.output)
     if state.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        save_config(config, output / "config.yaml")
-    runs = planned_runs(config.experiment)
+        RunFolder(output).write_config(config)
     digests = {}
     for index, run in enumerate(runs, start=1):
         folder = output / "runs" / run.name
@@ -153,9 +160,9 @@ def run_experiment(config: ExperimentConfig) -> Path:
         if finished_hash(folder) == digest:
             log.info(f"[{index}/{len(runs)}] {run.name}: done before (config {digest}), skipped")
             continue
-        saved = _saved_config(folder / "train")
-        same_config = saved is not None and results_key(saved) == key
-        trained = is_finished(folder / "train")
+        trained_folder = RunFolder(folder / "train")
+        same_config = trained_folder.has_config and results_key(trained_folder.config()) == key
+        trained = trained_folder.finished
         if not (same_config and trained):
             if not same_config and state.is_main_process:
                 # Left by another config: its adapter and checkpoints must not be reused.
@@ -189,7 +196,3 @@ def evaluate_run(eval_configs: list[EvalConfig]) -> None:
     for eval_config in eval_configs:
         evaluate(eval_config, classifier)
 
-
-def _saved_config(folder: Path) -> dict | None:
-    path = folder / "config.yaml"
-    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None

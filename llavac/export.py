@@ -22,8 +22,9 @@ from pathlib import Path
 
 from llavac.durable import fsync_path, fsync_tree
 from llavac.labels import LABELS
+from llavac.predict import Classifier
+from llavac.runs.folder import CONFIG_FILE, EXPORT_FILE, RunFolder
 
-EXPORT_FILE = "llavac.json"  # marks a folder written by export_run
 CITATION = """@article{chayintr2025llavac,
   title   = {LLaVAC: Fine-tuning LLaVA as a Multimodal Sentiment Classifier},
   author  = {Chay-intr, T. and Chen, Y. and Viriyayudhakorn, K. and Theeramunkong, T.},
@@ -40,11 +41,9 @@ def export_run(run: str | Path, output: str | Path, overwrite: bool = False) -> 
     or the new one (at worst both, under names starting with ``.<output>.``). ``overwrite``
     replaces an earlier export; a non-empty folder that is not one is never deleted.
     """
-    from llavac.predict import Classifier
-
     run, output = Path(run), Path(output)
-    if not (run / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run}: not a training run folder (no config.yaml)")
+    if not RunFolder(run).has_config:
+        raise FileNotFoundError(f"{run}: not a training run folder (no {CONFIG_FILE})")
     if output.resolve() == run.resolve() or output.resolve() in run.resolve().parents:
         raise ValueError(f"--output {output}: would replace the run folder {run} itself")
     _claim_output(output, overwrite)
@@ -68,7 +67,7 @@ def _claim_output(output: Path, overwrite: bool) -> None:
     if not overwrite:
         raise ValueError(f"--output {output}: exists and is not empty (--overwrite replaces "
                          "an earlier export)")
-    if read_export(output) is None:
+    if not RunFolder(output).is_export:
         raise ValueError(f"--output {output}: holds files but no {EXPORT_FILE}, so it is not an "
                          "export and --overwrite leaves it alone: choose another folder")
 
@@ -77,10 +76,10 @@ def _write_export(classifier, run: Path, folder: Path) -> None:
     classifier.model.save_pretrained(folder)
     classifier.processor.save_pretrained(folder)
     facts = export_facts(classifier, run)
-    (folder / EXPORT_FILE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-    if (run / "calibration.json").is_file():
-        shutil.copy2(run / "calibration.json", folder / "calibration.json")
-    model_card(facts, _run_json(run, "manifest.json"), _run_metrics(run)).save(
+    exported, trained = RunFolder(folder), RunFolder(run)
+    exported.write_export_facts(facts)
+    trained.copy_calibration(exported)
+    model_card(facts, trained.manifest(), _run_metrics(run)).save(
         folder / "README.md")
 
 
@@ -117,19 +116,8 @@ def export_facts(classifier, run: Path) -> dict:
         "seed": classifier.source.get("seed"),
         "source_run": str(run.resolve()),
         "dtype": classifier.source.get("dtype"),
-        "calibrated": (run / "calibration.json").is_file(),
+        "calibrated": RunFolder(run).temperatures() is not None,
     }
-
-
-def read_export(folder: str | Path) -> dict | None:
-    """``llavac.json`` of an exported folder, or ``None`` for anything else."""
-    path = Path(folder) / EXPORT_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _run_json(run: Path, name: str) -> dict:
-    path = run / name
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _run_metrics(run: Path) -> dict:
@@ -186,7 +174,7 @@ def _card_data(manifest: dict) -> str:
     return "## Training data and procedure\n\n" + ("\n".join(lines) or
                                                     "- not recorded in the run") + (
         "\n\nFine-tuned with the LLaVA task-LoRA recipe (transformers Trainer + peft), "
-        "answer-only loss; the run's `config.yaml` has every setting.")
+        f"answer-only loss; the run's `{CONFIG_FILE}` has every setting.")
 
 
 def _card_metrics(metrics: dict) -> str:

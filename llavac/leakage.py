@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llavac.labels import SLOT_FIELDS
-
-TRAINED_ON = "trained_on.json"  # in a training run folder, beside manifest.json
+from llavac.runs.folder import TRAINED_ON_FILE, RunFolder
 
 
 def fingerprint(record) -> str:
@@ -35,25 +34,11 @@ def trained_on(records: Sequence) -> dict:
     }
 
 
-def read_trained_on(adapter: str | Path | None) -> dict | None:
-    """The ``trained_on.json`` of a training run folder; None for a zero-shot model or a
-    bare peft adapter (nothing says what it trained on). A run folder whose training has not
-    finished is an error: its adapter may be half-written."""
-    if adapter is None or not (Path(adapter) / "config.yaml").is_file():
-        return None
-    run = Path(adapter)
-    if not (run / "manifest.json").is_file():
-        raise ValueError(f"--adapter {run}: training has not finished (no manifest.json); "
-                         "continue it with llavac train ... --resume")
-    path = run / TRAINED_ON
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def check_overlap(adapter: str | Path | None, records: Sequence, part: str,
                   allow: bool) -> int | None:
     """How many of ``records`` the run ``adapter`` trained on (None: unknown); a
     ``ValueError`` when there are any and ``allow`` is false."""
-    seen = read_trained_on(adapter)
+    seen = RunFolder(adapter).trained_on() if adapter is not None else None
     if seen is None:
         return None
     known = set(seen["fingerprints"])
@@ -61,7 +46,7 @@ def check_overlap(adapter: str | Path | None, records: Sequence, part: str,
     if overlap and not allow:
         raise ValueError(
             f"{overlap} of the {len(records)} records of the {part} part were trained on by "
-            f"{adapter} (its {TRAINED_ON}): their scores would measure memory, not "
+            f"{adapter} (its {TRAINED_ON_FILE}): their scores would measure memory, not "
             "generalisation; evaluate another part, or pass --allow-overlap "
             "(eval.allow_overlap=true) to report them deliberately")
     return overlap

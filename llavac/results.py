@@ -15,16 +15,10 @@ import json
 import statistics
 from pathlib import Path
 
+from llavac.data.procedures import PROCEDURES
 from llavac.evaluation.compare import compare_evaluations
 from llavac.runinfo import RESULT_LIBRARIES
 
-# LLaVAC (arXiv 2502.02938), MVSA-Single, multimodal label: accuracy / weighted F1 in %.
-PAPER = {
-    "cheema10": ("P1: Cheema et al. 10 folds", 76.24, 76.36),
-    "random811": ("P2: random 8:1:1 after the Xu & Mao rule", 77.05, 76.76),
-    "clmlf": ("P2: the public CLMLF 8:1:1 split", 77.05, 76.76),
-    "qmf": ("P3: the QMF split", 85.36, 85.06),
-}
 # One row per run and method: the multimodal label's scores and the result's provenance.
 RESULT_COLUMNS = ("run", "method", "accuracy", "weighted_f1", "macro_f1", "unparseable",
                   "records", "accuracy_ci_low", "accuracy_ci_high", "weighted_f1_ci_low",
@@ -90,7 +84,10 @@ def _method_cells(group: list[dict], method: str, unparseable: bool) -> list[str
 
 
 def _table_row(procedure: str, group: list[dict]) -> str:
-    title, paper_acc, paper_f1 = PAPER.get(procedure, (procedure, None, None))
+    # LLaVAC's own figures (arXiv 2502.02938) are the procedure's, in its registry entry.
+    entry = PROCEDURES.get(procedure)
+    title = entry.title if entry else procedure
+    paper_acc, paper_f1 = entry.paper if entry and entry.paper else (None, None)
     paper = [f"{paper_acc:.2f}", f"{paper_f1:.2f}"] if paper_acc is not None else ["–"] * 2
     prompts = sorted({row["prompt"] for row in group})
     if prompts != ["full"]:  # the paper's numbers are for the full prompt

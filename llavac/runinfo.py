@@ -5,7 +5,6 @@ provenance fields every result (``metrics.json``, each row of ``results.csv``) n
 from __future__ import annotations
 
 import functools
-import json
 import platform
 import shutil
 import subprocess
@@ -13,8 +12,8 @@ from importlib import metadata
 from pathlib import Path
 
 from llavac import __version__
-from llavac.config import config_hash, save_config
-from llavac.durable import write_atomic
+from llavac.config import config_hash
+from llavac.runs.folder import RunFolder, write_json
 
 _LIBRARIES = ("llavac", "torch", "transformers", "peft", "accelerate", "tokenizers", "pillow",
               "scikit-learn", "numpy")
@@ -78,12 +77,6 @@ def provenance_versions() -> dict[str, str | None]:
             **{f"{name}_version": versions[name] for name in RESULT_LIBRARIES}}
 
 
-def write_json(data, path: Path) -> None:
-    """``data`` as indented JSON at ``path``, written whole or not at all: a manifest or a
-    sidecar torn by a crash would make a folder look finished, or unreadable."""
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def claim_output(folder: str | Path, done_marker: str, overwrite: bool,
                  resume: bool | None = None) -> None:
     """Refuse a folder that holds finished work (``done_marker`` exists) unless ``overwrite``
@@ -102,8 +95,7 @@ def claim_output(folder: str | Path, done_marker: str, overwrite: bool,
 def write_run_files(output: Path, config, manifest: dict) -> None:
     """``config.yaml``, ``versions.json`` and, last, ``manifest.json`` into ``output``: a
     folder with a manifest is complete."""
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")
-    write_json(library_versions(), output / "versions.json")
-    write_json(manifest, output / "manifest.json")
+    folder = RunFolder(output)
+    folder.write_config(config)
+    write_json(library_versions(), folder.path / "versions.json")
+    folder.write_manifest(manifest)

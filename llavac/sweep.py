@@ -35,6 +35,7 @@ from llavac.args import ClassifierArgs, EvalArgs, EvalConfig, SweepConfig, Train
 from llavac.config import apply_overrides, config_keys, from_dict, save_config, to_dict
 from llavac.data import load_data
 from llavac.evaluation import evaluate
+from llavac.runs.folder import RunFolder
 from llavac.train import train
 
 SPACE_FILE = Path(__file__).parent / "configs" / "sweep_space.yaml"
@@ -48,7 +49,7 @@ def run_sweep(config: SweepConfig) -> optuna.Study:
     output.mkdir(parents=True, exist_ok=True)
     space = load_space(args.space)
     _require_validation(config)
-    save_config(config, output / "config.yaml")
+    RunFolder(output).write_config(config)
     study = optuna.create_study(
         study_name=args.study,
         storage=args.storage or f"sqlite:///{(output / 'study.db').resolve()}",

@@ -12,7 +12,6 @@ from scipy.special import softmax
 from sklearn.metrics import log_loss
 
 from llavac.evaluation.calibration import (
-    accuracy_at_coverage,
     apply_temperature,
     aurc,
     brier_score,
@@ -130,16 +129,6 @@ def test_aurc_ties_keep_input_order():
     confidence = np.tile([0.6, 0.9], 100)
     correct = np.arange(200) != 5
     np.testing.assert_allclose(risk_coverage(confidence, correct)[1][:4], [0, 0, 1 / 3, 1 / 4])
-
-
-def test_accuracy_at_coverage():
-    assert accuracy_at_coverage(CONFIDENCE, CORRECT, 0.5) == pytest.approx(1.0)
-    assert accuracy_at_coverage(CONFIDENCE, CORRECT, 0.6) == pytest.approx(2 / 3)  # ceil(2.4)
-    assert accuracy_at_coverage(CONFIDENCE, CORRECT, 1.0) == pytest.approx(0.75)
-    # 0.07 * 100 is 7.000000000000001 in floating point; 7 answers are kept, not 8.
-    assert accuracy_at_coverage(np.linspace(1, 0.01, 100), np.arange(100) < 7, 0.07) == 1.0
-    with pytest.raises(ValueError):
-        accuracy_at_coverage(CONFIDENCE, CORRECT, 0.0)
 
 
 def test_selective_table():

@@ -12,8 +12,8 @@ import pytest
 from llavac.cli import main
 from llavac.data import load_split, read_source
 from llavac.data.export import export_split
-from llavac.data.procedures import apply_procedure, random_811
-from llavac.data.published import load_published, read_published
+from llavac.data.procedures import apply_procedure, get_procedure, random_811
+from llavac.data.published import read_shipped
 from llavac.data.splitfiles.build import build
 
 LABELS = ["positive,neutral", "negative,negative", "neutral,neutral", "positive,negative"]
@@ -88,14 +88,13 @@ def test_clmlf_and_qmf_count_what_they_leave_out(release, splits_dir):
             load_split(release, procedure, splits_dir=splits_dir, strict=True)
 
 
-def test_shipped_lists_round_trip_the_published_files(splits_dir, tmp_path, monkeypatch):
+def test_shipped_lists_round_trip_the_published_files(splits_dir, tmp_path):
     written = build(splits_dir, tmp_path / "lists")
     assert sorted(p.relative_to(tmp_path / "lists").as_posix() for p in written) == [
         "cheema10/mvsa_single.tsv", "clmlf/mvsa_single.tsv", "qmf/mvsa_single.tsv"]
-    monkeypatch.setattr("llavac.data.published.SHIPPED", tmp_path / "lists")
     for procedure in ("cheema10", "clmlf", "qmf"):
-        shipped = load_published(procedure, "mvsa_single")
-        assert shipped == read_published(splits_dir, procedure, "mvsa_single")
+        shipped = read_shipped(tmp_path / "lists" / procedure / "mvsa_single.tsv")
+        assert shipped == get_procedure(procedure).read_original(splits_dir, "mvsa_single")
     assert shipped.fold(1)["test"] == ["18", "19", "99"]
 
 

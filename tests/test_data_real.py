@@ -16,8 +16,8 @@ import pytest
 from llavac.data import load_split
 from llavac.data.check import check_path
 from llavac.data.mvsa import read_release
-from llavac.data.procedures import apply_procedure
-from llavac.data.published import FOLDERS, SHIPPED, read_published, read_shipped
+from llavac.data.procedures import PROCEDURES, apply_procedure
+from llavac.data.published import SHIPPED, read_shipped
 from llavac.labels import xu_mao_rule
 
 CHEEMA = {"0": "neutral", "1": "positive", "2": "negative"}
@@ -52,10 +52,13 @@ def test_gbk_text_keeps_its_quotes(single):
 
 
 def test_shipped_lists_equal_the_published_files(shared_data):
-    for procedure, folder in FOLDERS.items():
-        for corpus in sorted(p.name for p in (shared_data / "splits" / folder).iterdir()):
-            shipped = read_shipped(SHIPPED / procedure / f"{corpus}.tsv")
-            assert shipped == read_published(shared_data / "splits", procedure, corpus)
+    published = [p for p in PROCEDURES.values() if p.original is not None]
+    assert [p.name for p in published] == ["cheema10", "clmlf", "qmf"]
+    for procedure in published:
+        folder = shared_data / "splits" / procedure.original[0]
+        for corpus in sorted(p.name for p in folder.iterdir()):
+            shipped = read_shipped(SHIPPED / procedure.name / f"{corpus}.tsv")
+            assert shipped == procedure.read_original(shared_data / "splits", corpus)
 
 
 def test_qmf_and_clmlf_are_the_published_splits(single, shared_data):

@@ -23,10 +23,11 @@ from llavac.models import (
     model_type,
     tiny_names,
 )
+from llavac.models.answer_labels import IGNORE_INDEX, with_end_token
 from llavac.predict import Classifier
-from llavac.predict.classifier import _Run
+from llavac.predict.classifier import ModelSource
 from llavac.prompt import PromptFormat, render
-from llavac.train.collator import IGNORE_INDEX, TrainCollator, with_end_token
+from llavac.train.collator import TrainCollator
 
 # OpenAI CLIP's normalisation constants (the CLIP paper's preprocessing).
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
@@ -156,10 +157,10 @@ def test_v1_training_text_and_its_loss_mask():
 def test_defaults_per_family_and_their_errors():
     assert [model_type(name) for name in tiny_names()] == [
         model_family(load_model(name)[0]) for name in tiny_names()]
-    assert _Run("tiny-llava", None, {}).inputs(None, None) == (None, None)  # family default
+    assert ModelSource("tiny-llava", None, {}).inputs(None, None) == (None, None)  # family default
     # A run recorded before these choices existed was trained on the plain inputs.
-    assert _Run("tiny-llava", None, {"model": {"name": "tiny-llava"}}).inputs(None, None) == (
-        "processor", "none")
+    old_run = ModelSource("tiny-llava", None, {"model": {"name": "tiny-llava"}})
+    assert old_run.inputs(None, None) == ("processor", "none")
     with pytest.raises(ValueError, match=r"model.image_mode=pad.*SiglipImageProcessor"):
         apply_image_mode(load_processor("tiny-paligemma"), "pad")
     with pytest.raises(ValueError, match="model.image_mode: expected one of pad, crop"):

@@ -17,10 +17,11 @@ from transformers import AutoProcessor, LlamaTokenizer
 
 from llavac.data import load_split
 from llavac.models import apply_inputs, build_tiny
+from llavac.models.answer_labels import IGNORE_INDEX
 from llavac.predict import Classifier
 from llavac.prompt import PromptFormat, render
 from llavac.train import train
-from llavac.train.collator import IGNORE_INDEX, TrainCollator
+from llavac.train.collator import TrainCollator
 
 LLAMA_SPM = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers" / "llama-spm"
 IMAGE = 32000  # <image>, as llava-hf's processor adds it (then <pad>, 32001)

@@ -216,6 +216,47 @@ def check_both_methods_and_provenance(output):
     assert generate_unparseable == f"{rows[0]['unparseable']} / {rows[0]['records']}"
 
 
+def test_an_experiment_killed_mid_run_finishes_on_rerun_and_reuses_its_finished_runs(
+        synthetic_release, tmp_path):
+    """The same command after a SIGKILL in the second run's training: the experiment's saved
+    settings (input defaults filled in) match the new ones, the finished run is not
+    retrained and the interrupted one is trained to the end."""
+    output = tmp_path / "exp"
+    command = [sys.executable, "-m", "llavac.cli", "experiment", "--config", "tiny_experiment",
+               f"data.path={synthetic_release}", f"experiment.output={output}",
+               "experiment.procedures=[random811]", "experiment.seeds=[0, 1]",
+               "experiment.methods=[score]", "experiment.reliance_pairs=0", "train.max_steps=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first, second = output / "runs" / "random811-seed0", output / "runs" / "random811-seed1"
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:  # the second run has written its config: it is training
+        wait_for(lambda: (second / "train" / "config.yaml").is_file(), process, timeout=240)
+    finally:
+        process.kill()  # SIGKILL: no handler runs, nothing is flushed
+        process.wait()
+    assert (first / "run.json").is_file() and not (second / "run.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in (first / "train").rglob("*") if p.is_file()}
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "random811-seed0: done before" in rerun.stderr
+    assert "random811-seed1: training" in rerun.stderr
+    assert finished == {p: p.stat().st_mtime_ns for p in (first / "train").rglob("*")
+                        if p.is_file()}
+    rows = list(csv.DictReader((output / "results.csv").open()))
+    assert [row["run"] for row in rows] == ["random811-seed0", "random811-seed1"]
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float) -> None:
+    """Poll ``condition`` until it holds; fail if ``process`` ends or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the process ended first (exit {process.returncode})"
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.02)  # a poll interval, not a wait standing in for the event
+
+
 def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
         synthetic_release, tmp_path):
     output = tmp_path / "exp"

@@ -126,12 +126,14 @@ def test_robustness_cli_errors(tmp_path, capsys):
 
 def test_train_prompt_variants_reach_the_collator(tmp_path):
     from llavac.synthetic import write_synthetic_release
-    from llavac.train.recipe import setup
+    from llavac.train.recipe import setup, with_input_defaults
+
+    def config(*overrides):  # as train() hands it to setup()
+        return with_input_defaults(tiny_train_config(data, tmp_path / "run", *overrides))
 
     data = write_synthetic_release(tmp_path / "data", n=40, seed=3)
-    built = setup(tiny_train_config(data, tmp_path / "run",
-                                    f"train.prompt_variants={VARIANTS_FILE}", "train.seed=7"))
+    built = setup(config(f"train.prompt_variants={VARIANTS_FILE}", "train.seed=7"))
     assert len(built.collator.variants) == 5 and built.collator.seed == 7
-    assert setup(tiny_train_config(data, tmp_path / "r2")).collator.variants == ()
+    assert setup(config()).collator.variants == ()
     with pytest.raises(FileNotFoundError, match="missing.yaml: no such prompt variants file"):
-        setup(tiny_train_config(data, tmp_path / "r3", "train.prompt_variants=missing.yaml"))
+        setup(config("train.prompt_variants=missing.yaml"))

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from serve_process import running_server
 
 from llavac.labels import LABELS
-from llavac.serve.process import running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 

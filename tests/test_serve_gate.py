@@ -18,12 +18,12 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from serve_process import free_port
 from test_serve_ops import ITEM, bearer
 
 from llavac.args import ServeArgs
 from llavac.serve import create_app
 from llavac.serve.limits import RateLimiter
-from llavac.serve.process import free_port
 from llavac.serve.server import uvicorn_config
 
 KEY = "gate-test-key"

@@ -1,4 +1,4 @@
-"""The real entry point: ``python -m llavac.serve`` in its own process, spoken to over TCP.
+"""The real entry point: ``python -m llavac.cli serve`` in its own process, spoken to over TCP.
 
 This is the path in-process tests cannot cover: argument parsing, model loading at start-up,
 uvicorn's HTTP parsing (chunked bodies, lying headers) and a clean stop on SIGTERM.
@@ -15,9 +15,9 @@ import socket
 import httpx
 import pytest
 from PIL import Image
+from serve_process import running_server
 
 from llavac.labels import LABELS
-from llavac.serve.process import running_server
 
 MAX_BODY_MB = 0.5
 

@@ -17,8 +17,7 @@ import time
 
 import httpx
 from PIL import Image
-
-from llavac.serve.process import running_server
+from serve_process import running_server
 
 ITEMS = 32
 

@@ -30,9 +30,10 @@ from llavac.models import (
     tiny_names,
     vision_tower_name,
 )
+from llavac.models.answer_labels import IGNORE_INDEX
 from llavac.prompt import PromptFormat
 from llavac.train import LoraArgs, TrainArgs, TrainConfig, train
-from llavac.train.collator import IGNORE_INDEX, TrainCollator
+from llavac.train.collator import TrainCollator
 from llavac.train.recipe import make_trainable
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,6 @@ key, before any model is loaded, from the command line and from Python alike.
 from llavac.args.common import (
     IMAGE_MODES,
     METHODS,
-    PROCEDURES,
     REPORT_TO,
     SWEEP_METRICS,
     TRAIN_METHODS,
@@ -72,7 +71,6 @@ __all__ = [
     "LoraArgs",
     "METHODS",
     "ModelArgs",
-    "PROCEDURES",
     "PredictArgs",
     "PredictConfig",
     "PromptArgs",

@@ -39,6 +39,7 @@ from llavac.cli.flags import (
 )
 from llavac.config import Flag, add_config_arguments
 from llavac.console import default_threads
+from llavac.data.procedures import list_procedures
 
 
 class Parser(argparse.ArgumentParser):
@@ -93,7 +94,7 @@ def _add_data_commands(subparsers) -> None:
                       commands.data_export_command)
     export.add_argument("path", type=Path, help="MVSA release folder or own-data JSONL / CSV")
     export.add_argument("--procedure", required=True, type=str.lower,
-                        choices=["cheema10", "random811", "clmlf", "qmf", "none"],
+                        choices=list_procedures(),
                         help="how to split; none: own data as one part named all")
     export.add_argument("--fold", type=int, default=None, help="cheema10 fold, 1..10")
     export.add_argument("--split-seed", "--seed", dest="split_seed", type=int, default=0,

@@ -174,6 +174,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
 def calibrate_command(args: argparse.Namespace) -> int:
     from llavac.evaluation.calibrate import calibrate
+    from llavac.runs.folder import CALIBRATION_FILE
 
     # RUN shares the positionals with the key=value overrides, so that it may stand before
     # or after the options (argparse cannot split two positionals around options).
@@ -185,7 +186,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     config.model.adapter = runs[0]
     result = calibrate(config)
     fitted = result["fitted_on"]
-    print(f"wrote {Path(runs[0]) / 'calibration.json'} (fitted on {fitted['n']} "
+    print(f"wrote {Path(runs[0]) / CALIBRATION_FILE} (fitted on {fitted['n']} "
           f"{fitted['part']} pairs)")
     for slot, temperature in result["temperatures"].items():
         print(f"  {slot}: T = {temperature:.4f}, validation NLL "

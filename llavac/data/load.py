@@ -18,7 +18,8 @@ from llavac.args import DataArgs
 from llavac.data.images import DEFAULT_LIMITS, ImageLimits, check_images
 from llavac.data.mvsa import read_release
 from llavac.data.owndata import LABEL_FIELDS, read_own
-from llavac.data.procedures import PUBLISHED, apply_procedure, parts_of
+from llavac.data.procedures import PROCEDURES, Procedure, apply_procedure, get_procedure
+from llavac.data.published import SHIPPED
 from llavac.data.records import (
     MISMATCHES,
     Problem,
@@ -85,6 +86,8 @@ def load_split(
     """
     if path is None:
         raise ValueError("no data given: set --data / data.path")
+    if procedure is not None:
+        get_procedure(procedure)  # an unknown name fails before anything is read
     path = Path(path)
     if _is_exported(path):
         given_seed = seed if procedure is not None else None
@@ -93,8 +96,10 @@ def load_split(
     if not source.files_checked:
         raise ValueError(f"{path}: no data/ folder, so no images and texts to split")
     if procedure is None and source.kind != "own":
-        raise ValueError(f"{path} is an MVSA release: name a procedure (cheema10, random811, ...)")
+        raise ValueError(f"{path} is an MVSA release: name a procedure "
+                         f"({', '.join(PROCEDURES)})")
     procedure = procedure or "none"
+    entry = get_procedure(procedure)
     parts, notes = apply_procedure(source, procedure, fold, seed, splits_dir)
     problems = source.problems + notes
     problems += _open_images(parts, strict, limits, problems)
@@ -104,11 +109,11 @@ def load_split(
         "kind": source.kind,
         "procedure": procedure,
         "fold": fold,
-        "seed": seed if procedure == "random811" else None,
-        "split_files": _split_files(procedure, splits_dir),
-        "parts": list(parts_of(procedure)),
+        "seed": seed if entry.seeded else None,
+        "split_files": _split_files(entry, splits_dir),
+        "parts": list(entry.parts),
         "rows": source.rows,
-        "counts": _counts(parts, parts_of(procedure)),
+        "counts": _counts(parts, entry.parts),
         "skipped": count_by_reason([p for p in problems if p.reason not in MISMATCHES]),
         "label_mismatches": count_by_reason([p for p in notes if p.reason in MISMATCHES]),
         "encodings": source.encodings,
@@ -171,10 +176,14 @@ def _checked(split: Split, strict: bool, limits: ImageLimits) -> Split:
     return split
 
 
-def _split_files(procedure: str, splits_dir: str | Path | None) -> str | None:
-    if procedure not in PUBLISHED:
+def _split_files(entry: Procedure, splits_dir: str | Path | None) -> str | None:
+    """Where a published split's ids came from: the original files, the lists llavac ships,
+    or a registered procedure's own list folder."""
+    if entry.split != "published":
         return None
-    return str(Path(splits_dir).resolve()) if splits_dir is not None else "shipped"
+    if splits_dir is not None:
+        return str(Path(splits_dir).resolve())
+    return "shipped" if entry.split_files.parent == SHIPPED else str(entry.split_files)
 
 
 def read_exported(
@@ -234,5 +243,6 @@ def _check_manifest(
     if fold is not None and manifest.get("fold") != fold:
         has = f"fold {manifest['fold']}" if manifest.get("fold") is not None else "(no fold)"
         raise ValueError(f"{folder} holds {held} {has}, not fold {fold}")
-    if seed is not None and held == "random811" and manifest.get("seed") != seed:
-        raise ValueError(f"{folder} holds random811 seed {manifest.get('seed')}, not seed {seed}")
+    seeded = held in PROCEDURES and PROCEDURES[held].seeded
+    if seed is not None and seeded and manifest.get("seed") != seed:
+        raise ValueError(f"{folder} holds {held} seed {manifest.get('seed')}, not seed {seed}")

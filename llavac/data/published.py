@@ -1,8 +1,9 @@
 """The published MVSA splits, read from the original files or from the lists llavac ships.
 
-Three published splits are used by the LLaVAC paper: Cheema et al. 2021's ten folds
-(``cheema10``), CLMLF's 8:1:1 split (``clmlf``) and QMF's agreeing-pairs split (``qmf``). Each
-comes in its own format with its own label encoding; they are all read into ``Published``:
+Three published splits are used by the LLaVAC paper: Cheema et al. 2021's ten folds, CLMLF's
+8:1:1 split and QMF's agreeing-pairs split (their procedures are registered in
+:mod:`llavac.data.procedures`). Each comes in its own format with its own label encoding;
+they are all read into ``Published``:
 per id the published labels and, per fold, the part the id belongs to. The shipped lists under
 ``splitfiles/`` are this structure as a small TSV (ids, labels, parts; no tweet text), derived
 by ``python -m llavac.data.splitfiles.build`` and proved equal to the originals by the tests.
@@ -16,8 +17,7 @@ from pathlib import Path
 
 from llavac.labels import normalize_label
 
-SHIPPED = Path(__file__).parent / "splitfiles"
-FOLDERS = {"cheema10": "cheema2021", "clmlf": "clmlf", "qmf": "qmf"}  # procedure -> folder
+SHIPPED = Path(__file__).parent / "splitfiles"  # <procedure>/<corpus>.tsv
 PART_LETTERS = {"t": "train", "v": "validation", "e": "test"}  # "-": not in that fold
 # Published label encodings.
 CHEEMA_CODES = {"0": "neutral", "1": "positive", "2": "negative"}
@@ -28,7 +28,7 @@ COLUMNS = ("id", "label", "text_label", "image_label", "parts")
 @dataclass(frozen=True)
 class Entry:
     multimodal_label: str  # the published one
-    text_label: str | None  # published only by cheema10
+    text_label: str | None  # published only by Cheema et al.
     image_label: str | None
     parts: str  # one letter of PART_LETTERS (or "-") per fold
 
@@ -53,28 +53,10 @@ class Published:
         return parts
 
 
-def load_published(procedure: str, corpus: str, splits_dir: Path | None = None) -> Published:
-    """The published split of ``corpus`` (``mvsa_single`` / ``mvsa_multiple``) for ``procedure``:
-    from the original files under ``splits_dir`` when given, else from the shipped list."""
-    if splits_dir is not None:
-        return read_published(Path(splits_dir), procedure, corpus)
-    path = SHIPPED / procedure / f"{corpus}.tsv"
-    if not path.is_file():
-        raise ValueError(f"there is no published {procedure} split of {corpus}")
-    return read_shipped(path)
-
-
-def read_published(splits_dir: Path, procedure: str, corpus: str) -> Published:
-    """Read the original published files (layout ``<splits_dir>/<folder>/<corpus>/``)."""
-    folder = Path(splits_dir) / FOLDERS[procedure] / corpus
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no published {procedure} split of {corpus} here")
-    return _read_cheema(folder) if procedure == "cheema10" else _read_one_fold(folder, procedure)
-
-
-def _read_cheema(folder: Path) -> Published:
-    """``valid_pairlist.txt`` rows ``id,multimodal,text,image`` (0 neutral, 1 positive,
-    2 negative) and ``splits/{train,val,test}_<k>.txt`` holding 0-based row numbers into it."""
+def read_cheema(folder: Path) -> Published:
+    """Cheema et al.'s ``valid_pairlist.txt`` rows ``id,multimodal,text,image`` (0 neutral,
+    1 positive, 2 negative) and ``splits/{train,val,test}_<k>.txt`` holding 0-based row
+    numbers into it."""
     pairlist = folder / "valid_pairlist.txt"
     rows = [line.split(",") for line in pairlist.read_text().splitlines() if line.strip()]
     folds = len(list((folder / "splits").glob("test_*.txt")))
@@ -93,23 +75,31 @@ def _read_cheema(folder: Path) -> Published:
     return Published(entries)
 
 
-def _read_one_fold(folder: Path, procedure: str) -> Published:
-    """CLMLF: JSON lists of ``{"id", "text", "emotion_label"}`` (0 positive, 1 neutral,
-    2 negative) in train/dev/test.json. QMF: JSON lines ``{"id", "label", "text", "img"}`` with
-    label words in train/dev/test.jsonl."""
+def read_clmlf(folder: Path) -> Published:
+    """CLMLF's JSON lists of ``{"id", "text", "emotion_label"}`` (0 positive, 1 neutral,
+    2 negative) in ``train/dev/test.json``."""
+    return _read_three_files(folder, ".json", lambda text: [
+        (row["id"], CLMLF_CODES[str(row["emotion_label"])]) for row in json.loads(text)])
+
+
+def read_qmf(folder: Path) -> Published:
+    """QMF's JSON lines ``{"id", "label", "text", "img"}`` with label words in
+    ``train/dev/test.jsonl``."""
+    return _read_three_files(folder, ".jsonl", lambda text: [
+        (row["id"], normalize_label(row["label"]))
+        for row in map(json.loads, filter(str.strip, text.splitlines()))])
+
+
+def _read_three_files(folder: Path, suffix: str, pairs_of) -> Published:
+    """One fold published as ``train``, ``dev`` and ``test`` files; ``pairs_of(text)`` gives
+    a file's ``(id, multimodal label)`` pairs."""
     entries = {}
     for letter, name in (("t", "train"), ("v", "dev"), ("e", "test")):
-        path = folder / (f"{name}.json" if procedure == "clmlf" else f"{name}.jsonl")
-        text = path.read_text(encoding="utf-8")
+        path = folder / f"{name}{suffix}"
         try:
-            if procedure == "clmlf":
-                pairs = [(row["id"], CLMLF_CODES[str(row["emotion_label"])])
-                         for row in json.loads(text)]
-            else:
-                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-                pairs = [(row["id"], normalize_label(row["label"])) for row in rows]
+            pairs = pairs_of(path.read_text(encoding="utf-8"))
         except (KeyError, ValueError) as error:
-            raise ValueError(f"{path}: not the published {procedure} format ({error})") from error
+            raise ValueError(f"{path}: not the published format ({error})") from error
         entries.update((str(row_id), Entry(label, None, None, letter)) for row_id, label in pairs)
     return Published(entries)
 

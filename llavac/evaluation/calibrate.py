@@ -29,8 +29,7 @@ from llavac.evaluation.calibration import (
 )
 from llavac.evaluation.report import gold_labels, label_indices, slot_probabilities
 from llavac.predict import Classifier
-from llavac.predict.classifier import CALIBRATION_FILE
-from llavac.runinfo import write_json
+from llavac.runs.folder import RunFolder
 
 
 def fit_slot(probs, gold) -> tuple[float, float, float]:
@@ -76,5 +75,5 @@ def calibrate(config: CalibrateConfig, classifier: Classifier | None = None) -> 
         temperature, before, after = fit_slot(probs, label_indices([labels[i] for i in keep]))
         result["temperatures"][slot] = temperature
         result["nll_before"][slot], result["nll_after"][slot] = before, after
-    write_json(result, Path(run) / CALIBRATION_FILE)
+    RunFolder(run).write_calibration(result)
     return result

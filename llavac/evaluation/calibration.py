@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
-# Probabilities are clipped here before a log: a 0 from float underflow would make NLL infinite
-# and swamp the mean over every other example.
-EPS = 1e-12
+# Applying a temperature is prediction's (every calibrated prediction does it); fitting one is
+# here, and apply_temperature is re-exported beside it for the reports that compare both.
+from llavac.predict.temperature import EPS, log_probs
+from llavac.predict.temperature import apply_temperature as apply_temperature
 
 # Temperature search interval: T in [1/100, 100] covers any realistic miscalibration while
 # keeping the search finite when the data push T towards 0 (every answer right) or infinity.
@@ -152,16 +153,6 @@ def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
     return float(np.mean(risk_coverage(confidence, correct)[1]))
 
 
-def accuracy_at_coverage(confidence: ArrayLike, correct: ArrayLike, coverage: float) -> float:
-    """Accuracy among the ``ceil(coverage * n)`` most confident examples (ties: input order)."""
-    if not 0.0 < coverage <= 1.0:
-        raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
-    _, risk = risk_coverage(confidence, correct)
-    # Rounded first so that 0.07 * 100 = 7.000000000000001 keeps 7 examples, not 8.
-    kept = int(np.ceil(round(coverage * len(risk), 9)))
-    return float(1.0 - risk[kept - 1])
-
-
 def selective_table(confidence: ArrayLike, correct: ArrayLike,
                     thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9)) -> list[dict]:
     """Coverage and accuracy when only answers with confidence >= each threshold are kept.
@@ -207,21 +198,9 @@ def fit_temperature(logits: ArrayLike, gold: ArrayLike) -> float:
     return float(np.exp(result.x))
 
 
-def _log_probs(probs: ArrayLike) -> np.ndarray:
-    return np.log(np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0))
-
-
 def fit_temperature_from_probs(probs: ArrayLike, gold: ArrayLike) -> float:
     """``fit_temperature`` on ``log(probs)``, for models that return probabilities."""
-    return fit_temperature(_log_probs(probs), gold)
-
-
-def apply_temperature(probs: ArrayLike, temperature: float) -> np.ndarray:
-    """``softmax(log(probs) / T)`` row-wise: T > 1 softens, T < 1 sharpens, T = 1 is identity
-    (up to the ``EPS`` clip of zeros). The argmax never changes."""
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number, got {temperature}")
-    return softmax(_log_probs(probs) / temperature, axis=1)
+    return fit_temperature(log_probs(probs), gold)
 
 
 def _pyplot():

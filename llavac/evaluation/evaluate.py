@@ -16,11 +16,8 @@ and :mod:`llavac.evaluation.reliance`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
-
-import yaml
 
 from llavac.args import DataArgs, EvalConfig
 from llavac.data import load_data
@@ -38,6 +35,7 @@ from llavac.jsonl import write_jsonl
 from llavac.leakage import check_overlap
 from llavac.predict import Classifier, write_predictions
 from llavac.runinfo import provenance_versions, results_hash, write_json, write_run_files
+from llavac.runs.folder import RunFolder
 
 
 def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
@@ -99,7 +97,9 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
 def provenance(config: EvalConfig, manifest: dict, classifier: Classifier, part: str) -> dict:
     """What a result needs to be traced and repeated: the training run's seeds and config
     hash, the split, the model and method, and the versions of llavac and its libraries."""
-    trained = _run_config(config.model.adapter)
+    # The training run's config and manifest; {} for zero-shot or a bare peft adapter.
+    run = RunFolder(config.model.adapter) if config.model.adapter else None
+    trained, run_manifest = (run.config(), run.manifest()) if run else ({}, {})
     source = classifier.source
     method = config.eval.method
     evaluation = {"data": dataclasses.asdict(config.data), "part": part, "method": method,
@@ -107,7 +107,7 @@ def provenance(config: EvalConfig, manifest: dict, classifier: Classifier, part:
     return {
         "train_seed": trained.get("train", {}).get("seed"),
         # The optimizer step's batch the run trained with, as its manifest recorded it.
-        "global_batch_size": _run_manifest(config.model.adapter).get("batch", {}).get("global"),
+        "global_batch_size": run_manifest.get("batch", {}).get("global"),
         "split_seed": manifest.get("seed"),  # random811's shuffle; None for a fixed split
         "config_hash": results_hash(trained or {"model": {"name": source.get("model")}},
                                     evaluation),
@@ -120,21 +120,6 @@ def provenance(config: EvalConfig, manifest: dict, classifier: Classifier, part:
         "prompt": classifier.fmt.name,
         **provenance_versions(),
     }
-
-
-def _run_config(adapter: str | None) -> dict:
-    """The training config of a run folder; {} for zero-shot or a bare peft adapter."""
-    path = Path(adapter) / "config.yaml" if adapter else None
-    if path is None or not path.is_file():
-        return {}
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-
-
-def _run_manifest(adapter: str | None) -> dict:
-    """The manifest of a training run folder; {} for zero-shot, a bare peft adapter or a run
-    from before the manifest recorded its batch."""
-    path = Path(adapter) / "manifest.json" if adapter else None
-    return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
 
 
 def calibration_info(classifier: Classifier, method: str) -> dict:

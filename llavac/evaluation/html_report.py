@@ -27,12 +27,14 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from llavac.data import UnreadableImage, open_rgb
+from llavac.args import EvalConfig
+from llavac.data import UnreadableImage, load_data, open_rgb
 from llavac.evaluation.calibration import reliability_bins
 from llavac.evaluation.reliance import RELIANCE_FILE
 from llavac.evaluation.report import label_indices
 from llavac.labels import LABELS
 from llavac.prompt import PromptFormat
+from llavac.runs.folder import RunFolder
 
 REPORT_FILE = "report.html"
 THUMBNAIL_SIDE = 128  # px, the longer side
@@ -175,15 +177,12 @@ def evaluation_folders(path: str | Path) -> list[Path]:
 def rebuild_reports(path: str | Path) -> list[Path]:
     """Write ``report.html`` again in every evaluation folder of ``path``, reading the
     evaluated records from the data its ``config.yaml`` names."""
-    from llavac.args import EvalConfig
-    from llavac.config import load_config
-    from llavac.data import load_data
-
     written = []
     for folder in evaluation_folders(path):
-        config = load_config(EvalConfig, folder / "config.yaml")
+        evaluation = RunFolder(folder)
+        config = evaluation.typed_config(EvalConfig)
         if not config.data.path or not Path(config.data.path).exists():
-            raise FileNotFoundError(f"{folder / 'config.yaml'}: data.path {config.data.path} "
+            raise FileNotFoundError(f"{evaluation.config_path}: data.path {config.data.path} "
                                     "is not there any more (the report needs its images)")
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         _, records = load_data(config.data).part(metrics["part"], default="test")

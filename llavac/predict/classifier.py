@@ -14,16 +14,16 @@ probability falls below it as ``"uncertain"`` (abstention) and keeps their proba
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
+from torch.utils.data import DataLoader
 
-from llavac.args import ClassifierArgs
+from llavac.args import ClassifierArgs, PredictConfig
 from llavac.console import Progress
+from llavac.data import UnreadableImage
 from llavac.models import (
     apply_inputs,
     load_model,
@@ -37,19 +37,24 @@ from llavac.models import (
 )
 from llavac.predict.batching import PromptBatch, encode_prompts, to_model
 from llavac.predict.generation import answer_token_budget, generate_answers
+from llavac.predict.loader import PairStream, in_order
 from llavac.predict.prediction import Prediction
 from llavac.predict.scoring import LabelScorer
+from llavac.predict.temperature import apply_temperature
 from llavac.prompt import PromptFormat
+from llavac.runs.folder import RunFolder, recorded_inputs
 
 METHODS = ("score", "generate")
-CALIBRATION_FILE = "calibration.json"  # written into a run folder by ``llavac calibrate``
+
+
 @dataclass
-class _Run:
-    """What a classifier is loaded from: a base model and, optionally, trained weights."""
+class ModelSource:
+    """What a classifier is loaded from: a base model and, optionally, trained weights (a
+    training run folder, a bare peft adapter) or an exported folder as the base model."""
 
     name: str  # the base model
-    weights: Path | None  # adapter/ or model/ of a run, or a bare peft adapter folder
-    config: dict  # the training run's config.yaml ({} for a bare adapter or none)
+    folder: RunFolder | None  # the --adapter folder; None: zero-shot or an exported folder
+    config: dict  # the run's config.yaml, or what llavac.json records ({} for neither)
 
     @property
     def model(self) -> dict:
@@ -60,50 +65,65 @@ class _Run:
         return self.model.get("seed", 0)
 
     @property
-    def exported(self) -> Path | None:
+    def exported(self) -> RunFolder | None:
         """The folder ``llavac export`` wrote, when the base model is one."""
-        return Path(self.name) if (Path(self.name) / "llavac.json").is_file() else None
+        folder = RunFolder(self.name)
+        return folder if folder.is_export else None
+
+    @property
+    def weights(self) -> Path | None:
+        return self.folder.weights() if self.folder is not None else None
 
     @property
     def prompt(self) -> str:
         return self.config.get("train", {}).get("prompt") or "full"
 
+    @property
+    def trained_processor(self) -> Path | None:
+        """The processor a training run saved (it may differ from the base model's)."""
+        if self.folder is None or not self.folder.has_config:
+            return None
+        return self.folder.processor if self.folder.processor.is_dir() else None
+
     def inputs(self, image_mode: str | None, system: str | None) -> tuple[str | None, ...]:
-        """``(image_mode, system)``: the given ones, else what the training run recorded; a
-        run from before they were recorded was trained on the processor's images without a
-        system sentence. ``None`` (no run): the family's default."""
-        if self.config:
-            image_mode = image_mode or self.model.get("image_mode") or "processor"
-            system = system or self.model.get("system") or "none"
-        return image_mode, system
+        """``(image_mode, system)``: the given ones, else what the training run recorded.
+        ``None`` (no run): the family's default."""
+        if not self.config:
+            return image_mode, system
+        recorded_mode, recorded_system = recorded_inputs(self.config)
+        return image_mode or recorded_mode, system or recorded_system
+
+    def calibration(self) -> RunFolder | None:
+        """Where ``calibration.json`` lies: the run folder, or the exported folder."""
+        return self.folder or self.exported
 
     @classmethod
-    def resolve(cls, model: str | None, adapter: Path | None) -> _Run:
+    def resolve(cls, model: str | None, adapter: str | Path | None) -> ModelSource:
         """The base model and weights for ``model`` and / or ``adapter``."""
-        weights, config = _read_run(adapter) if adapter is not None else (None, {})
-        if model is None and weights is not None and not config:
-            peft_config = json.loads((weights / "adapter_config.json").read_text())
-            model = peft_config.get("base_model_name_or_path")
+        folder = RunFolder(adapter) if adapter is not None else None
+        if folder is not None:
+            folder.weights()  # names the folder when it holds no weights
+        config = folder.config() if folder is not None else {}
+        if model is None and folder is not None and folder.is_bare_adapter:
+            model = folder.peft_base_model()
         model = model or config.get("model", {}).get("name")
-        exported = Path(model or "") / "llavac.json"  # a folder `llavac export` wrote
-        if weights is None and model and exported.is_file():
-            facts = json.loads(exported.read_text())
+        facts = RunFolder(model).export_facts() if folder is None and model else None
+        if facts is not None:
             config = {"train": {"prompt": facts["prompt"]},
                       "model": {key: facts.get(key) for key in ("image_mode", "system")}}
         if not model:
             raise ValueError(
                 "name the base model: the adapter is not a run folder and its "
                 "adapter_config.json names no base_model_name_or_path"
-                if weights is not None else "name a base model (--model) or a training run "
+                if folder is not None else "name a base model (--model) or a training run "
                 "folder (--adapter)"
             )
-        return cls(model, weights, config)
+        return cls(model, folder, config)
 
     def processor(self):
-        """The processor a training run saved (it may differ from the base model's), else the
-        base model's; no weights are loaded."""
-        saved = self.weights.parent / "processor" if self.weights is not None else None
-        if self.config and saved is not None and saved.is_dir():
+        """The processor a training run saved, else the base model's; no weights load."""
+        saved = self.trained_processor
+        if saved is not None:
             return load_processor(self.name, saved=saved)
         return load_processor(self.name, self.seed)
 
@@ -111,21 +131,19 @@ class _Run:
         """``(model, processor)``: the base model with the weights merged in."""
         from transformers import AutoModelForImageTextToText
 
-        if self.weights is not None and self.weights.name == "model":  # a full fine-tune
+        weights = self.weights
+        if weights is not None and weights.name == "model":  # a full fine-tune
             model = AutoModelForImageTextToText.from_pretrained(
-                self.weights, dtype=resolve_dtype(dtype), device_map=device)
-            return model, load_processor(self.name, saved=self.weights.parent / "processor")
+                weights, dtype=resolve_dtype(dtype), device_map=device)
+            return model, self.processor()
         model, processor = load_model(self.name, dtype=dtype, device_map=device, seed=self.seed)
-        if self.weights is None:
+        if weights is None:
             return model, processor
         from peft import PeftModel
 
         with peft_wrapping():
-            model = PeftModel.from_pretrained(model, self.weights).merge_and_unload()
-        run_processor = self.weights.parent / "processor"
-        if self.config and run_processor.exists():
-            processor = load_processor(self.name, saved=run_processor)
-        return model, processor
+            model = PeftModel.from_pretrained(model, weights).merge_and_unload()
+        return model, (self.processor() if self.trained_processor else processor)
 
 
 def model_settings(args: ClassifierArgs) -> dict:
@@ -133,55 +151,38 @@ def model_settings(args: ClassifierArgs) -> dict:
     :attr:`Classifier.settings`), resolved as :meth:`Classifier.from_args` resolves it but
     without loading the weights: what a corpus job records, so that a resume can prove it is
     the same job."""
-    run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
-    image_mode, system = resolve_inputs(model_type(run.name),
-                                        *run.inputs(args.image_mode, args.system))
+    source = ModelSource.resolve(args.name, args.adapter)
+    image_mode, system = resolve_inputs(model_type(source.name),
+                                        *source.inputs(args.image_mode, args.system))
     adapter = str(Path(args.adapter).resolve()) if args.adapter else None
-    temperatures = read_temperatures(args.adapter or run.exported) if args.calibrated else None
-    return {"model": run.name, "adapter": adapter, "seed": run.seed,
-            "dtype": args.dtype or run.model.get("dtype"), "prompt": args.prompt or run.prompt,
-            "system": system, "image_mode": image_mode, "temperatures": temperatures}
+    return {"model": source.name, "adapter": adapter, "seed": source.seed,
+            "dtype": args.dtype or source.model.get("dtype"),
+            "prompt": args.prompt or source.prompt, "system": system, "image_mode": image_mode,
+            "temperatures": read_temperatures(source) if args.calibrated else None}
+
+
+def job_settings(config: PredictConfig, classifier: Classifier | None = None) -> dict:
+    """What decides the labels of a job (its recorded settings): the classifier's, as loaded
+    (``classifier``) or as ``config.model`` resolves without loading it, and the job's."""
+    job = config.predict
+    model = classifier.settings if classifier is not None else model_settings(config.model)
+    return {**model, "method": job.method, "min_confidence": job.min_confidence,
+            "input": str(Path(job.input).resolve())}
 
 
 def model_inputs(args: ClassifierArgs) -> tuple[object, PromptFormat]:
     """``(processor, prompt format)`` exactly as :meth:`Classifier.from_args` sets them up,
     without loading the weights: what a CPU worker needs to prepare a 7B model's inputs."""
     settings = model_settings(args)
-    run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
-    processor = apply_inputs(run.processor(), settings["image_mode"], settings["system"])
+    source = ModelSource.resolve(args.name, args.adapter)
+    processor = apply_inputs(source.processor(), settings["image_mode"], settings["system"])
     return processor, PromptFormat.from_name(settings["prompt"], settings["system"])
 
 
-def read_temperatures(adapter: str | Path | None) -> dict[str, float] | None:
-    """The per-slot temperatures of ``<adapter>/calibration.json``; None when there is none."""
-    path = Path(adapter) / CALIBRATION_FILE if adapter is not None else None
-    if path is None or not path.is_file():
-        return None
-    temperatures = json.loads(path.read_text(encoding="utf-8")).get("temperatures")
-    if not isinstance(temperatures, dict) or not all(
-            isinstance(t, int | float) and t > 0 for t in temperatures.values()):
-        raise ValueError(f"{path}: 'temperatures' must map slots to positive numbers")
-    return {slot: float(t) for slot, t in temperatures.items()}
-
-
-def _read_run(adapter: Path) -> tuple[Path, dict]:
-    """(weights folder, the run's config) for a run folder; (adapter, {}) for a bare adapter."""
-    if not adapter.exists():
-        raise FileNotFoundError(f"--adapter {adapter}: no such folder")
-    config_file = adapter / "config.yaml"
-    if not config_file.exists():
-        if not (adapter / "adapter_config.json").exists():
-            raise FileNotFoundError(
-                f"--adapter {adapter}: neither a training run folder (config.yaml) nor a peft "
-                "adapter (adapter_config.json)"
-            )
-        return adapter, {}
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    for weights in (adapter / "adapter", adapter / "model"):
-        if weights.exists():
-            return weights, config
-    raise FileNotFoundError(f"--adapter {adapter}: a run folder without adapter/ or model/ "
-                            "(its training has not finished)")
+def read_temperatures(source: ModelSource) -> dict[str, float] | None:
+    """The per-slot temperatures of the run's (or the export's) ``calibration.json``."""
+    folder = source.calibration()
+    return folder.temperatures() if folder is not None else None
 
 
 class Classifier:
@@ -242,16 +243,16 @@ class Classifier:
         recorded by a run: the model family's defaults (:mod:`llavac.models.inputs`).
         ``calibrated``: apply the adapter folder's ``calibration.json`` when it has one.
         """
-        run = _Run.resolve(model, Path(adapter) if adapter is not None else None)
+        source = ModelSource.resolve(model, adapter)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        loaded, processor = run.load(dtype or run.model.get("dtype"), device)
-        image_mode, system = resolve_inputs(model_family(loaded), *run.inputs(image_mode, system))
+        loaded, processor = source.load(dtype or source.model.get("dtype"), device)
+        image_mode, system = resolve_inputs(model_family(loaded),
+                                            *source.inputs(image_mode, system))
         apply_inputs(processor, image_mode, system)  # the inputs training saw, in every stage
-        # calibration.json lies in the run folder, or in the folder `llavac export` wrote.
-        temperatures = read_temperatures(adapter or run.exported) if calibrated else None
-        source = {"model": run.name, "adapter": str(adapter) if adapter else None,
-                  "seed": run.seed, "image_mode": image_mode, "temperatures": temperatures}
-        return cls(loaded, processor, prompt or run.prompt, source, temperatures=temperatures,
+        temperatures = read_temperatures(source) if calibrated else None
+        facts = {"model": source.name, "adapter": str(adapter) if adapter else None,
+                 "seed": source.seed, "image_mode": image_mode, "temperatures": temperatures}
+        return cls(loaded, processor, prompt or source.prompt, facts, temperatures=temperatures,
                    system=system)
 
     # -- prediction ----------------------------------------------------------------------
@@ -275,9 +276,6 @@ class Classifier:
         images (they need a list, or a generator that is safe to copy into each worker). An
         image that does not open raises ``UnreadableImage``; ``llavac.predict.corpus``
         skips and reports it instead."""
-        from llavac.data import UnreadableImage
-        from llavac.predict.loader import PairStream
-
         check_abstention(method, min_confidence)
         stream = PairStream(lambda: records, self.processor, self.fmt, batch_size)
         total = len(records) if isinstance(records, Sized) else None
@@ -294,10 +292,6 @@ class Classifier:
         """Run a ``loader.PairStream`` through the model: per model batch, the rows whose turn
         has come as ``(ordinal, Prediction | Problem | None)`` (None: done before a resume),
         in ordinal order. Pinned memory and asynchronous copies on CUDA."""
-        from torch.utils.data import DataLoader
-
-        from llavac.predict.loader import in_order
-
         pin = self.model.device.type == "cuda"
         loader = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin)
         return in_order(self.predict_items(loader, method, non_blocking=pin))
@@ -351,9 +345,6 @@ class Classifier:
         """One pair's ``{slot: {label: p}}`` with each slot's temperature applied, if any."""
         if not self.temperatures:
             return probs
-        # Imported here: llavac.evaluation imports this module (an import cycle otherwise).
-        from llavac.evaluation.calibration import apply_temperature
-
         scaled = dict(probs)
         for slot, p in probs.items():
             if slot in self.temperatures:

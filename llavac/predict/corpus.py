@@ -28,7 +28,7 @@ from llavac.console import Progress
 from llavac.data.stream import count_rows, stream_records
 from llavac.models import image_limits
 from llavac.predict import outfile
-from llavac.predict.classifier import Classifier, model_settings
+from llavac.predict.classifier import Classifier, job_settings
 from llavac.predict.loader import (
     PairStream,
     default_workers,
@@ -36,15 +36,6 @@ from llavac.predict.loader import (
     model_threads,
 )
 from llavac.predict.summary import CorpusSummary, strict_error
-
-
-def job_settings(config: PredictConfig, classifier: Classifier | None = None) -> dict:
-    """What decides the labels of a job (its recorded settings): the classifier's, as loaded
-    (``classifier``) or as ``config.model`` resolves without loading it, and the job's."""
-    job = config.predict
-    model = classifier.settings if classifier is not None else model_settings(config.model)
-    return {**model, "method": job.method, "min_confidence": job.min_confidence,
-            "input": str(Path(job.input).resolve())}
 
 
 def predict_corpus(config: PredictConfig, classifier: Classifier | None = None) -> CorpusSummary:
@@ -60,6 +51,7 @@ def predict_corpus(config: PredictConfig, classifier: Classifier | None = None) 
                          "gives each GPU a model)")
     _check_engine_keys(job)
     if job.engine == "ray":
+        # Imported here: Ray loads only for the Ray engine (it adds seconds to start-up).
         from llavac.predict.ray_job import predict_on_ray
 
         return predict_on_ray(config)

@@ -26,7 +26,7 @@ from llavac.args import PredictArgs, PredictConfig
 from llavac.console import Progress, log
 from llavac.data.stream import count_rows, input_files, stream_records
 from llavac.predict.blocks import BlockFolder
-from llavac.predict.corpus import job_settings
+from llavac.predict.classifier import job_settings
 from llavac.predict.ray_stages import CommitBlocks, InputBlocks, ModelActor, prepare_blocks
 from llavac.predict.summary import CorpusSummary
 

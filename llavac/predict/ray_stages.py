@@ -85,6 +85,7 @@ class InputBlocks(Datasource):
 @functools.lru_cache(maxsize=1)
 def _inputs(model: str):
     """The processor and prompt format, loaded once per worker process."""
+    # Imported here (as below): torch loads only in the worker processes that need it.
     from llavac.predict.classifier import model_inputs
 
     return model_inputs(ClassifierArgs(**json.loads(model)))

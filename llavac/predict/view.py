@@ -3,8 +3,9 @@ a result looks wrong.
 
 The example goes through the code that training and prediction run: the run's (or the
 family's) image mode and conversation, :func:`llavac.prompt.render`, the processor, and,
-with an answer, the training collator, whose labels say which tokens carry the loss. Only the
-processor is loaded, never the weights, so a 7B model's prompt shows in seconds.
+with an answer, the answer labelling training uses (:mod:`llavac.models.answer_labels`),
+whose labels say which tokens carry the loss. Only the processor is loaded, never the
+weights, so a 7B model's prompt shows in seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image
 
@@ -25,9 +25,9 @@ from llavac.models import (
     model_type,
     resolve_inputs,
 )
-from llavac.predict.classifier import _Run
+from llavac.models.answer_labels import IGNORE_INDEX, answer_labelled_batch
+from llavac.predict.classifier import ModelSource
 from llavac.prompt import PromptFormat, render
-from llavac.train.collator import IGNORE_INDEX, TrainCollator
 
 _REPEATED_MARKER = re.compile(r"(<[^<>\s]+>)\1+")
 
@@ -62,11 +62,11 @@ def view_prompt(config: PromptConfig) -> PromptView:
     args, example = config.model, config.prompt
     if not example.text:
         raise ValueError("--text: give the text of the example")
-    run = _Run.resolve(args.name, Path(args.adapter) if args.adapter is not None else None)
-    family = model_type(run.name)
-    image_mode, system = resolve_inputs(family, *run.inputs(args.image_mode, args.system))
-    processor = apply_inputs(run.processor(), image_mode, system)
-    fmt = PromptFormat.from_name(args.prompt or run.prompt, system)
+    source = ModelSource.resolve(args.name, args.adapter)
+    family = model_type(source.name)
+    image_mode, system = resolve_inputs(family, *source.inputs(args.image_mode, args.system))
+    processor = apply_inputs(source.processor(), image_mode, system)
+    fmt = PromptFormat.from_name(args.prompt or source.prompt, system)
     image = open_rgb(example.image) if example.image else Image.new(
         "RGB", (_STAND_IN_SIDE, _STAND_IN_SIDE), "grey")
     answer = _answer(fmt, example.answer)
@@ -74,10 +74,10 @@ def view_prompt(config: PromptConfig) -> PromptView:
         rendered = render(processor, fmt, example.text)
         batch = processor(images=[[image]], text=[rendered], return_tensors="pt")
     else:
-        collator = TrainCollator(processor, fmt, is_prefix_lm(processor))
-        batch = collator.encode(["example"], [image], [example.text], [answer])
+        batch = answer_labelled_batch(processor, [fmt], ["example"], [[image]], [example.text],
+                                      [answer], is_prefix_lm(processor))
     return PromptView(
-        model=run.name, family=family, prompt=fmt.name, image_mode=image_mode, system=system,
+        model=source.name, family=family, prompt=fmt.name, image_mode=image_mode, system=system,
         image_processor=type(processor.image_processor).__name__,
         image=describe_image(processor, image_mode, image) if example.image else None,
         **_encoded(processor, batch))

@@ -11,13 +11,23 @@ balancers, and the page at ``/`` asks its user for the key.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 from pathlib import Path
 
 from llavac.args import ServeArgs
-from llavac.serve.server import is_loopback
 
 ENV_VAR = "LLAVAC_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _split(value: str | None) -> list[str]:

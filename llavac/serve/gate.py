@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from llavac.serve.auth import is_loopback
 from llavac.serve.errors import ApiError, send_error
-from llavac.serve.server import is_loopback
 
 KEYED_PATHS = ("/v1/", "/metrics", "/openapi.json")
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

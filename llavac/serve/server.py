@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 
 import uvicorn
 
 from llavac.args import ServeArgs, ServeConfig
+from llavac.serve.app import create_app
+from llavac.serve.auth import api_keys, check_exposure
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``: addresses only this machine can reach."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _warm_classifier(config: ServeConfig):
     """The classifier, after one example: a model that cannot serve ``serve.method`` fails
     while loading, not on every request."""
+    # Imported here: torch and transformers load behind the open port, in the loading thread.
     from PIL import Image
 
     from llavac.predict import Classifier
@@ -45,9 +37,6 @@ def serve(config: ServeConfig) -> None:
     Ctrl-C the server stops accepting, answers every request it accepted (their queued
     examples included) for up to ``serve.shutdown_timeout`` seconds, and returns.
     """
-    from llavac.serve.app import create_app
-    from llavac.serve.auth import api_keys, check_exposure
-
     args = config.serve
     check_exposure(args, api_keys(args))
     server: _DrainingServer | None = None

@@ -26,9 +26,10 @@ import shutil
 from pathlib import Path
 
 from llavac.args import TrainConfig
-from llavac.config import load_config, save_config, to_dict
+from llavac.config import to_dict
 from llavac.console import is_main_process, log
 from llavac.runinfo import results_key
+from llavac.runs.folder import CHECKPOINTS_FOLDER, CONFIG_FILE, MANIFEST_FILE, RunFolder
 from llavac.train.checkpoints import (
     checkpoint_folders,
     find_resume_point,
@@ -36,8 +37,7 @@ from llavac.train.checkpoints import (
     run_config_hash,
 )
 
-MANIFEST = "manifest.json"  # written last: a folder with it holds a finished run
-RUN_FILES = (MANIFEST, "config.yaml", "checkpoints")
+RUN_FILES = (MANIFEST_FILE, CONFIG_FILE, CHECKPOINTS_FOLDER)  # any of them: not a new folder
 
 
 def prepare_output(config: TrainConfig, resume: bool, overwrite: bool) -> bool:
@@ -49,9 +49,9 @@ def prepare_output(config: TrainConfig, resume: bool, overwrite: bool) -> bool:
     """
     output = Path(config.train.output)
     if not is_main_process():
-        return not (resume and (output / MANIFEST).is_file())
+        return not (resume and RunFolder(output).finished)
     if claim_run(output, config, resume, overwrite) == "finished":
-        log.info(f"{output} has finished ({MANIFEST}): nothing to resume")
+        log.info(f"{output} has finished ({MANIFEST_FILE}): nothing to resume")
         return False
     return True
 
@@ -61,9 +61,7 @@ def record_start(config: TrainConfig) -> None:
     refused by them writes nothing): an interrupted run's folder names its config, which
     ``--resume`` compares with."""
     if is_main_process():
-        output = Path(config.train.output)
-        output.mkdir(parents=True, exist_ok=True)
-        save_config(config, output / "config.yaml")
+        RunFolder(config.train.output).write_config(config)
 
 
 def claim_run(output: Path, config: TrainConfig, resume: bool, overwrite: bool) -> str:
@@ -74,13 +72,13 @@ def claim_run(output: Path, config: TrainConfig, resume: bool, overwrite: bool) 
                          "not both")
     if not any((output / name).exists() for name in RUN_FILES):
         return "new"
-    state = "finished" if (output / MANIFEST).is_file() else "interrupted"
+    state = "finished" if RunFolder(output).finished else "interrupted"
     if overwrite:
         shutil.rmtree(output)
         return "new"
     if not resume:
         if state == "finished":
-            raise ValueError(f"{output} already holds a finished result ({MANIFEST}): choose "
+            raise ValueError(f"{output} already holds a finished result ({MANIFEST_FILE}): choose "
                              "another output folder, or give --overwrite to replace it, or "
                              "--resume")
         raise ValueError(f"{output} holds an interrupted training run ({_progress(output)}): "
@@ -91,25 +89,26 @@ def claim_run(output: Path, config: TrainConfig, resume: bool, overwrite: bool) 
                          "it started with; resume without the change, or give --overwrite "
                          "to start over")
     if state == "interrupted":
-        find_resume_point(output / "checkpoints", run_config_hash(config))
+        find_resume_point(RunFolder(output).checkpoints, run_config_hash(config))
     return state
 
 
 def _progress(output: Path) -> str:
-    complete = [c for c in checkpoint_folders(output / "checkpoints") if is_complete(c)]
+    complete = [c for c in checkpoint_folders(RunFolder(output).checkpoints) if is_complete(c)]
     newest = f"its newest complete checkpoint is {complete[-1].name}" if complete else \
         "no complete checkpoint yet"
-    return f"{newest}, no {MANIFEST}"
+    return f"{newest}, no {MANIFEST_FILE}"
 
 
 def changed_settings(output: Path, config: TrainConfig) -> list[str]:
     """``key is X here but Y in <config.yaml>`` for every setting that decides the results
     and differs from the run's saved config (read with today's defaults for keys added
     since it was written)."""
-    saved_path = output / "config.yaml"
-    if not saved_path.is_file():
+    run = RunFolder(output)
+    saved_path = run.config_path
+    if not run.has_config:
         return []  # checkpoints without a config: their markers' hashes decide
-    saved = _flat(results_key(to_dict(load_config(type(config), saved_path))))
+    saved = _flat(results_key(to_dict(run.typed_config(type(config)))))
     now = _flat(results_key(to_dict(config)))
     return [f"{key} is {now.get(key)!r} here but {saved.get(key)!r} in {saved_path}"
             for key in sorted(now.keys() | saved.keys()) if now.get(key) != saved.get(key)]

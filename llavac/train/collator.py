@@ -1,16 +1,9 @@
-"""Records -> a training batch whose loss falls on the answer tokens only.
+"""Records -> a training batch whose loss falls on the answer tokens only
+(:mod:`llavac.models.answer_labels` says how the answer is located).
 
-Each example is rendered twice through the model's chat template: the prompt alone (with
-the generation prompt) and the prompt with its answer. The first must be a token prefix
-of the second; every token of that prefix, every image token and every pad token gets the
-label -100, so the model is trained on exactly the answer (and the end token that teaches
-it to stop). Image tokens are never truncated: an example longer than ``max_length`` is an
-error naming its id, because cutting image tokens breaks the model's image/token alignment.
-
-Prefix-LM models (PaliGemma) attend bidirectionally over everything whose token type is 0.
-Putting the answer inside that prefix would let the positions that predict the answer see
-it, so for them the answer goes through the processor's ``suffix=`` argument, which gives
-it token type 1 (causal) and builds the labels itself.
+Each record is asked in its prompt variant with the answer its labels give. Image tokens are
+never truncated: an example longer than ``max_length`` is an error naming its id, because
+cutting image tokens breaks the model's image/token alignment.
 """
 
 from __future__ import annotations
@@ -22,10 +15,9 @@ import torch
 from llavac.data import ImageLimits, Record, open_rgb
 from llavac.data.images import DEFAULT_LIMITS
 from llavac.labels import slot_labels
+from llavac.models.answer_labels import answer_labelled_batch
 from llavac.prompt import PromptFormat, render
 from llavac.prompt_variants import draw_variant
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -64,13 +56,10 @@ class TrainCollator:
     def encode(self, ids: list[str], images: list, texts: list[str], answers: list[str],
                fmts: list[PromptFormat] | None = None) -> dict[str, torch.Tensor | bool]:
         """The training batch of ``(id, PIL image, text, answer)`` examples, each asked in
-        its ``fmts`` entry (default: ``fmt``); ``llavac prompt`` shows one through this too."""
+        its ``fmts`` entry (default: ``fmt``)."""
         images = [[image] for image in images]  # one list per prompt: every family takes it
-        fmts = fmts or [self.fmt] * len(ids)
-        if self.prefix_lm:
-            batch = self._prefix_lm_batch(fmts, texts, images, answers)
-        else:
-            batch = self._causal_batch(ids, fmts, texts, images, answers)
+        batch = answer_labelled_batch(self.processor, fmts or [self.fmt] * len(ids), ids,
+                                      images, texts, answers, self.prefix_lm)
         if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
             lengths = batch["attention_mask"].sum(1).tolist()
             too_long = [id for id, n in zip(ids, lengths, strict=True) if n > self.max_length]
@@ -81,58 +70,3 @@ class TrainCollator:
         # A training forward never reuses a KV cache; saying so spares the "use_cache=True is
         # incompatible with gradient checkpointing" message on every run.
         return {**batch, "use_cache": False}
-
-    def _causal_batch(self, ids, fmts, texts, images, answers) -> dict[str, torch.Tensor]:
-        tokenizer = self.processor.tokenizer
-        prompts, fulls = [], []
-        for id, fmt, text, answer in zip(ids, fmts, texts, answers, strict=True):
-            prompt = render(self.processor, fmt, text)
-            full = with_end_token(render(self.processor, fmt, text, answer), tokenizer)
-            if not full.startswith(prompt):
-                raise ValueError(
-                    f"record {id}: the chat template's prompt is not a prefix of "
-                    "prompt + answer, so the answer tokens cannot be located"
-                )
-            prompts.append(prompt)
-            fulls.append(full)
-
-        tokenizer.padding_side = "right"
-        batch = self.processor(images=images, text=fulls, padding=True, return_tensors="pt")
-        # Answer lengths from the text alone: image-token expansion happens inside the prompt,
-        # so it changes where the answer starts but not how many tokens it has.
-        prompt_ids = tokenizer(prompts)["input_ids"]
-        full_ids = tokenizer(fulls)["input_ids"]
-        labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-        lengths = batch["attention_mask"].sum(1).tolist()
-        for row, (id, p_ids, f_ids, length) in enumerate(
-            zip(ids, prompt_ids, full_ids, lengths, strict=True)
-        ):
-            n_answer = len(f_ids) - len(p_ids)
-            answer_ids = batch["input_ids"][row, length - n_answer : length]
-            if f_ids[: len(p_ids)] != p_ids or answer_ids.tolist() != f_ids[len(p_ids) :]:
-                raise ValueError(
-                    f"record {id}: the prompt's tokens are not a prefix of "
-                    "prompt + answer (the tokenizer merges across the boundary)"
-                )
-            labels[row, length - n_answer : length] = answer_ids
-        batch["labels"] = labels
-        return dict(batch)
-
-    def _prefix_lm_batch(self, fmts, texts, images, answers) -> dict[str, torch.Tensor]:
-        prompts = [render(self.processor, fmt, text)
-                   for fmt, text in zip(fmts, texts, strict=True)]
-        self.processor.tokenizer.padding_side = "right"
-        batch = self.processor(
-            images=images, text=prompts, suffix=answers, padding=True, return_tensors="pt"
-        )
-        return dict(batch)
-
-
-def with_end_token(text: str, tokenizer) -> str:
-    """``text`` ending with the end-of-sequence token, so the model learns to stop.
-
-    LLaVA-1.5's own chat template ends the assistant turn with a space and no end token;
-    the LLaVA repository's training appends ``</s>`` the same way.
-    """
-    stripped = text.rstrip()  # nothing after the end token is supervised
-    return stripped if stripped.endswith(tokenizer.eos_token) else stripped + tokenizer.eos_token

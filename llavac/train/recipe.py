@@ -62,7 +62,8 @@ from llavac.models import (
 )
 from llavac.prompt import PromptFormat
 from llavac.prompt_variants import load_variants
-from llavac.runinfo import write_json, write_run_files
+from llavac.runinfo import write_run_files
+from llavac.runs.folder import TRAINED_ON_FILE, RunFolder
 from llavac.train.batch import GlobalBatch, global_batch, length_grouped_sampler
 from llavac.train.checkpoints import (
     CrashSafeTrainer,
@@ -148,11 +149,6 @@ def split_projector_groups(optimizer, model, projector_lr: float):
     return optimizer
 
 
-def is_finished(output: Path) -> bool:
-    """Whether a training run folder is complete (its manifest is written last)."""
-    return (Path(output) / "manifest.json").is_file()
-
-
 def require_labels(records, fmt: PromptFormat, source) -> None:
     """Every training record needs the labels its prompt's answer names."""
     missing = [r.id for r in records if any(slot_labels(r)[slot] is None for slot in fmt.slots)]
@@ -210,8 +206,8 @@ def with_input_defaults(config: TrainConfig) -> TrainConfig:
 
 
 def setup(config: TrainConfig) -> Setup:
-    """Load the training records and the model, and make the model trainable."""
-    config = with_input_defaults(config)  # a no-op after train(); setup() is public too
+    """Load the training records and the model, and make the model trainable. ``config``
+    as :func:`train` resolved it: its input choices filled in (:func:`with_input_defaults`)."""
     # A global batch that does not divide is an error before anything is loaded.
     batch = global_batch(config.train, int(os.environ.get("WORLD_SIZE", "1")))
     split = load_data(config.data)
@@ -255,7 +251,7 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
     args = config.train
     output = Path(args.output)
     batch = built.batch
-    training_args = trainer_arguments(args, output / "checkpoints", batch,
+    training_args = trainer_arguments(args, RunFolder(output).checkpoints, batch,
                                       compute_dtype(args, built.weights_dtype))
     run_hash = run_config_hash(config)
     point = resume_point(Path(training_args.output_dir), run_hash) if resume else None
@@ -298,17 +294,19 @@ def resume_point(checkpoints: Path, run_hash: str) -> ResumePoint:
 def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
     """The adapter (or model), processor, loss plot and run files; manifest.json last."""
     output = Path(config.train.output)
+    folder = RunFolder(output)
     # Every rank enters save_model: under DeepSpeed ZeRO-3 or FSDP the weights are gathered
     # from all of them; only the main process writes.
-    trainer.save_model(str(output / ("model" if config.train.method == "full" else "adapter")))
+    trainer.save_model(str(folder.weight_folder(
+        "model" if config.train.method == "full" else "adapter")))
     if trainer.is_world_process_zero():
-        built.processor.save_pretrained(output / "processor")
+        built.processor.save_pretrained(folder.processor)
         records = trained_on(built.records)
-        write_json(records, output / "trained_on.json")  # for the evaluation leakage guard
+        folder.write_trained_on(records)  # for the evaluation leakage guard
         manifest = {
             "data": built.manifest,
             "train_records": len(built.records),
-            "trained_on": {"file": "trained_on.json", "sha256": records["sha256"]},
+            "trained_on": {"file": TRAINED_ON_FILE, "sha256": records["sha256"]},
             "model": model_facts(built.model),
             "image_processor": type(built.processor.image_processor).__name__,
             "world_size": trainer.args.world_size,

@@ -2,9 +2,10 @@
 
     python -m llavac.data.splitfiles.build SPLITS_DIR [--out DIR]
 
-SPLITS_DIR has the published layout ``<cheema2021|clmlf|qmf>/<mvsa_single|mvsa_multiple>/``;
-every split found there is written as ``<procedure>/<corpus>.tsv`` under DIR (default: this
-package folder, so running it refreshes what llavac ships).
+SPLITS_DIR has the published layout ``<cheema2021|clmlf|qmf>/<mvsa_single|mvsa_multiple>/``
+(each registered procedure with original files names its folder); every split found there is
+written as ``<procedure>/<corpus>.tsv`` under DIR (default: this package folder, so running it
+refreshes what llavac ships).
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llavac.data.published import FOLDERS, SHIPPED, read_published, write_shipped
+from llavac.data.procedures import PROCEDURES
+from llavac.data.published import SHIPPED, write_shipped
 
 
 def build(splits_dir: Path, out: Path = SHIPPED) -> list[Path]:
     """Write one list per published (procedure, corpus) under ``splits_dir``; return the paths."""
     written = []
-    for procedure, folder in FOLDERS.items():
-        for corpus in sorted(p.name for p in (Path(splits_dir) / folder).glob("mvsa_*")):
-            path = Path(out) / procedure / f"{corpus}.tsv"
-            write_shipped(read_published(splits_dir, procedure, corpus), path)
+    for procedure in PROCEDURES.values():
+        if procedure.original is None:
+            continue
+        folder = Path(splits_dir) / procedure.original[0]
+        for corpus in sorted(p.name for p in folder.glob("mvsa_*")):
+            path = Path(out) / procedure.name / f"{corpus}.tsv"
+            write_shipped(procedure.read_original(splits_dir, corpus), path)
             written.append(path)
     return written
 

@@ -1,8 +1,10 @@
-"""Start ``python -m llavac.serve`` as a child process on loopback and wait until it answers.
+"""Start ``python -m llavac.cli serve`` as a child process on loopback and wait until it
+answers.
 
-Shared by the server-process tests, the browser test and ``benchmarks/load_serve.py`` so all
-of them exercise the real entry point (argument parsing, model loading, uvicorn) rather than
-an in-process app, and all of them clean up the same way.
+Shared by the server-process tests, the browser test and ``benchmarks/load_serve.py`` /
+``serve_memory.py`` so all of them exercise the real entry point (argument parsing, model
+loading, uvicorn) rather than an in-process app, and all of them clean up the same way.
+``python -m llavac.cli`` runs the interpreter they run under, whatever is on the PATH.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def running_server(
     log_file = tempfile.NamedTemporaryFile(
         prefix="llavac-serve-", suffix=".log", delete=False
     )
-    command = [sys.executable, "-m", "llavac.serve", "--model", model, "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "llavac.cli", "serve", "--model", model, "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("LLAVAC_API_KEY", None)
