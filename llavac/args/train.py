@@ -16,6 +16,15 @@ from llavac.args.common import (
     ModelArgs,
     Section,
 )
+from llavac.labels import SLOTS
+
+# train.objective: the paper's structured answer, or one classification layer per slot on
+# the last prompt token's final hidden state (llavac.models.heads).
+OBJECTIVES = ("answer", "head")
+# lora.variant, as peft implements them (llavac.train.recipe.LORA_VARIANTS): plain LoRA (the
+# paper), DoRA (weight-decomposed), rsLoRA (alpha / sqrt(r) scaling), PiSSA (initialised
+# from the principal singular vectors; saved converted to a plain LoRA adapter).
+LORA_VARIANTS = ("lora", "dora", "rslora", "pissa")
 
 
 @dataclass
@@ -23,6 +32,7 @@ class LoraArgs(Section):
     """The low-rank adapters (``train.method=lora``) and the projector beside them."""
 
     section: ClassVar[str] = "lora"
+    variant: str = "lora"  # lora (the paper) | dora | rslora | pissa
     r: int = 128
     alpha: int = 256
     dropout: float = 0.05
@@ -30,6 +40,7 @@ class LoraArgs(Section):
     projector_lr: float | None = 2e-5  # None: the main learning rate
 
     def __post_init__(self):
+        self._one_of("variant", LORA_VARIANTS)
         self._at_least("r", 1)
         self._at_least("alpha", 1)
         self._check("dropout", 0 <= self.dropout < 1, "a probability in [0, 1)")
@@ -45,6 +56,10 @@ class TrainArgs(Section):
     output: str = "runs/train"
     method: str = "lora"  # lora (the paper) | full (language model + projector; vision frozen)
     prompt: str = "full"  # full | multimodal-only | an order such as "multimodal,text,image"
+    objective: str = "answer"  # answer (the paper's structured answer) | head
+    # The slots the heads are trained on (objective=head); null: every slot the prompt asks.
+    # The answer objective chooses its slots with train.prompt.
+    slots: list[str] | None = None
     lr: float = 2e-4
     scheduler: str = "cosine"
     warmup_ratio: float = 0.03

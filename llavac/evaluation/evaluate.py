@@ -106,6 +106,9 @@ def provenance(config: EvalConfig, manifest: dict, classifier: Classifier, part:
                   "prompt": classifier.fmt.name}
     return {
         "train_seed": trained.get("train", {}).get("seed"),
+        # How the run was trained: the objective and the LoRA variant (llavac.techniques).
+        "objective": trained.get("train", {}).get("objective", "answer") if trained else None,
+        "lora_variant": trained.get("lora", {}).get("variant", "lora") if trained else None,
         # The optimizer step's batch the run trained with, as its manifest recorded it.
         "global_batch_size": _run_manifest(config.model.adapter).get("batch", {}).get("global"),
         "split_seed": manifest.get("seed"),  # random811's shuffle; None for a fixed split
