@@ -105,6 +105,14 @@ class TrainArgs(Section):
 
     def __post_init__(self):
         self._one_of("method", TRAIN_METHODS)
+        self._one_of("objective", OBJECTIVES)
+        self._check("slots", self.slots is None or (
+            self.objective == "head" and bool(self.slots) and set(self.slots) <= set(SLOTS)
+            and len(set(self.slots)) == len(self.slots)),
+            "null, or with train.objective=head distinct slots from " + ", ".join(SLOTS)
+            + " (the answer objective's slots are train.prompt's)")
+        self._check("objective", self.objective == "answer" or self.method == "lora",
+                    "answer with train.method=full (heads are trained beside LoRA adapters)")
         self._check("lr", self.lr > 0, "a learning rate > 0")
         self._check("warmup_ratio", 0 <= self.warmup_ratio < 1, "a fraction in [0, 1)")
         self._at_least("weight_decay", 0)
@@ -156,6 +164,10 @@ class ExperimentArgs(Section):
     # Another experiment's output folder (e.g. the multimodal-only ablation of this one):
     # its runs of the same name are compared with this one's (llavac compare) in results.md.
     compare_with: str | None = None
+    # Named variants crossed with every run, each "name: key=value ..." (overrides of the
+    # training config; "paper" alone: none); the first is the reference the others are
+    # compared with (llavac.techniques). Empty: one variant, the config as it is.
+    variants: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self._check("methods", bool(self.methods) and all(m in METHODS for m in self.methods)
