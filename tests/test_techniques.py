@@ -1,9 +1,11 @@
 """Fine-tuning techniques: the head objective (``train.objective=head``) and peft's LoRA
-variants (``lora.variant``), trained on the demo's synthetic release with the tiny LLaVA.
+variants (``lora.variant``), on the demo's synthetic release with the tiny LLaVA.
 
-One head run is trained per test session and shared; each LoRA variant's learning run is
-``slow``. The fast tests check what a variant changes (peft's config, PiSSA's conversion)
-on two-step runs.
+LoRA on the random-init tiny model learns the task in ~1,000 steps (2-4 min on two loaded
+cores), so the learning runs (head, DoRA, rsLoRA, PiSSA: loss falls, multimodal accuracy
+>= 0.9 held out) are ``slow``. The fast tests share one short head run (what a head run
+does in predict / evaluate / serve / export does not depend on how well it learnt) and
+check what each variant changes in peft, and PiSSA's conversion, without training.
 """
 
 from __future__ import annotations
@@ -25,9 +27,7 @@ from llavac.serve import create_app
 # LoRA on a random-init model needs more steps than the full fine-tune of the demo (its
 # embeddings stay random); at lr >= 5e-3 it sticks at the text-only shortcut (stack notes).
 LEARNING = ("train.method=lora", "train.lr=1e-3", "train.max_steps=1000",
-            "train.save_steps=100000", "train.logging_steps=50")
-TWO_STEPS = ("train.method=lora", "train.max_steps=2", "train.save_steps=100000",
-             "train.logging_steps=1")
+            "train.save_steps=100000", "train.logging_steps=10")
 
 
 def trained(folder, release, *overrides):
@@ -56,23 +56,28 @@ def multimodal_accuracy(records, predictions) -> float:
 
 @pytest.fixture(scope="session")
 def head_run(tmp_path_factory, synthetic_release):
-    """The tiny LLaVA with LoRA and classification heads, trained once per test run (the
-    xdist workers share it through a file lock, as ``synthetic_run``)."""
+    """The tiny LLaVA with LoRA and classification heads, 30 steps, trained once per test
+    run (the xdist workers share it through a file lock, as ``synthetic_run``)."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent
     run = root / "head-run"
     with FileLock(f"{run}.lock"):
         if not (run / "manifest.json").is_file():
-            trained(run, synthetic_release, "train.objective=head", *LEARNING)
+            trained(run, synthetic_release, "train.objective=head", "train.method=lora",
+                    "train.max_steps=30", "train.save_steps=100000", "train.logging_steps=1")
     return run
 
 
-def test_the_head_objective_learns_the_synthetic_task(head_run, synthetic_release):
-    loss = losses(head_run)
-    assert loss[-1] < 0.5 * loss[0], loss
-    records, predictions = held_out(head_run, synthetic_release)
-    assert multimodal_accuracy(records, predictions) >= 0.9
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [
+    ["train.objective=head"], ["lora.variant=dora"], ["lora.variant=rslora"],
+    ["lora.variant=pissa"]], ids=["head", "dora", "rslora", "pissa"])
+def test_each_technique_learns_the_synthetic_task(overrides, synthetic_release, tmp_path):
+    run = trained(tmp_path / "run", synthetic_release, *overrides, *LEARNING)
+    loss = losses(run)
+    assert sum(loss[-5:]) / 5 < sum(loss[:5]) / 5, loss
+    assert multimodal_accuracy(*held_out(run, synthetic_release)) >= 0.9
 
 
 def test_head_probabilities_sum_to_one_per_slot_and_generate_is_refused(head_run,
@@ -96,8 +101,8 @@ def test_a_head_run_evaluates_serves_and_exports_like_an_answer_run(head_run, tm
     assert main(["evaluate", "--adapter", str(head_run), "--output", str(evaluation),
                  "--data", _release_of(head_run), "--procedure", "random811"]) == 0
     metrics = json.loads((evaluation / "metrics.json").read_text())
-    assert metrics["slots"]["multimodal"]["accuracy"] >= 0.9
-    assert metrics["slots"]["multimodal"]["ece"] is not None
+    assert set(metrics["slots"]) == {"text", "image", "multimodal"}
+    assert metrics["slots"]["multimodal"]["ece"] is not None  # probabilities: calibration
     assert metrics["provenance"]["objective"] == "head"
 
     exported = tmp_path / "exported"
@@ -164,15 +169,6 @@ def tiny_llava():
     return lambda: load_model("tiny-llava", seed=0, dtype="float32")[0]
 
 
-@pytest.mark.parametrize("variant", ["dora", "rslora", "pissa"])
-@pytest.mark.slow
-def test_each_lora_variant_learns_the_synthetic_task(variant, synthetic_release, tmp_path):
-    run = trained(tmp_path / variant, synthetic_release, f"lora.variant={variant}", *LEARNING)
-    loss = losses(run)
-    assert loss[-1] < 0.5 * loss[0], loss
-    assert multimodal_accuracy(*held_out(run, synthetic_release)) >= 0.9
-
-
 def test_pissa_is_saved_as_a_lora_adapter_of_the_unchanged_base_model(tiny_llava, tmp_path):
     """PiSSA trains on a residual base; its saved adapter (converted, rank 2r, projector
     included) merged into the checkpoint's own weights gives the logits of the model as
@@ -204,3 +200,45 @@ def test_pissa_is_saved_as_a_lora_adapter_of_the_unchanged_base_model(tiny_llava
     with torch.no_grad():
         expected = model.eval()(**inputs).logits
         assert torch.allclose(merged(**inputs).logits, expected, atol=1e-4)
+
+
+def test_tiny_techniques_study_writes_every_column_and_the_paired_comparison(
+        synthetic_release, tmp_path):
+    import csv
+
+    import yaml
+
+    from llavac.cli import main
+    from llavac.evaluation.metrics import METRICS
+    from llavac.techniques import STUDY_COLUMNS
+
+    output = tmp_path / "study"
+    assert main(["experiment", "--config", "tiny_techniques", f"data.path={synthetic_release}",
+                 f"experiment.output={output}", "train.max_steps=2"]) == 0
+    rows = list(csv.DictReader((output / "results.csv").open()))
+    assert [row["variant"] for row in rows] == ["paper", "head", "dora", "rslora", "pissa"]
+    for row in rows:
+        assert all(row[name] for name in STUDY_COLUMNS), row
+        assert float(row["majority_rate"]) > 0 and row["train_steps"] == "2"
+        train = yaml.safe_load((output / "runs" / row["run"] / "train" / "config.yaml")
+                               .read_text())
+        provenance = json.loads((output / "runs" / row["run"] / "eval" / "score" /
+                                 "metrics.json").read_text())["provenance"]
+        assert (provenance["objective"], provenance["lora_variant"]) == (
+            train["train"]["objective"], train["lora"]["variant"])
+    trainable = {row["variant"]: int(row["trainable_parameters"]) for row in rows}
+    assert trainable["dora"] > trainable["paper"] < trainable["head"]  # magnitudes; heads
+    assert trainable["rslora"] == trainable["paper"]
+
+    table = (output / "results.md").read_text()
+    study = table[table.index("## Techniques"):].splitlines()
+    header = next(line for line in study if line.startswith("| procedure"))
+    assert all(METRICS[name].title in header for name in STUDY_COLUMNS)
+    assert "accuracy - paper [95 % CI]" in header and "McNemar p" in header
+    cells = {line.split(" | ")[1]: line.strip("| ").split(" | ") for line in study
+             if line.startswith("| random811")}
+    assert list(cells) == ["paper", "head", "dora", "rslora", "pissa"]
+    assert cells["paper"][-2:] == ["–", "–"]  # the reference is not compared with itself
+    for variant in ("head", "dora", "rslora", "pissa"):
+        assert 0 <= float(cells[variant][-1]) <= 1  # McNemar's exact p
+    assert "| steps | majority class |" in table  # beside the paper's numbers
