@@ -128,6 +128,26 @@ def test_a_head_run_evaluates_serves_and_exports_like_an_answer_run(head_run, tm
                 assert from_export["probabilities"][slot][label] == pytest.approx(p, abs=1e-5)
 
 
+def test_a_head_run_calibrates_and_its_temperatures_reach_the_heads(head_run, tmp_path,
+                                                                    synthetic_release):
+    import shutil
+
+    from llavac.cli import main
+
+    run = shutil.copytree(head_run, tmp_path / "run")  # calibrate writes into the run
+    assert main(["calibrate", str(run), "--data", str(synthetic_release), "--procedure",
+                 "random811", "calibrate.progress=false"]) == 0
+    temperatures = json.loads((run / "calibration.json").read_text())["temperatures"]
+    assert set(temperatures) == {"text", "image", "multimodal"}
+    _, raw = held_out(head_run, synthetic_release)
+    _, calibrated = held_out(run, synthetic_release)
+    for before, after in zip(raw[:5], calibrated[:5], strict=True):
+        assert before.multimodal_label == after.multimodal_label  # scaling keeps the argmax
+        assert sum(after.probabilities["multimodal"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert abs(temperatures["multimodal"] - 1) > 1e-3  # a real temperature, applied:
+    assert [p.probabilities for p in calibrated] != [p.probabilities for p in raw]
+
+
 def _release_of(run):
     import yaml
 
