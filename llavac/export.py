@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from llavac.durable import fsync_path, fsync_tree
+from llavac.evaluation.metrics import HEADLINE
 from llavac.labels import LABELS
 from llavac.models.heads import save_heads
 
@@ -160,7 +161,7 @@ def _metric_rows(metrics: dict) -> list[str]:
     """Markdown rows ``slot | metric | value [CI]``; a CI is shown when the file has one."""
     rows = []
     for slot, values in (metrics.get("slots") or {}).items():
-        for name in ("accuracy", "weighted_f1", "macro_f1"):
+        for name in (metric.name for metric in HEADLINE):
             if name not in values:
                 continue
             ci = values.get(f"{name}_ci") or (values.get("ci") or {}).get(name)
