@@ -45,7 +45,12 @@ from llavac.evaluation import evaluate
 from llavac.predict import Classifier
 from llavac.results import collect_results, comparison_section, finished_hash, write_results
 from llavac.runinfo import results_hash, results_key
-from llavac.techniques import parse_variants, techniques_section, variant_config
+from llavac.techniques import (
+    check_study,
+    parse_variants,
+    techniques_section,
+    variant_config,
+)
 from llavac.train import train
 from llavac.train.recipe import is_finished, with_input_defaults
 
@@ -141,6 +146,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
     # timeout, since the other ranks wait while the main process evaluates a 7B model.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
     config = with_input_defaults(config)  # as each run records them, so finished runs match
+    check_study(config)
     output = Path(config.experiment.output)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,17 @@ def variant_config(config, variant: str | None):
     return apply_overrides(config, parse_variants(config.experiment.variants)[variant])
 
 
+def check_study(config) -> None:
+    """Refuse, before anything trains, a variant that cannot be evaluated as asked: a head
+    run has no answer to generate."""
+    for variant in parse_variants(config.experiment.variants):
+        trained = variant_config(config, variant)
+        if trained.train.objective == "head" and "generate" in config.experiment.methods:
+            raise ValueError(f"experiment.variants: '{variant}' trains heads "
+                             "(train.objective=head), which generate no answer: set "
+                             "experiment.methods=score")
+
+
 def techniques_section(rows: list[dict], output: Path) -> str:
     """Markdown: per (procedure, variant) cell the study's figures over its runs, and each
     run paired with the reference variant's run of the same procedure, fold and seed."""

@@ -262,3 +262,21 @@ def test_tiny_techniques_study_writes_every_column_and_the_paired_comparison(
     for variant in ("head", "dora", "rslora", "pissa"):
         assert 0 <= float(cells[variant][-1]) <= 1  # McNemar's exact p
     assert "| steps | majority class |" in table  # beside the paper's numbers
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("experiment.variants=[paper, 'head: train.objective=head']", "set experiment.methods=score"),
+    ("experiment.variants=['a: train.lr']", "is not key=value"),
+    ("experiment.variants=[a, a]", "needs a new name"),
+])
+def test_a_study_that_cannot_run_is_refused_before_anything_is_written(override, message,
+                                                                       tmp_path, capsys):
+    from llavac.cli import main
+
+    output = tmp_path / "study"
+    assert main(["experiment", "--config", "tiny_techniques", f"data.path={tmp_path}",
+                 f"experiment.output={output}", "experiment.methods=[generate, score]",
+                 override]) == 2
+    err = capsys.readouterr().err
+    assert "llavac: error:" in err and message in err
+    assert not output.exists()
