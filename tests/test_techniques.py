@@ -280,3 +280,21 @@ def test_a_study_that_cannot_run_is_refused_before_anything_is_written(override,
     err = capsys.readouterr().err
     assert "llavac: error:" in err and message in err
     assert not output.exists()
+
+
+def test_train_slots_trains_only_the_chosen_heads(synthetic_release):
+    """Every slot the prompt asks has a head (each stage reads all of them); the loss
+    ignores the columns of the slots not in ``train.slots``."""
+    from llavac.models import load_model
+    from llavac.prompt import PromptFormat
+    from llavac.train.collator import IGNORE_INDEX
+    from llavac.train.head import TARGETS, HeadCollator
+
+    _, processor = load_model("tiny-llava", seed=0)
+    records = load_data(tiny_train_config(synthetic_release, "unused").data).train[:4]
+    fmt = PromptFormat.from_name("full")
+    targets = HeadCollator(processor, fmt, trained=("multimodal",))(records)[TARGETS]
+    assert (targets[:, :2] == IGNORE_INDEX).all()
+    assert targets[:, 2].tolist() == [LABELS.index(r.multimodal_label) for r in records]
+    with pytest.raises(ValueError, match="does not ask text"):
+        HeadCollator(processor, PromptFormat.from_name("multimodal-only"), trained=("text",))

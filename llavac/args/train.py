@@ -57,8 +57,9 @@ class TrainArgs(Section):
     method: str = "lora"  # lora (the paper) | full (language model + projector; vision frozen)
     prompt: str = "full"  # full | multimodal-only | an order such as "multimodal,text,image"
     objective: str = "answer"  # answer (the paper's structured answer) | head
-    # The slots the heads are trained on (objective=head); null: every slot the prompt asks.
-    # The answer objective chooses its slots with train.prompt.
+    # The slots whose heads are trained (objective=head; the others' heads stay as
+    # initialised, e.g. [multimodal] to ask whether the unimodal labels help); null: every
+    # slot the prompt asks. The answer objective chooses its slots with train.prompt.
     slots: list[str] | None = None
     lr: float = 2e-4
     scheduler: str = "cosine"

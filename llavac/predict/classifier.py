@@ -72,11 +72,11 @@ class _Run:
 
     @property
     def head_slots(self) -> tuple[str, ...] | None:
-        """The slots of a head run's classification heads (``train.objective=head``)."""
-        train = self.config.get("train", {})
-        if train.get("objective") != "head":
+        """The slots of a head run's classification heads (``train.objective=head``): the
+        prompt's."""
+        if self.config.get("train", {}).get("objective") != "head":
             return None
-        return tuple(train.get("slots") or PromptFormat.from_name(self.prompt).slots)
+        return PromptFormat.from_name(self.prompt).slots
 
     def inputs(self, image_mode: str | None, system: str | None) -> tuple[str | None, ...]:
         """``(image_mode, system)``: the given ones, else what the training run recorded; a

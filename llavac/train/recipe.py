@@ -250,10 +250,9 @@ def setup(config: TrainConfig) -> Setup:
     limits = image_limits(processor, config.data.max_image_pixels, "data.max_image_pixels")
     collator_args = (processor, fmt, is_prefix_lm(model), config.train.max_length, variants,
                      config.train.seed, limits)
-    if config.train.objective == "head":
-        slots = tuple(config.train.slots or fmt.slots)
-        attach_heads(model, slots)
-        collator = HeadCollator(*collator_args, slots=slots)
+    if config.train.objective == "head":  # a head per slot the prompt asks, every stage reads
+        attach_heads(model, fmt.slots)
+        collator = HeadCollator(*collator_args, trained=tuple(config.train.slots or fmt.slots))
     else:
         collator = TrainCollator(*collator_args)
     weights_dtype = model.dtype
