@@ -70,8 +70,8 @@ def head_run(tmp_path_factory, synthetic_release):
 
 
 # Measured at 1,000 steps (held-out multimodal accuracy, 46 pairs): DoRA 0.83, PiSSA 0.80,
-# rsLoRA 0.76 at LoRA's rate, 0.87 at a quarter of it. Each needs more steps or its own rate on the tiny model; the
-# strict marker turns green runs into a failure, so the table is updated when one learns.
+# rsLoRA 0.76 at LoRA's rate, 0.87 at a quarter of it. Each needs more steps or a rate of
+# its own on the tiny model; strict, so the run that first learns fails until unmarked.
 SHORT_OF_09 = pytest.mark.xfail(strict=True, reason="below 0.9 within 1,000 steps here")
 
 
