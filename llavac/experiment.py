@@ -145,8 +145,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
     # bookkeeping below runs on one rank; gloo on CPU, and the Trainer's own 30-minute
     # timeout, since the other ranks wait while the main process evaluates a 7B model.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
-    config = with_input_defaults(config)  # as each run records them, so finished runs match
-    check_study(config)
+    config = check_study(with_input_defaults(config))  # as runs record them; fails early
     output = Path(config.experiment.output)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)

@@ -48,15 +48,16 @@ def variant_config(config, variant: str | None):
     return apply_overrides(config, parse_variants(config.experiment.variants)[variant])
 
 
-def check_study(config) -> None:
-    """Refuse, before anything trains, a variant that cannot be evaluated as asked: a head
-    run has no answer to generate."""
+def check_study(config):
+    """``config``, once no variant is one that cannot be evaluated as asked (a head run has
+    no answer to generate) or that does not parse."""
     for variant in parse_variants(config.experiment.variants):
         trained = variant_config(config, variant)
         if trained.train.objective == "head" and "generate" in config.experiment.methods:
             raise ValueError(f"experiment.variants: '{variant}' trains heads "
                              "(train.objective=head), which generate no answer: set "
                              "experiment.methods=score")
+    return config
 
 
 def techniques_section(rows: list[dict], output: Path) -> str:
