@@ -25,6 +25,11 @@ explain one pair by occlusion (``3 + words + grid**2`` scored variants, the defa
 grid) with its variants scored ``EXPLAIN_BATCH`` at a time, side by side with one variant
 per forward pass: ``explain_s_per_pair`` and ``explain_batch_speedup``.
 
+A head run (``train.objective=head``) predicts with one forward pass and a softmax per slot
+instead of label scoring: ``head_over_score_bs1`` / ``_bs16`` are its pairs/s over
+``score``'s on the larger model, both with the full prompt and the same batch (the heads
+are random: their speed does not depend on their weights).
+
 Times are per batch, median of ``--repeats`` side-by-side repeats after a warm-up; ratios
 are the median of per-repeat ratios. Last line: ``RESULT generate_over_score_bs1=...``.
 """
@@ -67,6 +72,9 @@ TARGETS = (  # on the larger random model, full prompt unless ``_mm_`` (multimod
     ("score_over_forward_mm_bs16", "<=", 1.2),
     ("generate_over_score_bs1", ">=", 1.5),
     ("generate_over_score_bs16", ">=", 1.0),
+    # One forward pass with a softmax per slot vs a prefill plus a continuation pass.
+    ("head_over_score_bs1", ">=", 1.0),
+    ("head_over_score_bs16", ">=", 1.0),
 )
 EXPLAIN_BATCH = 16  # variants per forward pass, llavac explain's default (explain.batch_size)
 # On one CPU thread the larger model's forward pass grows linearly with the batch (bs 16
@@ -219,6 +227,32 @@ def time_explain(classifier: Classifier, pair, repeats: int) -> dict:
             "explain_batch_speedup": speedup, "explain_variants": variants}
 
 
+def time_heads(model, processor, pairs, batch_sizes, repeats: int) -> dict[int, float]:
+    """Per batch size, the head prediction's pairs/s over label scoring's (full prompt),
+    timed side by side on the same encoded batch; random heads on ``model``."""
+    from llavac.labels import SLOTS
+    from llavac.models.heads import attach_heads, detach_heads
+    from llavac.predict.head_scoring import head_probabilities
+
+    scoring = Classifier(model, processor, "full")
+    heads = attach_heads(model, SLOTS)
+    detach_heads(model)  # as a head run's classifier keeps them: beside the model
+    ratios = {}
+    for bs in batch_sizes:
+        batch = encode_prompts(processor, scoring.fmt, [i for i, _ in pairs[:bs]],
+                               [t for _, t in pairs[:bs]], model)
+        times = side_by_side({
+            "head": lambda batch=batch: head_probabilities(model, heads, batch),
+            "score": lambda batch=batch: scoring.scorer.score(batch),
+        }, repeats=repeats)
+        ratios[bs] = paired_ratio(times, "score", "head")
+        print(f"{'head vs score':>13} {'full':>15} bs={bs:<3} head {spread(times['head'])} "
+              f"({bs / median(times['head']):.1f} pairs/s) | score {spread(times['score'])} "
+              f"({bs / median(times['score']):.1f} pairs/s) | head/score pairs/s "
+              f"{ratios[bs]:.2f}", flush=True)
+    return ratios
+
+
 def synthetic_pairs(n: int, seed: int = 1):
     """(image, text) pairs drawn like the synthetic release's (48 px images, 5-word texts)."""
     from llavac.synthetic import synthetic_image, synthetic_text
@@ -287,6 +321,7 @@ def main(argv=None) -> int:
     explained = time_explain(Classifier(small, small_processor, "full"), pairs[0], repeats)
 
     big = timings["small-random"]
+    heads = time_heads(small, small_processor, pairs, (1, 16), repeats)
     figures = {
         "generate_over_score_bs1": big[("full", 1)]["gen_over_score"],
         "generate_over_score_bs16": big[("full", 16)]["gen_over_score"],
@@ -296,6 +331,8 @@ def main(argv=None) -> int:
         "score_over_forward_mm_bs16": big[("multimodal-only", 16)]["score_over_forward"],
         "generate_over_score_mm_bs1": big[("multimodal-only", 1)]["gen_over_score"],
         "generate_over_score_mm_bs16": big[("multimodal-only", 16)]["gen_over_score"],
+        "head_over_score_bs1": heads[1],
+        "head_over_score_bs16": heads[16],
     }
     print("\ntargets (larger random model; agreement: the trained tiny one):")
     for name, op, bound in TARGETS:

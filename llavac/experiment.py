@@ -45,6 +45,12 @@ from llavac.predict import Classifier
 from llavac.results import collect_results, comparison_section, finished_hash, write_results
 from llavac.runinfo import results_hash, results_key
 from llavac.runs.folder import RunFolder
+from llavac.techniques import (
+    check_study,
+    parse_variants,
+    techniques_section,
+    variant_config,
+)
 from llavac.train import train
 from llavac.train.recipe import with_input_defaults
 
@@ -56,11 +62,13 @@ class PlannedRun:
     procedure: str
     fold: int | None
     seed: int
+    variant: str | None = None  # a name of experiment.variants (llavac.techniques)
 
     @property
     def name(self) -> str:
         fold = f"-fold{self.fold}" if self.fold is not None else ""
-        return f"{self.procedure}{fold}-seed{self.seed}"
+        variant = f"-{self.variant}" if self.variant is not None else ""
+        return f"{self.procedure}{fold}-seed{self.seed}{variant}"
 
 
 def planned_runs(config: ExperimentConfig) -> list[PlannedRun]:
@@ -70,17 +78,19 @@ def planned_runs(config: ExperimentConfig) -> list[PlannedRun]:
     if config.eval_data.procedure is not None:
         get_procedure(config.eval_data.procedure, "eval_data.procedure")
     return [
-        PlannedRun(procedure, fold, seed)
+        PlannedRun(procedure, fold, seed, variant)
         for procedure in args.procedures
         for fold in (args.folds if get_procedure(procedure, "experiment.procedures").folds > 1
                      else [None])
         for seed in args.seeds
+        for variant in (list(parse_variants(args.variants)) or [None])
     ]
 
 
 def run_configs(config: ExperimentConfig, run: PlannedRun,
                 folder: Path) -> tuple[TrainConfig, list[EvalConfig]]:
     """The run's training config and one evaluation config per method."""
+    config = variant_config(config, run.variant)
     data = dataclasses.replace(
         config.data, procedure=run.procedure, fold=run.fold,
         split_seed=run.seed if get_procedure(run.procedure).seeded else config.data.split_seed,
@@ -144,7 +154,7 @@ def run_experiment(config: ExperimentConfig) -> Path:
     # timeout, since the other ranks wait while the main process evaluates a 7B model.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=30))
     runs = planned_runs(config)
-    config = with_input_defaults(config)  # as each run records them, so finished runs match
+    config = check_study(with_input_defaults(config))  # as runs record them; fails early
     output = Path(config.experiment.output)
     if state.is_main_process:
         RunFolder(output).write_config(config)
@@ -175,14 +185,18 @@ def run_experiment(config: ExperimentConfig) -> Path:
                      f"({', '.join(config.experiment.methods)})")
             evaluate_run(eval_configs)
             (folder / "run.json").write_text(json.dumps({
-                **dataclasses.asdict(run), "name": run.name, "model": config.model.name,
+                **dataclasses.asdict(run), "name": run.name,
+                "model": train_config.model.name,
                 "config_hash": digest, "methods": config.experiment.methods,
                 "train_data": source_name(train_config.data),
                 "test_data": source_name(eval_configs[0].data),
             }))
         state.wait_for_everyone()
     if state.is_main_process:
-        write_results(collect_results(output, digests), output)
+        rows = collect_results(output, digests)
+        write_results(rows, output)
+        with (output / "results.md").open("a", encoding="utf-8") as f:
+            f.write(techniques_section(rows, output))
         if config.experiment.compare_with:
             with (output / "results.md").open("a", encoding="utf-8") as f:
                 f.write(comparison_section(output, Path(config.experiment.compare_with),

@@ -8,6 +8,7 @@ is saved with ``save_pretrained`` beside the processor, so ``AutoModelForImageTe
 - ``llavac.json``: the prompt variant, its slots and labels, the question and answer format,
   the base model and the source run (``Classifier.from_pretrained(DIR)`` reads the prompt
   from it, so ``llavac serve --model DIR`` predicts exactly what the run folder did);
+- ``heads.safetensors``: a head run's classification heads (``train.objective=head``);
 - ``calibration.json``: copied from the run when it has one (per-slot temperatures);
 - ``README.md``: a model card written through ``huggingface_hub.ModelCard``.
 """
@@ -21,7 +22,9 @@ import tempfile
 from pathlib import Path
 
 from llavac.durable import fsync_path, fsync_tree
+from llavac.evaluation.metrics import HEADLINE
 from llavac.labels import LABELS
+from llavac.models.heads import save_heads
 from llavac.predict import Classifier
 from llavac.runs.folder import CONFIG_FILE, EXPORT_FILE, RunFolder
 
@@ -74,6 +77,8 @@ def _claim_output(output: Path, overwrite: bool) -> None:
 
 def _write_export(classifier, run: Path, folder: Path) -> None:
     classifier.model.save_pretrained(folder)
+    if classifier.heads is not None:
+        save_heads(classifier.heads, folder)
     classifier.processor.save_pretrained(folder)
     facts = export_facts(classifier, run)
     exported, trained = RunFolder(folder), RunFolder(run)
@@ -117,7 +122,17 @@ def export_facts(classifier, run: Path) -> dict:
         "source_run": str(run.resolve()),
         "dtype": classifier.source.get("dtype"),
         "calibrated": RunFolder(run).temperatures() is not None,
+        "training": _training(run),
     }
+
+
+def _training(run: Path) -> dict:
+    """How the run was trained (method, objective, LoRA variant), for the card."""
+    config = RunFolder(run).config()
+    train, lora = config.get("train") or {}, config.get("lora") or {}
+    return {"method": train.get("method", "lora"), "objective": train.get("objective", "answer"),
+            "lora_variant": lora.get("variant", "lora") if train.get("method") != "full"
+            else None, "slots": train.get("slots")}
 
 
 def _run_metrics(run: Path) -> dict:
@@ -132,7 +147,7 @@ def _metric_rows(metrics: dict) -> list[str]:
     """Markdown rows ``slot | metric | value [CI]``; a CI is shown when the file has one."""
     rows = []
     for slot, values in (metrics.get("slots") or {}).items():
-        for name in ("accuracy", "weighted_f1", "macro_f1"):
+        for name in (metric.name for metric in HEADLINE):
             if name not in values:
                 continue
             ci = values.get(f"{name}_ci") or (values.get("ci") or {}).get(name)
@@ -149,7 +164,8 @@ def model_card(facts: dict, manifest: dict, metrics: dict):
                          library_name="transformers", pipeline_tag="image-text-to-text",
                          tags=["llavac", "multimodal-sentiment", "sentiment-analysis"])
     sections = [f"# LLaVAC sentiment classifier ({facts['base_model']})",
-                _card_use(facts), _card_data(manifest), _card_metrics(metrics),
+                _card_use(facts), _card_data(manifest) + _card_training(facts["training"]),
+                _card_metrics(metrics),
                 _CARD_LIMITS, f"## Citation\n\n```bibtex\n{CITATION}\n```"]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
 
@@ -175,6 +191,19 @@ def _card_data(manifest: dict) -> str:
                                                     "- not recorded in the run") + (
         "\n\nFine-tuned with the LLaVA task-LoRA recipe (transformers Trainer + peft), "
         f"answer-only loss; the run's `{CONFIG_FILE}` has every setting.")
+
+
+def _card_training(training: dict) -> str:
+    """How the card's model was trained: the objective and the adapter variant."""
+    if training["objective"] == "head":
+        how = ("the head objective: one linear layer per slot on the final hidden state of "
+               "the last prompt token, cross-entropy on the three labels (`heads.safetensors`; "
+               "its answer is read from the heads, never generated)")
+    else:
+        how = "the structured-answer objective of the paper (answer-only loss)"
+    adapter = (f"LoRA variant `{training['lora_variant']}`" if training["lora_variant"]
+               else "full fine-tuning")
+    return f"\n\nTrained with {how}; {adapter} (`train.method={training['method']}`)."
 
 
 def _card_metrics(metrics: dict) -> str:

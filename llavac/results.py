@@ -17,12 +17,16 @@ from pathlib import Path
 
 from llavac.data.procedures import PROCEDURES
 from llavac.evaluation.compare import compare_evaluations
+from llavac.evaluation.metrics import METRICS
 from llavac.runinfo import RESULT_LIBRARIES
 
-# One row per run and method: the multimodal label's scores and the result's provenance.
-RESULT_COLUMNS = ("run", "method", "accuracy", "weighted_f1", "macro_f1", "unparseable",
-                  "records", "accuracy_ci_low", "accuracy_ci_high", "weighted_f1_ci_low",
-                  "weighted_f1_ci_high", "procedure", "fold", "part", "train_data",
+# One row per run and method: the multimodal label's figures (every one of METRICS, with
+# the intervals of those that have one), what sets them in context (training steps, the
+# majority-class rate of the test part) and the result's provenance.
+RESULT_COLUMNS = ("run", "variant", "method", *METRICS, "unparseable", "records",
+                  *(f"{m.name}_ci_{end}" for m in METRICS.values() if m.ci
+                    for end in ("low", "high")),
+                  "train_steps", "majority_rate", "procedure", "fold", "part", "train_data",
                   "test_data", "train_seed", "split_seed", "config_hash", "model", "adapter",
                   "prompt", "llavac_version", "git_commit",
                   *(f"{name}_version" for name in RESULT_LIBRARIES))
@@ -44,22 +48,37 @@ def collect_results(output: Path, digests: dict[str, str]) -> list[dict]:
         if finished_hash(folder) != digest:
             continue
         run = json.loads((folder / "run.json").read_text())
+        manifest = _json(folder / "train" / "manifest.json")
         for method in run["methods"]:
             metrics = json.loads((folder / "eval" / method / "metrics.json").read_text())
-            rows.append(result_row(name, run, metrics))
+            rows.append(result_row(name, run, metrics, manifest))
     return rows
 
 
-def result_row(name: str, run: dict, metrics: dict) -> dict:
-    """A ``results.csv`` row: the run, its multimodal scores, intervals and provenance."""
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def result_row(name: str, run: dict, metrics: dict, manifest: dict | None = None) -> dict:
+    """A ``results.csv`` row: the run, its multimodal figures, intervals and provenance;
+    ``manifest``: its training run's (trainable parameters, training time and steps)."""
     multimodal = metrics["slots"]["multimodal"]
-    row = {"run": name, **metrics["provenance"], "unparseable": metrics["unparseable"],
-           "records": metrics["records"], "train_data": run.get("train_data"),
-           "test_data": run.get("test_data")}
-    row.update({k: multimodal[k] for k in ("accuracy", "weighted_f1", "macro_f1")})
-    for metric in ("accuracy", "weighted_f1"):
-        row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = multimodal[f"{metric}_ci"]
+    row = {"run": name, "variant": run.get("variant"), **metrics["provenance"],
+           "unparseable": metrics["unparseable"], "records": metrics["records"],
+           "train_data": run.get("train_data"), "test_data": run.get("test_data"),
+           "train_steps": (manifest or {}).get("train_steps"),
+           "majority_rate": majority_rate(multimodal)}
+    for metric in METRICS.values():
+        row[metric.name] = metric.read(metrics, manifest)
+        if metric.ci and multimodal.get(metric.ci):
+            row[f"{metric.name}_ci_low"], row[f"{metric.name}_ci_high"] = multimodal[metric.ci]
     return {column: row.get(column) for column in RESULT_COLUMNS}
+
+
+def majority_rate(slot: dict) -> float | None:
+    """The accuracy of always answering the test part's most common gold label."""
+    support = [values["support"] for values in (slot.get("per_class") or {}).values()]
+    return max(support) / sum(support) if support and sum(support) else None
 
 
 def _mean_std(rows: list[dict], metric: str) -> str:
@@ -83,7 +102,8 @@ def _method_cells(group: list[dict], method: str, unparseable: bool) -> list[str
     return cells
 
 
-def _table_row(procedure: str, group: list[dict]) -> str:
+def _table_row(procedure: str, variant: str | None, reference: str | None,
+               group: list[dict]) -> str:
     # LLaVAC's own figures (arXiv 2502.02938) are the procedure's, in its registry entry.
     entry = PROCEDURES.get(procedure)
     title = entry.title if entry else procedure
@@ -92,10 +112,14 @@ def _table_row(procedure: str, group: list[dict]) -> str:
     prompts = sorted({row["prompt"] for row in group})
     if prompts != ["full"]:  # the paper's numbers are for the full prompt
         title, paper = f"{title}, {' / '.join(prompts)} prompt", ["–"] * 2
+    if variant is not None:  # the paper's numbers are its recipe's: the reference variant's
+        title, paper = f"{title}, {variant}", paper if variant == reference else ["–"] * 2
     names = [", ".join(sorted({str(row[key]) for row in group}))
-             for key in ("model", "train_data", "test_data")]
+             for key in ("model", "train_data", "test_data", "train_steps")]
+    majority = [100 * row["majority_rate"] for row in group if row["majority_rate"] is not None]
     runs = len({row["run"] for row in group})
-    cells = [title, *names, str(runs), *_method_cells(group, "generate", True), *paper,
+    cells = [title, *names, f"{statistics.mean(majority):.2f}" if majority else "–", str(runs),
+             *_method_cells(group, "generate", True), *paper,
              *_method_cells(group, "score", False)]
     return "| " + " | ".join(cells) + " |"
 
@@ -106,18 +130,23 @@ def write_results(rows: list[dict], output: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| procedure | model | train data | test data | runs | generate accuracy "
-        "| generate weighted F1 | unparseable | paper accuracy | paper weighted F1 "
-        "| score accuracy | score weighted F1 |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| procedure | model | train data | test data | steps | majority class | runs "
+        "| generate accuracy | generate weighted F1 | unparseable | paper accuracy "
+        "| paper weighted F1 | score accuracy | score weighted F1 |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for procedure in dict.fromkeys(row["procedure"] for row in rows):
-        lines.append(_table_row(procedure, [r for r in rows if r["procedure"] == procedure]))
+    reference = rows[0]["variant"] if rows else None  # the first variant planned
+    for procedure, variant in dict.fromkeys((row["procedure"], row["variant"]) for row in rows):
+        lines.append(_table_row(procedure, variant, reference, [
+            r for r in rows if (r["procedure"], r["variant"]) == (procedure, variant)]))
     note = ("\nMultimodal label, in %: mean ± std over folds / seeds, or for one run its 95 % "
             "bootstrap interval [low, high]. `generate`: the paper's way (generate, then the "
             "strict parser; an unparseable answer counts as wrong), set beside the paper's "
             "numbers. `score`: the label candidates' probabilities (never unparseable). "
-            "Paper: LLaVAC with LLaVA-1.5-7B (arXiv 2502.02938).\n")
+            "`steps`: the optimizer steps each run trained; `majority class`: the accuracy "
+            "of always answering the test part's most common label, the floor a model that "
+            "learnt nothing reaches. Paper: LLaVAC with LLaVA-1.5-7B (arXiv "
+            "2502.02938); a run of another model, or of far fewer steps, is not its setting.\n")
     (output / "results.md").write_text("\n".join(lines) + "\n" + note, encoding="utf-8")
 
 

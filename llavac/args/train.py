@@ -16,6 +16,15 @@ from llavac.args.common import (
     ModelArgs,
     Section,
 )
+from llavac.labels import SLOTS
+
+# train.objective: the paper's structured answer, or one classification layer per slot on
+# the last prompt token's final hidden state (llavac.models.heads).
+OBJECTIVES = ("answer", "head")
+# lora.variant, as peft implements them (llavac.train.recipe.LORA_VARIANTS): plain LoRA (the
+# paper), DoRA (weight-decomposed), rsLoRA (alpha / sqrt(r) scaling), PiSSA (initialised
+# from the principal singular vectors; saved converted to a plain LoRA adapter).
+LORA_VARIANTS = ("lora", "dora", "rslora", "pissa")
 
 
 @dataclass
@@ -23,6 +32,7 @@ class LoraArgs(Section):
     """The low-rank adapters (``train.method=lora``) and the projector beside them."""
 
     section: ClassVar[str] = "lora"
+    variant: str = "lora"  # lora (the paper) | dora | rslora | pissa
     r: int = 128
     alpha: int = 256
     dropout: float = 0.05
@@ -30,6 +40,7 @@ class LoraArgs(Section):
     projector_lr: float | None = 2e-5  # None: the main learning rate
 
     def __post_init__(self):
+        self._one_of("variant", LORA_VARIANTS)
         self._at_least("r", 1)
         self._at_least("alpha", 1)
         self._check("dropout", 0 <= self.dropout < 1, "a probability in [0, 1)")
@@ -45,6 +56,11 @@ class TrainArgs(Section):
     output: str = "runs/train"
     method: str = "lora"  # lora (the paper) | full (language model + projector; vision frozen)
     prompt: str = "full"  # full | multimodal-only | an order such as "multimodal,text,image"
+    objective: str = "answer"  # answer (the paper's structured answer) | head
+    # The slots whose heads are trained (objective=head; the others' heads stay as
+    # initialised, e.g. [multimodal] to ask whether the unimodal labels help); null: every
+    # slot the prompt asks. The answer objective chooses its slots with train.prompt.
+    slots: list[str] | None = None
     lr: float = 2e-4
     scheduler: str = "cosine"
     warmup_ratio: float = 0.03
@@ -90,6 +106,14 @@ class TrainArgs(Section):
 
     def __post_init__(self):
         self._one_of("method", TRAIN_METHODS)
+        self._one_of("objective", OBJECTIVES)
+        self._check("slots", self.slots is None or (
+            self.objective == "head" and bool(self.slots) and set(self.slots) <= set(SLOTS)
+            and len(set(self.slots)) == len(self.slots)),
+            "null, or with train.objective=head distinct slots from " + ", ".join(SLOTS)
+            + " (the answer objective's slots are train.prompt's)")
+        self._check("objective", self.objective == "answer" or self.method == "lora",
+                    "answer with train.method=full (heads are trained beside LoRA adapters)")
         self._check("lr", self.lr > 0, "a learning rate > 0")
         self._check("warmup_ratio", 0 <= self.warmup_ratio < 1, "a fraction in [0, 1)")
         self._at_least("weight_decay", 0)
@@ -141,6 +165,10 @@ class ExperimentArgs(Section):
     # Another experiment's output folder (e.g. the multimodal-only ablation of this one):
     # its runs of the same name are compared with this one's (llavac compare) in results.md.
     compare_with: str | None = None
+    # Named variants crossed with every run, each "name: key=value ..." (overrides of the
+    # training config; "paper" alone: none); the first is the reference the others are
+    # compared with (llavac.techniques). Empty: one variant, the config as it is.
+    variants: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self._check("methods", bool(self.methods) and all(m in METHODS for m in self.methods)

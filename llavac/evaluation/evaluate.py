@@ -22,7 +22,7 @@ from pathlib import Path
 from llavac.args import DataArgs, EvalConfig
 from llavac.data import load_data
 from llavac.evaluation.html_report import write_report
-from llavac.evaluation.metrics import plot_confusion
+from llavac.evaluation.metrics import HEADLINE, plot_confusion
 from llavac.evaluation.reliance import RELIANCE_FILE, modality_reliance, reliance_lines
 from llavac.evaluation.report import (
     calibration_plots,
@@ -106,6 +106,9 @@ def provenance(config: EvalConfig, manifest: dict, classifier: Classifier, part:
                   "prompt": classifier.fmt.name}
     return {
         "train_seed": trained.get("train", {}).get("seed"),
+        # How the run was trained: the objective and the LoRA variant (llavac.techniques).
+        "objective": trained.get("train", {}).get("objective", "answer") if trained else None,
+        "lora_variant": trained.get("lora", {}).get("variant", "lora") if trained else None,
         # The optimizer step's batch the run trained with, as its manifest recorded it.
         "global_batch_size": run_manifest.get("batch", {}).get("global"),
         "split_seed": manifest.get("seed"),  # random811's shuffle; None for a fixed split
@@ -156,13 +159,12 @@ def summary(metrics: dict, source: dict, data: DataArgs) -> str:
         f"- unparseable answers: {metrics['unparseable']} (counted as wrong)",
         f"- time: {metrics['seconds']:.1f} s ({metrics['pairs_per_second']:.1f} pairs/s)",
         "",
-        "| label | n | no gold | accuracy | weighted F1 | macro F1 |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| label | n | no gold | " + " | ".join(m.title for m in HEADLINE) + " |",
+        "|---|---:|---:|" + "---:|" * len(HEADLINE),
     ]
     for slot, values in metrics["slots"].items():
         if values["n"]:
-            lines.append(f"| {slot} | {values['n']} | {values['no_gold']} | "
-                         f"{values['accuracy']:.4f} | "
-                         f"{values['weighted_f1']:.4f} | {values['macro_f1']:.4f} |")
+            lines.append(f"| {slot} | {values['n']} | {values['no_gold']} | " + " | ".join(
+                f"{m.read(metrics, slot=slot):.4f}" for m in HEADLINE) + " |")
     return "\n".join(lines + uncertainty_lines(metrics)
                      + reliance_lines(metrics["modality_reliance"])) + "\n"

@@ -13,11 +13,15 @@ in the project's label order. Two rules decide what is counted:
 
 Classes are always the three labels, also when one is absent from a small test set: an
 absent class scores 0 (``zero_division=0``) and counts in the macro average.
+
+``METRICS`` is the one table of the figures results are judged by (where each is read, how
+it is shown, which way is better), which every results table reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sklearn.metrics import (
@@ -108,3 +112,60 @@ def hints(metrics: dict) -> list[str]:
                          "steps, or a learning rate far off).")
             break
     return found
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure a result can be judged by: where it is read, how it is shown.
+
+    Every table that shows results (``summary.md``, ``results.md`` / ``results.csv``, the
+    model card) reads :data:`METRICS`, so a figure added there appears wherever its kind of
+    figure does.
+    """
+
+    name: str  # its results.csv column, and its key where it is read
+    title: str  # its column header
+    # Where it is read: "slot" (metrics.json, slots.<slot>.<name>), "evaluation" (metrics.json,
+    # top level) or "training" (the training run's manifest.json, at ``path``).
+    source: str
+    style: str  # "percent" | "decimal" | "count" | "seconds" | "rate": see ``show``
+    higher_is_better: bool | None  # None: a cost or a size, not a score
+    ci: str | None = None  # the key of its 95 % bootstrap interval beside it, if any
+    headline: bool = False  # shown wherever accuracy is (summaries, model card)
+    path: tuple[str, ...] = ()  # for "training": the keys inside manifest.json
+
+    def read(self, metrics: dict, manifest: dict | None = None, slot: str = "multimodal"):
+        """Its value for ``slot`` of an evaluation's ``metrics.json`` (and the training
+        run's ``manifest.json``); None where it was not computed (ECE of ``generate``)."""
+        if self.source == "slot":
+            return (metrics.get("slots") or {}).get(slot, {}).get(self.name)
+        if self.source == "evaluation":
+            return metrics.get(self.name)
+        value = manifest or {}
+        for key in self.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def show(self, value) -> str:
+        """``value`` as a table shows it; "–" when there is none."""
+        if value is None:
+            return "–"
+        return {"percent": f"{100 * value:.2f}", "decimal": f"{value:.4f}",
+                "count": f"{int(value):,}", "seconds": f"{value:.1f}",
+                "rate": f"{value:.1f}"}[self.style]
+
+
+METRICS: dict[str, Metric] = {metric.name: metric for metric in (
+    Metric("accuracy", "accuracy", "slot", "percent", True, "accuracy_ci", headline=True),
+    Metric("weighted_f1", "weighted F1", "slot", "percent", True, "weighted_f1_ci",
+           headline=True),
+    Metric("macro_f1", "macro F1", "slot", "percent", True, headline=True),
+    # Calibration of the probabilities (score only): lower is better.
+    Metric("ece", "ECE", "slot", "decimal", False),
+    Metric("pairs_per_second", "pairs/s", "evaluation", "rate", True),
+    Metric("trainable_parameters", "trainable parameters", "training", "count", None,
+           path=("model", "trainable_parameters")),
+    Metric("train_seconds", "training time (s)", "training", "seconds", False,
+           path=("train_seconds",)),
+)}
+HEADLINE = tuple(metric for metric in METRICS.values() if metric.headline)

@@ -30,6 +30,7 @@ from llavac.models.introspect import (
     model_family,
     multimodal_rope_index,
     projector_module_names,
+    prompt_positions,
     vision_tower_name,
 )
 from llavac.models.quiet import peft_wrapping
@@ -61,6 +62,7 @@ __all__ = [
     "multimodal_rope_index",
     "peft_wrapping",
     "projector_module_names",
+    "prompt_positions",
     "resolve_dtype",
     "resolve_inputs",
     "tiny_names",

@@ -115,6 +115,15 @@ def multimodal_rope_index(model: nn.Module) -> Callable | None:
     return getattr(_unwrap(model).base_model, "get_rope_index", None)
 
 
+def prompt_positions(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The position ids of a left-padded batch: real tokens counted from 0, padding 0,
+    ``(batch, length)``; for a model with M-RoPE its own ``(3, batch, length)`` ones."""
+    rope_index = multimodal_rope_index(model)
+    if rope_index is not None:
+        return rope_index(**inputs)[0]
+    return (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+
+
 def model_family(model: nn.Module) -> str:
     """The architecture's ``model_type`` (``llava``, ``llava_next``, ``paligemma``...)."""
     return _unwrap(model).config.model_type

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from llavac.models import multimodal_rope_index
+from llavac.models import prompt_positions
 from llavac.prompt import PromptFormat, render
 
 
@@ -106,15 +106,6 @@ def to_model(prompts: list[str], encoded: dict, model, non_blocking: bool = Fals
         for key, value in encoded.items()
     }
     return PromptBatch(prompts, inputs, prompt_positions(model, inputs))
-
-
-def prompt_positions(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The position ids of a left-padded batch: real tokens counted from 0, padding 0,
-    ``(batch, length)``; for a model with M-RoPE its own ``(3, batch, length)`` ones."""
-    rope_index = multimodal_rope_index(model)
-    if rope_index is not None:
-        return rope_index(**inputs)[0]
-    return (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
 
 
 def answer_separator(processor, fmt: PromptFormat) -> str:

@@ -35,8 +35,10 @@ from llavac.models import (
     resolve_dtype,
     resolve_inputs,
 )
+from llavac.models.heads import attach_heads, detach_heads, load_heads
 from llavac.predict.batching import PromptBatch, encode_prompts, to_model
 from llavac.predict.generation import answer_token_budget, generate_answers
+from llavac.predict.head_scoring import check_generates, head_probabilities
 from llavac.predict.loader import PairStream, in_order
 from llavac.predict.prediction import Prediction
 from llavac.predict.scoring import LabelScorer
@@ -84,6 +86,14 @@ class ModelSource:
         if self.folder is None or not self.folder.has_config:
             return None
         return self.folder.processor if self.folder.processor.is_dir() else None
+
+    @property
+    def head_slots(self) -> tuple[str, ...] | None:
+        """The slots of a head run's classification heads (``train.objective=head``): the
+        prompt's."""
+        if self.config.get("train", {}).get("objective") != "head":
+            return None
+        return PromptFormat.from_name(self.prompt).slots
 
     def inputs(self, image_mode: str | None, system: str | None) -> tuple[str | None, ...]:
         """``(image_mode, system)``: the given ones, else what the training run recorded.
@@ -138,9 +148,12 @@ class ModelSource:
             return model, self.processor()
         model, processor = load_model(self.name, dtype=dtype, device_map=device, seed=self.seed)
         if weights is None:
+            load_heads(Path(self.name), model)  # an exported head model's, if it is one
             return model, processor
         from peft import PeftModel
 
+        if self.head_slots:  # peft loads the trained heads into them (modules_to_save)
+            attach_heads(model, self.head_slots)
         with peft_wrapping():
             model = PeftModel.from_pretrained(model, weights).merge_and_unload()
         return model, (self.processor() if self.trained_processor else processor)
@@ -191,6 +204,9 @@ class Classifier:
     def __init__(self, model, processor, prompt: str | PromptFormat = "full",
                  source: dict | None = None, temperatures: dict[str, float] | None = None,
                  system: str = "none"):
+        # A head run's classification heads (llavac.models.heads), kept beside the model so
+        # that it stays the plain transformers model; None: the answer is scored.
+        self.heads = detach_heads(model)
         self.model = model.eval()
         self.temperatures = temperatures  # {slot: T} from calibration.json; None: raw
         self.processor = processor
@@ -292,6 +308,7 @@ class Classifier:
         """Run a ``loader.PairStream`` through the model: per model batch, the rows whose turn
         has come as ``(ordinal, Prediction | Problem | None)`` (None: done before a resume),
         in ordinal order. Pinned memory and asynchronous copies on CUDA."""
+        self._check_method(method)
         pin = self.model.device.type == "cuda"
         loader = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin)
         return in_order(self.predict_items(loader, method, non_blocking=pin))
@@ -300,8 +317,7 @@ class Classifier:
                       ) -> Iterator[list[tuple[int, object]]]:
         """Per ``loader.Item``, its rows as ``(ordinal, Prediction | Problem | None)``, in the
         order the item holds them (skipped rows first)."""
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
+        self._check_method(method)
         for item in items:
             if item.error is not None:
                 raise ValueError(item.error)
@@ -315,8 +331,7 @@ class Classifier:
     def classify(self, items: Sequence[tuple], method: str = "score", batch_size: int = 16,
                  min_confidence: float | None = None) -> list[Prediction]:
         """Predict ``(PIL image, text)`` pairs (for serving); ids are the positions ``"0"``, ..."""
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
+        self._check_method(method)
         check_abstention(method, min_confidence)
         predictions = []
         for start in range(0, len(items), batch_size):
@@ -326,15 +341,23 @@ class Classifier:
             predictions += self._predict_batch(ids, batch, method)
         return [prediction.abstain(min_confidence) for prediction in predictions]
 
+    def _check_method(self, method: str) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: use {' or '.join(METHODS)}")
+        check_generates(self.heads, method)
+
     def _predict_batch(self, ids: list[str], batch: PromptBatch, method: str) -> list[Prediction]:
-        """The one place a prompt batch becomes ``Prediction``s."""
+        """The one place a prompt batch becomes ``Prediction``s: the answer's label scores
+        or generated text, or a head run's classification heads."""
         if method == "score":
+            scored = (head_probabilities(self.model, self.heads, batch) if self.heads
+                      else self.scorer.score(batch))
             return [
                 Prediction.from_labels(
                     id, {slot: max(p, key=p.get) for slot, p in probs.items()},
                     probabilities=self._calibrated(probs),
                 )
-                for id, probs in zip(ids, self.scorer.score(batch), strict=True)
+                for id, probs in zip(ids, scored, strict=True)
             ]
         answers = generate_answers(self.model, self.processor.tokenizer, batch,
                                    self.max_new_tokens)

@@ -60,6 +60,7 @@ from llavac.models import (
     projector_module_names,
     resolve_inputs,
 )
+from llavac.models.heads import HEADS_ATTR, attach_heads
 from llavac.prompt import PromptFormat
 from llavac.prompt_variants import load_variants
 from llavac.runinfo import write_run_files
@@ -74,15 +75,17 @@ from llavac.train.checkpoints import (
 )
 from llavac.train.claim import prepare_output, record_start
 from llavac.train.collator import TrainCollator
+from llavac.train.head import HeadCollator, HeadLoss
 from llavac.train.precision import compute_dtype, engine_keeps_masters, upcast_trainable
 from llavac.train.progress import replace_trainer_output
 from llavac.train.steplog import StepLog, plot_loss
+from llavac.train.variants import LORA_VARIANTS, PISSA_INIT, save_pissa_as_lora
 
 
 def make_trainable(model, lora: LoraArgs, method: str = "lora"):
-    """LoRA adapters on the language model's linear layers (+ the projector in full), or,
-    with ``method="full"``, the whole language model and projector; the vision tower stays
-    frozen either way, as in LLaVA."""
+    """LoRA adapters (``lora.variant``) on the language model's linear layers (+ the
+    projector and any classification heads in full), or, with ``method="full"``, the whole
+    language model and projector; the vision tower stays frozen either way, as in LLaVA."""
     projector = projector_module_names(model)
     if method == "full":
         frozen = set(frozen_vision_parameters(model))
@@ -91,12 +94,14 @@ def make_trainable(model, lora: LoraArgs, method: str = "lora"):
         return model
     if getattr(model, "is_loaded_in_4bit", False):  # QLoRA: norms in fp32, input grads on
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    heads = [HEADS_ATTR] if hasattr(model, HEADS_ATTR) else []
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=language_model_linear_names(model),
-        modules_to_save=projector if lora.train_projector else None,
+        modules_to_save=(projector if lora.train_projector else []) + heads or None,
+        **LORA_VARIANTS[lora.variant],
     )
     with peft_wrapping():
         return get_peft_model(model, config)
@@ -133,6 +138,10 @@ class ProjectorLrTrainer(CrashSafeTrainer):
             split_projector_groups(optimizer, self.model if model is None else model,
                                    self.projector_lr)
         return optimizer
+
+
+class HeadTrainer(HeadLoss, ProjectorLrTrainer):
+    """The projector-rate Trainer with the head objective's loss (``llavac.train.head``)."""
 
 
 def split_projector_groups(optimizer, model, projector_lr: float):
@@ -234,11 +243,18 @@ def setup(config: TrainConfig) -> Setup:
         seed=config.model.seed,
     )
     apply_inputs(processor, config.model.image_mode, config.model.system)  # saved in processor/
-    collator = TrainCollator(processor, fmt, is_prefix_lm(model), config.train.max_length,
-                             variants, config.train.seed, image_limits(
-                                 processor, config.data.max_image_pixels, "data.max_image_pixels"))
+    limits = image_limits(processor, config.data.max_image_pixels, "data.max_image_pixels")
+    collator_args = (processor, fmt, is_prefix_lm(model), config.train.max_length, variants,
+                     config.train.seed, limits)
+    if config.train.objective == "head":  # a head per slot the prompt asks, every stage reads
+        attach_heads(model, fmt.slots)
+        collator = HeadCollator(*collator_args, trained=tuple(config.train.slots or fmt.slots))
+    else:
+        collator = TrainCollator(*collator_args)
     weights_dtype = model.dtype
     model = make_trainable(model, config.lora, config.train.method)
+    if config.lora.variant == "pissa" and is_main_process():
+        model.save_pretrained(Path(config.train.output) / PISSA_INIT)
     if not engine_keeps_masters(config.train):
         upcast_trainable(model)  # fp32 master weights (llavac.train.precision)
     return Setup(records, split.manifest, model, processor, collator, weights_dtype, batch)
@@ -259,7 +275,8 @@ def fit(config: TrainConfig, built: Setup, resume: bool,
         log.info(batch.describe())
     last = str(point.checkpoint) if point and point.checkpoint else None
     step_log = StepLog(output / "log.jsonl", batch.size, point.step if point else 0)
-    trainer = ProjectorLrTrainer(
+    trainer_class = HeadTrainer if config.train.objective == "head" else ProjectorLrTrainer
+    trainer = trainer_class(
         model=built.model,
         args=training_args,
         data_collator=built.collator,
@@ -297,9 +314,11 @@ def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
     folder = RunFolder(output)
     # Every rank enters save_model: under DeepSpeed ZeRO-3 or FSDP the weights are gathered
     # from all of them; only the main process writes.
-    trainer.save_model(str(folder.weight_folder(
-        "model" if config.train.method == "full" else "adapter")))
+    weights = folder.weight_folder("model" if config.train.method == "full" else "adapter")
+    trainer.save_model(str(weights))
     if trainer.is_world_process_zero():
+        if config.lora.variant == "pissa" and config.train.method == "lora":
+            save_pissa_as_lora(built.model, weights, output / PISSA_INIT)
         built.processor.save_pretrained(folder.processor)
         records = trained_on(built.records)
         folder.write_trained_on(records)  # for the evaluation leakage guard
@@ -311,6 +330,10 @@ def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
             "image_processor": type(built.processor.image_processor).__name__,
             "world_size": trainer.args.world_size,
             "batch": GlobalBatch.of(trainer.args).facts(),
+            "train_steps": trainer.state.global_step,
+            # The Trainer's runtime of this session (after a resume: of the resumed part).
+            "train_seconds": next((entry["train_runtime"] for entry in trainer.state.log_history
+                                   if "train_runtime" in entry), None),
         }
         plot_loss(output / "log.jsonl", output / "loss.png")
         write_run_files(output, config, manifest)  # manifest.json last: the run is complete
