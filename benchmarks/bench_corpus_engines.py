@@ -114,7 +114,7 @@ def runner(engine: str, model: str, corpus: Path, out: Path, rates: dict):
     def job():
         run = out.with_name(f"{out.name}-{len(rates[engine])}")
         config = PredictConfig(ClassifierArgs(name=model, device="cpu"), PredictArgs(
-            input=str(corpus), out=str(run), engine=engine, progress=False))
+            input=str(corpus), output=str(run), engine=engine, progress=False))
 
         def rows_done() -> int:
             if engine == "local":

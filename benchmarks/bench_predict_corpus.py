@@ -148,7 +148,7 @@ def rss_growth(corpus: Path, tmp: Path, rows: int, baseline: int,
     shows growth with rows."""
     out = tmp / "rss.jsonl"
     command = [sys.executable, "-m", "llavac.cli", "predict", "--model", "tiny-llava",
-               "--input", str(corpus), "--out", str(out), "--limit", str(rows),
+               "--input", str(corpus), "--output", str(out), "--limit", str(rows),
                "--batch-size", str(batch_size), "--overwrite", "predict.progress=false"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     job_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)

@@ -143,7 +143,7 @@ def test_bad_records_are_skipped_or_fatal_with_strict(release, tmp_path):
     with pytest.raises(ValueError, match=r"3.txt: missing_text \(id 3\)"):
         export_split(release, "random811", out=tmp_path / "strict", strict=True)
     assert main(["data", "export", str(release), "--procedure", "random811", "--strict",
-                 "--out", str(tmp_path / "cli")]) == 2
+                 "--output", str(tmp_path / "cli")]) == 2
 
 
 def test_own_data_defaults_to_one_part_named_all(tmp_path, image_file):

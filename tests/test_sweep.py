@@ -41,7 +41,7 @@ def test_sweep_continues_its_study_and_best_yaml_retrains(small_release, tmp_pat
                "--output", str(out), "train.max_steps=4", "train.progress=false",
                "train.report_to=tensorboard"]
     assert main([*command, "--trials", "2"]) == 0
-    assert main([*command, "--trials", "3"]) == 0
+    assert main([*command, "--trials", "3", "--resume"]) == 0
     study = optuna.load_study(study_name="llavac", storage=f"sqlite:///{out / 'study.db'}")
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert [t.number for t in complete] == [0, 1, 2]

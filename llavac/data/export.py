@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from llavac.data.load import MANIFEST, PART_NAMES, load_split
-from llavac.data.records import Split
+from llavac.data.records import Split, empty_part
 from llavac.durable import write_atomic
 from llavac.jsonl import write_jsonl
 
@@ -28,6 +28,9 @@ def export_split(
     summary, and return the split. Part files the procedure does not make are removed, so an
     older export in the same folder cannot be mixed in."""
     split = load_split(path, procedure, fold, seed, splits_dir, strict)
+    for name in split.manifest["parts"]:  # an empty part is refused before anything is written
+        if not getattr(split, name):
+            raise empty_part(path, name, split.manifest)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts = split.manifest["parts"]
