@@ -221,6 +221,25 @@ def test_a_0_2_run_folder_with_train_method_loads_predicts_and_resumes(
     assert "llavac: warning: config key 'train.method' is deprecated" in err
 
 
+def test_text_mode_names_why_nothing_was_usable(split, capsys):
+    assert main(["data", "check", str(split.parent / "elsewhere.jsonl")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("unusable: ") and "dropped: missing_image 3" in out
+
+
+def test_quiet_prints_no_table_and_out_still_reads(synthetic_run, split, tmp_path, capsys):
+    evaluate = ["evaluate", "--adapter", str(synthetic_run), "--data", str(split),
+                "eval.reliance_pairs=0", "eval.progress=false"]
+    assert main([*evaluate, "--output", str(tmp_path / "eval"), "-q"]) == 0
+    shown = capsys.readouterr()
+    assert shown.out == "" and "records:" not in shown.err
+    first = json.loads((split / "test.jsonl").read_text().splitlines()[0])
+    assert main(["predict", "--adapter", str(synthetic_run), "--image", first["image"],
+                 "--text", first["text"], "--out", str(tmp_path / "one.jsonl")]) == 0
+    assert "--out is deprecated: use --output" in capsys.readouterr().err
+    assert json.loads((tmp_path / "one.jsonl").read_text())["id"] == Path(first["image"]).name
+
+
 def test_help_shows_config_keys_and_defaults(capsys):
     for command in ("train", "evaluate", "predict"):
         with pytest.raises(SystemExit):
