@@ -139,6 +139,7 @@ def _bad(split: Path, folders: dict[str, Path]) -> list[list[str]]:
         ["compare", str(split)],  # one EVAL folder of two
         ["data", "check"],  # no PATH
         ["report", str(split), "report.nosuch=1"],
+        ["experiment", "--config", "tiny_experiment", "data.path=no/such", "--output", "e"],
     ]
 
 

@@ -237,6 +237,7 @@ def _image_line(facts: dict) -> str:
 def experiment(config: ExperimentConfig) -> int:
     from llavac.experiment import claim_experiment, run_experiment
 
+    _require_data(config.data.path)  # before the experiment's folder and config.yaml exist
     if is_main_process():  # under torchrun: one rank checks the folder and reports
         claim_experiment(config, config.experiment.overwrite)
     output = run_experiment(config)
