@@ -20,7 +20,7 @@ On real MVSA-Single images (``../shared/data``) at LLaVA-1.5's input size, 336 p
   is the difference. ``reader_rss_growth_mb`` streams all 200,000 rows through the reader
   (ids kept for duplicates: the one per-row state).
 - ``resume_overhead_s``: ``predict_corpus(resume=True)`` on 100,000 input rows whose ids a
-  100,000-line ``--out`` holds: scanning the file and skipping every row, no model call.
+  100,000-line ``--output`` holds: scanning the file and skipping every row, no model call.
 
 ``--smoke`` shrinks every one of these: the 32 px tiny-llava, a 2,000-row input, a few
 hundred rows per stage.
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
         print(f"  {first:.0f} MB after {args.rss_baseline_rows} rows, {peak:.0f} MB at most "
               f"after, trend {trend:+.1f} MB")
         reader = reader_growth(corpus)
-        banner(f"resume over a {args.resume_rows}-line --out")
+        banner(f"resume over a {args.resume_rows}-line --output")
         resume = resume_overhead(corpus, tmp, args.resume_rows)
     print(f"pipeline_over_model {ratios['with']:.3f} with {ratios['workers']} workers, "
           f"{ratios['without']:.3f} with 0")
