@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llavac.args import ClassifierArgs, DataArgs, DemoConfig, EvalArgs, EvalConfig, TrainConfig
 from llavac.console import log
-from llavac.data.export import export_split
+from llavac.data.export import export_split, format_summary
 from llavac.evaluation import evaluate
 from llavac.synthetic import write_synthetic_release
 from llavac.train import train
@@ -43,7 +43,8 @@ def run_demo(config: DemoConfig) -> str:
     release = Path(demo.data) if demo.data else write_synthetic_release(output / "release",
                                                                          n=1000)
     log.info(f"\n== data: {release} -> {demo.procedure} split")
-    export_split(release, procedure=demo.procedure, out=output / "split")
+    split = export_split(release, procedure=demo.procedure, out=output / "split")
+    log.info(format_summary(split.manifest, output / "split"))
 
     train_config = TrainConfig(
         model=dataclasses.replace(config.model, name=demo.model),

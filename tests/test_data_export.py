@@ -113,9 +113,13 @@ def test_random811_is_seeded_disjoint_and_8_1_1(release):
 
 def test_export_writes_parts_and_manifest_and_loads_back(release, tmp_path, capsys):
     out = tmp_path / "out"
-    split = export_split(release, "random811", seed=3, out=out)
+    command = ["data", "export", str(release), "--procedure", "random811", "--split-seed", "3"]
+    assert main([*command, "--output", str(tmp_path / "quiet"), "-q"]) == 0
+    assert capsys.readouterr().out == ""  # -q: no table
+    assert main([*command, "--output", str(tmp_path / "cli")]) == 0
     printed = capsys.readouterr().out
     assert "skipped: conflict 5" in printed and "validation" in printed
+    split = export_split(release, "random811", seed=3, out=out)
     assert sorted(p.name for p in out.iterdir()) == [
         "manifest.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
     manifest = json.loads((out / "manifest.json").read_text())

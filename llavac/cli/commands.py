@@ -47,12 +47,14 @@ def data_check(config: CheckConfig) -> int:
 
 
 def data_export(config: SplitExportConfig) -> int:
-    from llavac.data.export import export_split
+    from llavac.data.export import export_split, format_summary
 
     data = config.data
     _require_data(data.path)
-    export_split(data.path, procedure=data.procedure, fold=data.fold, seed=data.split_seed,
-                 splits_dir=data.splits_dir, out=config.split.output, strict=data.strict)
+    split = export_split(data.path, procedure=data.procedure, fold=data.fold,
+                         seed=data.split_seed, splits_dir=data.splits_dir,
+                         out=config.split.output, strict=data.strict)
+    show(format_summary(split.manifest, Path(config.split.output)))
     return 0
 
 

@@ -24,9 +24,10 @@ def export_split(
     out: str | Path = "split",
     strict: bool = False,
 ) -> Split:
-    """Load ``path`` by ``procedure`` (see ``load_split``), write it under ``out``, print a
-    summary, and return the split. Part files the procedure does not make are removed, so an
-    older export in the same folder cannot be mixed in."""
+    """Load ``path`` by ``procedure`` (see ``load_split``), write it under ``out`` and return
+    the split (``format_summary`` says what it holds). Part files the procedure does not
+    make are removed, so an older export in the same folder cannot be mixed in. A part left
+    empty is an error naming why its records were skipped, and nothing is written."""
     split = load_split(path, procedure, fold, seed, splits_dir, strict)
     for name in split.manifest["parts"]:  # an empty part is refused before anything is written
         if not getattr(split, name):
@@ -41,7 +42,6 @@ def export_split(
             (out / f"{name}.jsonl").unlink(missing_ok=True)
     manifest = json.dumps(split.manifest, indent=2, ensure_ascii=False)
     write_atomic(out / MANIFEST, manifest + "\n")  # whole or absent, like every manifest
-    print(format_summary(split.manifest, out))
     return split
 
 
