@@ -91,7 +91,7 @@ def write_corpus(path: Path, rows: int, pairs: int) -> None:
 
 
 def job(input: Path, out: Path, **predict) -> PredictConfig:
-    return PredictConfig(ClassifierArgs(), PredictArgs(input=str(input), out=str(out),
+    return PredictConfig(ClassifierArgs(), PredictArgs(input=str(input), output=str(out),
                                                        progress=False, **predict))
 
 

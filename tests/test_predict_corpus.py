@@ -57,7 +57,7 @@ def mvsa_corpus(data: Path, path: Path, n: int) -> list[str]:
 
 def config(input: Path, out: Path | None, **predict) -> PredictConfig:
     return PredictConfig(ClassifierArgs(name="tiny-llava", device="cpu"),
-                         PredictArgs(input=str(input), out=str(out) if out else None,
+                         PredictArgs(input=str(input), output=str(out) if out else None,
                                      progress=False, num_workers=0, **predict))
 
 
