@@ -41,8 +41,8 @@ def lora_run(tmp_path_factory):
     config.model.name, config.model.seed, config.model.dtype = "tiny-llava", 2, "float32"
     config.train.prompt = PROMPT
     save_config(config, run / "config.yaml")
-    (run / "manifest.json").write_text(json.dumps(
-        {"data": {"procedure": "qmf", "path": "mvsa_single", "records": 4511}}))
+    (run / "manifest.json").write_text(json.dumps({"data": {
+        "procedure": "qmf", "source": "/home/someone/data/mvsa_single", "records": 4511}}))
     (run / "eval").mkdir()
     (run / "eval" / "metrics.json").write_text(json.dumps({"part": "test", "method": "score",
         "slots": {"multimodal": {"accuracy": 0.75, "accuracy_ci": [0.7, 0.8],

@@ -55,13 +55,13 @@ def calibrate(config: CalibrateConfig, classifier: Classifier | None = None) -> 
 
     ``classifier``: the run already loaded *without* calibration (``calibrated=False``).
     """
-    run = _claim_run(config)
     split = load_data(config.data)
     if not split.validation:
         raise ValueError(
             f"{config.data.path}: the split (procedure {split.manifest.get('procedure')}) has "
             "no validation part; temperatures are fitted on held-out validation data, so "
             "use a procedure with one (qmf, clmlf, random811, cheema10)")
+    run = _claim_run(config)
     # Temperatures fitted on records the run trained on would fit its memory, not new data.
     check_overlap(run, split.validation, "validation", allow=False, key=None)
     if classifier is None:
