@@ -18,7 +18,7 @@ Per run, two rates over the same rows:
 - ``wall``: rows over the whole call (start-up included: the model load; for Ray also the
   actor's process and the CPU tasks' first import of torch);
 - ``steady``: the second half of the rows over the time they took (sampled every 0.1 s:
-  lines of ``--out`` for the local engine, commit records for Ray). The first half is left
+  lines of ``--output`` for the local engine, commit records for Ray). The first half is left
   out: Ray prepares blocks ahead while its model actor starts, and the local engine's first
   window waits for its slowest batch.
 
@@ -114,7 +114,7 @@ def runner(engine: str, model: str, corpus: Path, out: Path, rates: dict):
     def job():
         run = out.with_name(f"{out.name}-{len(rates[engine])}")
         config = PredictConfig(ClassifierArgs(name=model, device="cpu"), PredictArgs(
-            input=str(corpus), out=str(run), engine=engine, progress=False))
+            input=str(corpus), output=str(run), engine=engine, progress=False))
 
         def rows_done() -> int:
             if engine == "local":

@@ -50,7 +50,7 @@ def _train(release: Path, output: Path, steps: int, *overrides: str) -> Path:
 
     config = load_config(TrainConfig, "tiny_synthetic", [
         f"data.path={release}", f"train.output={output}", "train.progress=false",
-        "train.method=lora", "lora.projector_lr=2e-5", "train.lr=2e-4",
+        "train.tuning=lora", "lora.projector_lr=2e-5", "train.lr=2e-4",
         "train.global_batch_size=8", f"train.max_steps={steps}", "train.logging_steps=1",
         "train.save_steps=100000", *overrides])
     return train(config)

@@ -20,7 +20,7 @@ On real MVSA-Single images (``../shared/data``) at LLaVA-1.5's input size, 336 p
   is the difference. ``reader_rss_growth_mb`` streams all 200,000 rows through the reader
   (ids kept for duplicates: the one per-row state).
 - ``resume_overhead_s``: ``predict_corpus(resume=True)`` on 100,000 input rows whose ids a
-  100,000-line ``--out`` holds: scanning the file and skipping every row, no model call.
+  100,000-line ``--output`` holds: scanning the file and skipping every row, no model call.
 
 ``--smoke`` shrinks every one of these: the 32 px tiny-llava, a 2,000-row input, a few
 hundred rows per stage.
@@ -92,7 +92,7 @@ def write_corpus(path: Path, rows: int, pairs: int) -> None:
 
 
 def job(input: Path, out: Path, **predict) -> PredictConfig:
-    return PredictConfig(ClassifierArgs(), PredictArgs(input=str(input), out=str(out),
+    return PredictConfig(ClassifierArgs(), PredictArgs(input=str(input), output=str(out),
                                                        progress=False, **predict))
 
 
@@ -149,7 +149,7 @@ def rss_growth(corpus: Path, tmp: Path, rows: int, baseline: int,
     shows growth with rows."""
     out = tmp / "rss.jsonl"
     command = [sys.executable, "-m", "llavac.cli", "predict", "--model", "tiny-llava",
-               "--input", str(corpus), "--out", str(out), "--limit", str(rows),
+               "--input", str(corpus), "--output", str(out), "--limit", str(rows),
                "--batch-size", str(batch_size), "--overwrite", "predict.progress=false"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     job_ = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
         print(f"  {first:.0f} MB after {args.rss_baseline_rows} rows, {peak:.0f} MB at most "
               f"after, trend {trend:+.1f} MB")
         reader = reader_growth(corpus)
-        banner(f"resume over a {args.resume_rows}-line --out")
+        banner(f"resume over a {args.resume_rows}-line --output")
         resume = resume_overhead(corpus, tmp, args.resume_rows)
     print(f"pipeline_over_model {ratios['with']:.3f} with {ratios['workers']} workers, "
           f"{ratios['without']:.3f} with 0")

@@ -8,14 +8,12 @@ that a run can be repeated from its output folder alone.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import types
 import typing
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,14 +43,17 @@ def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-# Keys renamed since 0.1 that still read, with a warning saying the new name.
+# Keys renamed since 0.1 that still read, with a warning saying the new name. A saved run
+# folder's config.yaml is read the same way, so a 0.2 run still loads, predicts and resumes.
 DEPRECATED_KEYS = {
-    "lora.method": "train.method",
+    "lora.method": "train.tuning",  # 0.1
+    "train.method": "train.tuning",  # 0.2: --method now means score | generate everywhere
     "experiment.method": "experiment.methods",  # one method before 0.2; now a list
+    "predict.out": "predict.output",  # 0.2: one name for an output across commands
 }
 
 
-def _current_key(dotted: str) -> str:
+def current_key(dotted: str) -> str:
     new = DEPRECATED_KEYS.get(dotted)
     if new is None:
         return dotted
@@ -61,13 +62,13 @@ def _current_key(dotted: str) -> str:
     return new
 
 
-def _renamed(values: dict) -> dict:
+def renamed_keys(values: dict) -> dict:
     """A nested config mapping with deprecated keys moved to their new place."""
     values = {section: dict(v) if isinstance(v, dict) else v for section, v in values.items()}
     for old in DEPRECATED_KEYS:
         section, key = old.split(".")
         if isinstance(values.get(section), dict) and key in values[section]:
-            new_section, new_key = _current_key(old).split(".")
+            new_section, new_key = current_key(old).split(".")
             value = values[section].pop(key)
             values.setdefault(new_section, {}).setdefault(new_key, value)
     return values
@@ -151,7 +152,7 @@ def apply_overrides(config: C, overrides: list[str]) -> C:
         if "=" not in override:
             raise ValueError(f"override {override!r} is not of the form section.key=value")
         dotted, text = override.split("=", 1)
-        dotted = _current_key(dotted)
+        dotted = current_key(dotted)
         *sections, key = dotted.split(".")
         tp = _key_type(type(config), sections, key, dotted)
         changes.setdefault(tuple(sections), {})[key] = convert(_parse(text, tp), tp, dotted)
@@ -200,11 +201,20 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config file must hold a mapping of sections")
-    return apply_overrides(from_dict(cls, _renamed(values)), list(overrides))
+    return apply_overrides(from_dict(cls, renamed_keys(values)), list(overrides))
+
+
+# How a command treats its output folder (refuse, continue or replace what is there): config
+# keys, so a preset or an override can set them, but not settings of a result. to_dict
+# leaves them out, so config.yaml, results hashes and settings comparisons never see them.
+FOLDER_KEYS = ("resume", "overwrite")
 
 
 def to_dict(config) -> dict:
-    return dataclasses.asdict(config)
+    """``config`` as nested dicts, without the output-folder keys (``FOLDER_KEYS``)."""
+    return {name: {key: v for key, v in value.items() if key not in FOLDER_KEYS}
+            if isinstance(value, dict) else value
+            for name, value in dataclasses.asdict(config).items()}
 
 
 def save_config(config, path: Path) -> None:
@@ -220,19 +230,8 @@ def config_hash(*configs) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-# -- the command line: flags and key=value overrides of one config ---------------------------
-
-
-@dataclass(frozen=True)
-class Flag:
-    """A command-line flag that sets one config key (``--model`` -> ``model.name``)."""
-
-    option: str
-    key: str
-    help: str = ""
-
-
-def _key_type_and_default(cls, dotted: str):
+def key_type_and_default(cls, dotted: str) -> tuple[Any, Any]:
+    """The type of ``section.key`` in config class ``cls`` and its default."""
     node_cls, node = cls, cls()
     *sections, key = dotted.split(".")
     for section in sections:
@@ -250,49 +249,3 @@ def config_keys(cls, prefix: str = "") -> list[tuple[str, Any]]:
         else:
             keys.append((prefix + name, getattr(instance, name)))
     return keys
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls, flags: list[Flag]) -> None:
-    """``--config``, one option per flag and the ``key=value`` overrides of ``cls``.
-
-    A flag left out sets nothing, so the preset's value (or the default) stands; the help of
-    each flag names its config key and default, and the epilog lists every key.
-    """
-    parser.add_argument("--config", metavar="YAML",
-                        help="a YAML file, or the name of a preset in llavac/configs")
-    for flag in flags:
-        tp, default = _key_type_and_default(cls, flag.key)
-        shown = f"{flag.help} [{flag.key}, default: {default}]".lstrip()
-        if tp is bool:
-            parser.add_argument(flag.option, action="store_const", const="true", default=None,
-                                help=shown)
-        else:
-            parser.add_argument(flag.option, default=None, help=shown)
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="any config key below, e.g. train.lr=1e-4")
-    listed = "\n".join(f"  {key}={default}" for key, default in config_keys(cls))
-    parser.epilog = f"config keys (key=value, defaults shown):\n{listed}"
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-
-
-def config_from_args(cls: type[C], args: argparse.Namespace, flags: list[Flag]) -> C:
-    """The config of a parsed command line: defaults, ``--config``, then the flags and the
-    overrides, applied together (an override wins over a flag for the same key).
-
-    A bad flag value is an error naming the flag as well as its key.
-    """
-    config = load_config(cls, args.config)
-    given = {}  # config key -> the flag that set it
-    overrides = []
-    for flag in flags:
-        value = getattr(args, flag.option.lstrip("-").replace("-", "_"))
-        if value is not None:
-            given[_current_key(flag.key)] = flag.option
-            overrides.append(f"{flag.key}={value}")
-    try:
-        return apply_overrides(config, overrides + list(args.overrides))
-    except ValueError as error:
-        key = getattr(error, "key", None)
-        if key in given and not any(o.startswith(f"{key}=") for o in args.overrides):
-            raise ValueError(f"{given[key]}: {error}") from None
-        raise

@@ -130,9 +130,10 @@ def _training(run: Path) -> dict:
     """How the run was trained (method, objective, LoRA variant), for the card."""
     config = RunFolder(run).config()
     train, lora = config.get("train") or {}, config.get("lora") or {}
-    return {"method": train.get("method", "lora"), "objective": train.get("objective", "answer"),
-            "lora_variant": lora.get("variant", "lora") if train.get("method") != "full"
-            else None, "slots": train.get("slots")}
+    tuning = train.get("tuning", "lora")
+    return {"tuning": tuning, "objective": train.get("objective", "answer"),
+            "lora_variant": lora.get("variant", "lora") if tuning != "full" else None,
+            "slots": train.get("slots")}
 
 
 def _run_metrics(run: Path) -> dict:
@@ -164,6 +165,7 @@ def model_card(facts: dict, manifest: dict, metrics: dict):
                          library_name="transformers", pipeline_tag="image-text-to-text",
                          tags=["llavac", "multimodal-sentiment", "sentiment-analysis"])
     sections = [f"# LLaVAC sentiment classifier ({facts['base_model']})",
+                *_card_tiny(facts["base_model"]),
                 _card_use(facts), _card_data(manifest) + _card_training(facts["training"]),
                 _card_metrics(metrics),
                 _CARD_LIMITS, f"## Citation\n\n```bibtex\n{CITATION}\n```"]
@@ -183,9 +185,22 @@ def _card_use(facts: dict) -> str:
         f"`{facts['prompt']}`); `llavac serve --model <this folder>` serves it over HTTP.")
 
 
+def _card_tiny(base_model: str) -> list[str]:
+    """A warning above everything else when the base model is a built-in tiny one."""
+    from llavac.models import is_tiny_name
+
+    if not is_tiny_name(base_model):
+        return []
+    return [f"**Not a real model.** The base model `{base_model}` is one of llavac's tiny, "
+            "randomly initialised models, built for tests and demos: its labels and metrics "
+            "say nothing about LLaVAC or about sentiment."]
+
+
 def _card_data(manifest: dict) -> str:
     data = manifest.get("data") or {}
-    lines = [f"- {key}: {value}" for key, value in data.items()
+    # Folders by name only: the machine's own paths are not the model's business.
+    lines = [f"- {key}: {Path(value).name if key in ('source', 'split_files') else value}"
+             for key, value in data.items()
              if value is not None and not isinstance(value, (dict, list))]
     return "## Training data and procedure\n\n" + ("\n".join(lines) or
                                                     "- not recorded in the run") + (
@@ -203,7 +218,7 @@ def _card_training(training: dict) -> str:
         how = "the structured-answer objective of the paper (answer-only loss)"
     adapter = (f"LoRA variant `{training['lora_variant']}`" if training["lora_variant"]
                else "full fine-tuning")
-    return f"\n\nTrained with {how}; {adapter} (`train.method={training['method']}`)."
+    return f"\n\nTrained with {how}; {adapter} (`train.tuning={training['tuning']}`)."
 
 
 def _card_metrics(metrics: dict) -> str:

@@ -35,9 +35,11 @@ def trained_on(records: Sequence) -> dict:
 
 
 def check_overlap(adapter: str | Path | None, records: Sequence, part: str,
-                  allow: bool) -> int | None:
+                  allow: bool, key: str | None = "--allow-overlap (eval.allow_overlap=true)"
+                  ) -> int | None:
     """How many of ``records`` the run ``adapter`` trained on (None: unknown); a
-    ``ValueError`` when there are any and ``allow`` is false."""
+    ``ValueError`` when there are any and ``allow`` is false. ``key``: the flag that reports
+    them anyway (None: the command has none)."""
     seen = RunFolder(adapter).trained_on() if adapter is not None else None
     if seen is None:
         return None
@@ -47,6 +49,6 @@ def check_overlap(adapter: str | Path | None, records: Sequence, part: str,
         raise ValueError(
             f"{overlap} of the {len(records)} records of the {part} part were trained on by "
             f"{adapter} (its {TRAINED_ON_FILE}): their scores would measure memory, not "
-            "generalisation; evaluate another part, or pass --allow-overlap "
-            "(eval.allow_overlap=true) to report them deliberately")
+            "generalisation; use another part"
+            + (f", or pass {key} to report them deliberately" if key else ""))
     return overlap

@@ -8,7 +8,9 @@ asks the same test pairs with each variant of ``llavac/configs/prompt_variants.y
 ``--variants FILE``) and reports, per variant and slot, accuracy and weighted F1 and the
 share of predictions that differ from the ``original`` prompt's (the run's own). The
 ``original`` row is exactly what ``llavac evaluate`` reports for the same run, data and
-method. The output folder holds ``robustness.json`` (a ``variants`` list and the spread
+method. As ``evaluate``, it refuses to report a run on records it trained on
+(``--allow-overlap`` to do so deliberately) and an existing result without ``--overwrite``.
+The output folder holds ``robustness.json`` (a ``variants`` list and the spread
 between variants per slot), ``robustness.md``, ``robustness.png`` and the run files.
 """
 
@@ -18,8 +20,10 @@ from pathlib import Path
 
 from llavac.args import RobustnessConfig
 from llavac.data import load_data
+from llavac.data.records import empty_part
 from llavac.evaluation.metrics import HEADLINE, slot_metrics
 from llavac.labels import slot_labels
+from llavac.leakage import check_overlap
 from llavac.predict import Classifier, Prediction
 from llavac.prompt import PromptFormat
 from llavac.prompt_variants import ORIGINAL, load_variants
@@ -31,10 +35,16 @@ _SCORES = tuple(metric.name for metric in HEADLINE)  # the figures shown where a
 def robustness(config: RobustnessConfig) -> dict:
     """Evaluate ``config.model`` under every variant; write and return ``robustness.json``."""
     args = config.robustness
+    output = Path(args.output)
+    if (output / "robustness.json").is_file() and not args.overwrite:
+        raise ValueError(f"{output} already holds a finished result (robustness.json): choose "
+                         "another output folder, or give --overwrite to replace it")
     split = load_data(config.data)
     part, records = split.part(args.part, default="test")
     if not records:
-        raise ValueError(f"{config.data.path}: the {part} part is empty")
+        raise empty_part(config.data.path, part, split.manifest)
+    check_overlap(config.model.adapter, records, part, args.allow_overlap,
+                  key="--allow-overlap (robustness.allow_overlap=true)")
     classifier = Classifier.from_args(config.model)
     variants = load_variants(args.variants, classifier.fmt)
     predictions = {
@@ -47,7 +57,6 @@ def robustness(config: RobustnessConfig) -> dict:
     result = {"method": args.method, "part": part, "records": len(records),
               "model": classifier.source, "variants": rows, "spread": spread(rows)}
 
-    output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     write_json(result, output / "robustness.json")
     (output / "robustness.md").write_text(markdown(result), encoding="utf-8")

@@ -11,17 +11,20 @@ validation accuracy (or weighted F1, ``sweep.metric``). The test part is never r
 
 TPE samples the settings; a median pruner stops a trial whose training loss is worse than
 the median of earlier trials at the same step (reported as ``-loss``, since the study
-maximises). The study lives in ``<output>/study.db``; calling the command again with a larger
-``--trials`` continues it. ``--storage postgresql://...`` (or ``mysql://``) puts it in a
-shared database instead, so several machines running the same command work on one study
-(Optuna's own way to distribute; ``--trials`` is then the total over all of them). Every
-call rewrites ``trials.csv``, ``best.yaml`` (the best trial's full training config, for
+maximises). The study lives in ``<output>/study.db``; calling the command again with
+``--resume`` and a larger ``--trials`` continues it, and a rerun with other settings is
+refused, naming the first that differs (``--overwrite`` replaces the study).
+``--storage postgresql://...`` (or ``mysql://``) puts it in a shared database instead, so
+several machines running the same command work on one study (Optuna's own way to
+distribute; ``--trials`` is then the total over all of them). Every call rewrites
+``trials.csv``, ``best.yaml`` (the best trial's full training config, for
 ``llavac train --config``) and ``history.png`` (Optuna's optimisation-history plot).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import warnings
 from pathlib import Path
 
@@ -32,9 +35,17 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from llavac.args import ClassifierArgs, EvalArgs, EvalConfig, SweepConfig, TrainConfig
-from llavac.config import apply_overrides, config_keys, from_dict, save_config, to_dict
+from llavac.config import (
+    apply_overrides,
+    config_keys,
+    from_dict,
+    save_config,
+    to_dict,
+)
 from llavac.data import load_data
 from llavac.evaluation import evaluate
+from llavac.leakage import fingerprint
+from llavac.runinfo import results_key
 from llavac.runs.folder import RunFolder
 from llavac.train import train
 
@@ -46,9 +57,12 @@ def run_sweep(config: SweepConfig) -> optuna.Study:
     """Run trials until the study holds ``sweep.trials`` finished ones; write the reports."""
     args = config.sweep
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     space = load_space(args.space)
     _require_validation(config)
+    if claim_study(config):  # --overwrite: the study is replaced, once the above held
+        shutil.rmtree(output)
+        if args.storage:
+            _delete_study(args.study, args.storage)
     RunFolder(output).write_config(config)
     study = optuna.create_study(
         study_name=args.study,
@@ -68,6 +82,47 @@ def run_sweep(config: SweepConfig) -> optuna.Study:
                        callbacks=[MaxTrialsCallback(args.trials, states=_FINISHED)])
     write_reports(study, output)
     return study
+
+
+def claim_study(config: SweepConfig) -> bool:
+    """Whether an existing study in ``sweep.output`` is to be replaced (``sweep.overwrite``).
+
+    Without ``--overwrite``, a study made with other settings is refused, naming the first
+    setting that differs, so its trials never mix with trials of another search (another
+    procedure: another validation set); a study with the same settings continues only with
+    ``--resume``. ``sweep.trials`` may grow: it is how many trials the study holds in all.
+    """
+    output = Path(config.sweep.output)
+    folder = RunFolder(output)
+    if not folder.has_config:
+        return False
+    if config.sweep.overwrite:
+        return True
+    old = _settings(folder.typed_config(SweepConfig))
+    for key, value in _settings(config).items():
+        if old.get(key) != value:
+            raise ValueError(f"{output} holds a study with other settings: {key} is {value!r} "
+                             f"here but {old.get(key)!r} in {folder.config_path}; choose "
+                             "another --output, or give --overwrite to replace the study")
+    if not config.sweep.resume:
+        raise ValueError(f"{output} already holds this study: give --resume to continue it "
+                         "(up to --trials in all), or --overwrite to replace it")
+    return False
+
+
+def _settings(config: SweepConfig) -> dict:
+    """``section.key -> value`` of what decides a study's trials (not how many there are)."""
+    settings = results_key(to_dict(config))
+    settings["sweep"] = {k: v for k, v in settings["sweep"].items() if k != "trials"}
+    return {f"{section}.{key}": value for section, values in settings.items()
+            for key, value in values.items()}
+
+
+def _delete_study(name: str, storage: str) -> None:
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:  # not in that storage yet
+        pass
 
 
 def load_space(path: str | Path | None) -> dict[str, dict]:
@@ -152,6 +207,14 @@ def _require_validation(config: SweepConfig) -> None:
         raise ValueError(f"{config.data.path}: the sweep scores trials on the validation part, "
                          "which is empty here: give data with a validation part "
                          "(a procedure other than none, or an exported split with one)")
+    # The leakage guard before the first trial (each trial's evaluation checks it again):
+    # a validation record that is also a training record scores memory.
+    trained = {fingerprint(record) for record in split.train}
+    overlap = sum(fingerprint(record) in trained for record in split.validation)
+    if overlap:
+        raise ValueError(f"{config.data.path}: {overlap} of the {len(split.validation)} "
+                         "validation records are in the train part too: trials scored on them "
+                         "would measure memory, not generalisation")
 
 
 def write_reports(study: optuna.Study, output: Path) -> None:

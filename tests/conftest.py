@@ -104,7 +104,7 @@ def train_full(data: Path, output: Path, *overrides: str) -> Path:
     """A full fine-tune of 300 steps on ``data`` (``tiny_train_config``, then ``overrides``)."""
     from llavac.train import train
 
-    return train(tiny_train_config(data, output, "train.max_steps=300", "train.method=full",
+    return train(tiny_train_config(data, output, "train.max_steps=300", "train.tuning=full",
                                    "train.save_steps=100000", "train.logging_steps=1000",
                                    *overrides))
 

@@ -167,6 +167,17 @@ def _synthetic(n: int, seed: int, scale: float = 2.0) -> tuple[np.ndarray, np.nd
     return logits, np.minimum(gold, 2)
 
 
+def test_a_temperature_pushed_to_its_search_bound_is_flagged():
+    from llavac.evaluation.calibrate import at_search_bound
+
+    logits, gold = _synthetic(2_000, seed=3)
+    assert not at_search_bound(fit_temperature(2.5 * logits, gold))
+    # Every answer right: sharper is always better (T -> 0); every answer the least likely
+    # label: flatter is always better (T -> large). Both stop at the search's bounds.
+    assert at_search_bound(fit_temperature(logits, np.argmax(logits, axis=1)))
+    assert at_search_bound(fit_temperature(logits, np.argmin(logits, axis=1)))
+
+
 def test_fit_temperature_recovers_known_temperature():
     # Logits 2.5 times too sharp: softmax(2.5 z / T) is the true distribution at T = 2.5.
     logits, gold = _synthetic(20_000, seed=3)

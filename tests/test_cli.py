@@ -5,8 +5,10 @@ fast, and a training log file is readable."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -21,20 +23,56 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory, synthetic_release) -> Path:
-    """An exported random811 split of the synthetic release (600 pairs)."""
+    """An exported random811 split of the synthetic release (600 pairs), and beside it the
+    inputs of the bad invocations: files, a study and run folders as llavac writes them."""
     from llavac.data.export import export_split
 
     out = tmp_path_factory.mktemp("cli") / "split"
     export_split(synthetic_release, "random811", out=out)
     # A corpus whose image column is misnamed (``predict --input``): a bad column, one line.
     (out.parent / "bad_column.csv").write_text("id,picture,text\n1,a.jpg,so happy\n")
+    # Own data whose image paths are relative to another folder: every record missing_image.
+    (out.parent / "elsewhere.jsonl").write_text("".join(
+        f'{{"id": "{i}", "image": "images/{i}.jpg", "text": "t", "multimodal_label": '
+        '"positive"}\n' for i in range(3)))
+    # A split whose validation part is its train part (what the run below trained on).
+    leaky = out.parent / "leaky"
+    shutil.copytree(out, leaky)
+    shutil.copy(leaky / "train.jsonl", leaky / "validation.jsonl")
     return out
 
 
-def _bad(split: Path) -> list[list[str]]:
+@pytest.fixture(scope="module")
+def folders(split, synthetic_run, tmp_path_factory) -> dict[str, Path]:
+    """Folders a rerun must leave alone: a finished run with a calibration, an unfinished
+    run (interrupted before its manifest), and a study's settings (a sweep's config.yaml)."""
+    from llavac.args import SweepConfig
+    from llavac.config import load_config, save_config
+
+    root = tmp_path_factory.mktemp("folders")
+    calibrated = root / "calibrated"
+    shutil.copytree(synthetic_run, calibrated)
+    (calibrated / "calibration.json").write_text('{"temperatures": {"multimodal": 1.5}}\n')
+    unfinished = root / "unfinished"
+    shutil.copytree(synthetic_run, unfinished)
+    (unfinished / "manifest.json").unlink()
+    study = root / "study"
+    study.mkdir()
+    save_config(load_config(SweepConfig, "tiny_synthetic", [
+        f"data.path={split}", f"sweep.output={study}"]), study / "config.yaml")
+    (study / "best.yaml").write_text("# the best trial's config\n")
+    return {"calibrated": calibrated, "unfinished": unfinished, "study": study,
+            "run": synthetic_run}
+
+
+def _bad(split: Path, folders: dict[str, Path]) -> list[list[str]]:
     """Bad invocations: those a user met, then more of the same kinds."""
     data = ["--data", str(split)]
     tiny = ["--model", "tiny-llava"]
+    elsewhere = str(split.parent / "elsewhere.jsonl")
+    leaky = ["--data", str(split.parent / "leaky")]
+    run, study = str(folders["run"]), str(folders["study"])
+    sweep = ["sweep", "--config", "tiny_synthetic", *data, "--output", study]
     return [
         # met by a user (the issue's table)
         ["predict", *tiny, "--input", str(split), "--batch-size", "-4"],
@@ -45,7 +83,8 @@ def _bad(split: Path) -> list[list[str]]:
         # more of the same kinds
         ["train", *tiny, *data, "--procedure", "fivefold"],
         ["train", *tiny, *data, "--fold", "11"],
-        ["train", *tiny, *data, "--method", "qlora"],
+        ["train", *tiny, *data, "--tuning", "qlora"],
+        ["train", *tiny, *data, "--method", "score"],  # --method is score | generate only
         ["train", *tiny, *data, "train.lr=-1"],
         ["train", *tiny, *data, "train.lr=abc"],
         ["train", *tiny, *data, "train.epochs=0"],
@@ -62,7 +101,7 @@ def _bad(split: Path) -> list[list[str]]:
         ["predict", *tiny, "--input", str(split), "--method", "guess"],
         ["train", *tiny, *data, "--threads", "0"],
         ["train", *tiny, *data, "--no-such-flag"],
-        ["data", "export", str(split), "--procedure", "tenfold", "--out", "x"],
+        ["data", "export", str(split), "--procedure", "tenfold", "--output", "x"],
         ["experiment", "--config", "no_such_preset"],
         ["evaluate", *tiny, *data, "--reliance-pairs", "-1"],
         ["explain", *tiny, "--text", "an image is missing"],
@@ -72,10 +111,35 @@ def _bad(split: Path) -> list[list[str]]:
         ["report", "no/such/folder"],
         ["report", str(split)],  # a folder without an evaluation
         # a corpus with a bad column writes no output that the fixed rerun would refuse
-        ["predict", *tiny, "--input", str(split.parent / "bad_column.csv"), "--out", "p.jsonl"],
-        ["predict", *tiny, "--input", str(split), "--out", "p.jsonl", "--concurrency", "2"],
-        ["predict", *tiny, "--input", str(split), "--engine", "ray"],  # no --out folder
+        ["predict", *tiny, "--input", str(split.parent / "bad_column.csv"), "--output",
+         "p.jsonl"],
+        ["predict", *tiny, "--input", str(split), "--output", "p.jsonl", "--concurrency", "2"],
+        ["predict", *tiny, "--input", str(split), "--engine", "ray"],  # no --output folder
         ["predict", *tiny, "--input", str(split), "--engine", "ray", "--num-workers", "2"],
+        # issue 26, 3: image paths relative to the wrong folder: the reason, counted
+        ["data", "export", elsewhere, "--procedure", "none", "--output", "x"],
+        ["train", *tiny, "--data", elsewhere, "--procedure", "none"],
+        # issue 26, 5: a study with other settings, or the same one without --resume
+        [*sweep, "train.lr=1e-3"],
+        [*sweep, "--procedure", "none"],  # not how the split was made: nothing written before
+        sweep,
+        # issue 26, 6: calibrate and robustness refuse what evaluate refuses
+        ["calibrate", str(folders["calibrated"]), *data],
+        ["calibrate", str(folders["unfinished"]), *data],
+        ["calibrate", run, *leaky],
+        ["calibrate", *data],  # no RUN
+        ["robustness", run, *data, "--part", "train", "--output", "r"],
+        ["robustness", run, "--adapter", run, *data, "--output", "r"],
+        ["robustness", str(folders["unfinished"]), *data, "--output", "r"],
+        # issue 26, 8: smaller points
+        ["demo", "--procedure", "qmf", "--output", "d"],  # MVSA's id list on synthetic data
+        ["serve", *tiny, "--adapter", "no/such/run"],  # refused before uvicorn starts
+        ["serve", *tiny, "--adapter", str(split)],  # a folder, but not a run
+        ["export", "--output", "e"],  # no RUN
+        ["compare", str(split)],  # one EVAL folder of two
+        ["data", "check"],  # no PATH
+        ["report", str(split), "report.nosuch=1"],
+        ["experiment", "--config", "tiny_experiment", "data.path=no/such", "--output", "e"],
     ]
 
 
@@ -85,9 +149,10 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def test_each_bad_invocation_is_one_error_line_exit_2_nothing_written(
-        split, tmp_path, capsys, monkeypatch):
+        split, folders, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for argv in _bad(split):
+    snapshots = {name: _snapshot(folder) for name, folder in folders.items()}
+    for argv in _bad(split, folders):
         before = _snapshot(tmp_path), _snapshot(split)
         with pytest.raises(SystemExit) as exited:  # argparse's own errors exit
             raise SystemExit(main([*argv, "--output", str(tmp_path / "out")]
@@ -98,6 +163,7 @@ def test_each_bad_invocation_is_one_error_line_exit_2_nothing_written(
         assert len(lines) == 1 and lines[0].startswith("llavac: error: "), (argv, err)
         assert "Traceback" not in err
         assert (_snapshot(tmp_path), _snapshot(split)) == before, argv
+        assert all(_snapshot(folder) == snapshots[name] for name, folder in folders.items())
 
 
 def test_errors_name_the_flag_or_key(split, capsys):
@@ -111,6 +177,68 @@ def test_procedure_names_are_case_insensitive(split, tmp_path):
     from llavac.args import DataArgs
 
     assert DataArgs(procedure="QMF").procedure == "qmf"
+
+
+def test_every_command_of_the_table_takes_config_flags_and_overrides(capsys):
+    from llavac.cli.table import COMMANDS
+
+    assert len(COMMANDS) == 16  # data check / export and the 14 others
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exited:
+            main([*command.name.split(), "--help"])
+        out = capsys.readouterr().out
+        assert exited.value.code == 0
+        assert "--config YAML" in out and "key=value" in out, command.name
+        assert "config keys (key=value, defaults shown):" in out, command.name
+        for flag in [*command.flags, *command.positionals]:  # each names its key
+            assert flag.option in out and f"{flag.key}" in out, (command.name, flag)
+
+
+def test_version(capsys):
+    from llavac import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"llavac {__version__}\n"
+
+
+def test_a_0_2_run_folder_with_train_method_loads_predicts_and_resumes(
+        synthetic_run, split, tmp_path, capsys):
+    """0.2 saved ``train.method``: its run folders keep working, with a warning."""
+    old = tmp_path / "run-0.2"
+    shutil.copytree(synthetic_run, old)
+    config = (old / "config.yaml").read_text()
+    assert "  tuning: full\n" in config
+    (old / "config.yaml").write_text(config.replace("  tuning: full\n", "  method: full\n"))
+    first = json.loads((split / "test.jsonl").read_text().splitlines()[0])
+    assert main(["predict", "--adapter", str(old), "--image", first["image"], "--text",
+                 first["text"]]) == 0
+    assert json.loads(capsys.readouterr().out)["multimodal_label"] in ("negative", "neutral",
+                                                                 "positive")
+    with pytest.warns(FutureWarning, match="'train.method' is deprecated: use 'train.tuning'"):
+        assert main(["train", "--config", str(old / "config.yaml"), "--output", str(old),
+                     "--resume"]) == 0  # its settings compared: the same, nothing to redo
+    err = capsys.readouterr().err
+    assert "llavac: warning: config key 'train.method' is deprecated" in err
+
+
+def test_text_mode_names_why_nothing_was_usable(split, capsys):
+    assert main(["data", "check", str(split.parent / "elsewhere.jsonl")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("unusable: ") and "dropped: missing_image 3" in out
+
+
+def test_quiet_prints_no_table_and_out_still_reads(synthetic_run, split, tmp_path, capsys):
+    evaluate = ["evaluate", "--adapter", str(synthetic_run), "--data", str(split),
+                "eval.reliance_pairs=0", "eval.progress=false"]
+    assert main([*evaluate, "--output", str(tmp_path / "eval"), "-q"]) == 0
+    shown = capsys.readouterr()
+    assert shown.out == "" and "records:" not in shown.err
+    first = json.loads((split / "test.jsonl").read_text().splitlines()[0])
+    assert main(["predict", "--adapter", str(synthetic_run), "--image", first["image"],
+                 "--text", first["text"], "--out", str(tmp_path / "one.jsonl")]) == 0
+    assert "--out is deprecated: use --output" in capsys.readouterr().err
+    assert json.loads((tmp_path / "one.jsonl").read_text())["id"] == Path(first["image"]).name
 
 
 def test_help_shows_config_keys_and_defaults(capsys):

@@ -71,16 +71,16 @@ def test_paper_defaults_and_hash_stability():
 def test_checks_between_two_keys_see_every_flag_whatever_their_order(order):
     """serve.max_queue must hold one full batch request (max_batch_items): lowering both
     works in either order, lowering the queue alone is an error naming its flag."""
-    from llavac.args import ServeConfig
-    from llavac.cli import SERVE_FLAGS, build_parser
-    from llavac.config import config_from_args
+    from llavac.cli import build_parser, command_config
+
+    def config(argv):  # the command line's config, built as llavac's dispatch builds it
+        args = build_parser().parse_args(argv)
+        return command_config(args.command_row, args)
 
     flags = [["--max-queue", "16"], ["--max-batch-items", "16"]]
-    argv = ["serve", *flags[order], *flags[1 - order]]
-    config = config_from_args(ServeConfig, build_parser().parse_args(argv), SERVE_FLAGS)
-    assert (config.serve.max_queue, config.serve.max_batch_items) == (16, 16)
-    alone = build_parser().parse_args(["serve", "--max-queue", "16"])
+    served = config(["serve", *flags[order], *flags[1 - order]]).serve
+    assert (served.max_queue, served.max_batch_items) == (16, 16)
     with pytest.raises(ValueError, match=r"^--max-queue: serve.max_queue: expected at least"):
-        config_from_args(ServeConfig, alone, SERVE_FLAGS)
-    mixed = build_parser().parse_args(["serve", "--max-queue", "16", "serve.max_batch_items=8"])
-    assert config_from_args(ServeConfig, mixed, SERVE_FLAGS).serve.max_batch_items == 8
+        config(["serve", "--max-queue", "16"])
+    mixed = config(["serve", "--max-queue", "16", "serve.max_batch_items=8"])
+    assert mixed.serve.max_batch_items == 8

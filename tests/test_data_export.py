@@ -112,9 +112,13 @@ def test_random811_is_seeded_disjoint_and_8_1_1(release):
 
 def test_export_writes_parts_and_manifest_and_loads_back(release, tmp_path, capsys):
     out = tmp_path / "out"
-    split = export_split(release, "random811", seed=3, out=out)
+    command = ["data", "export", str(release), "--procedure", "random811", "--split-seed", "3"]
+    assert main([*command, "--output", str(tmp_path / "quiet"), "-q"]) == 0
+    assert capsys.readouterr().out == ""  # -q: no table
+    assert main([*command, "--output", str(tmp_path / "cli")]) == 0
     printed = capsys.readouterr().out
     assert "skipped: conflict 5" in printed and "validation" in printed
+    split = export_split(release, "random811", seed=3, out=out)
     assert sorted(p.name for p in out.iterdir()) == [
         "manifest.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -142,7 +146,7 @@ def test_bad_records_are_skipped_or_fatal_with_strict(release, tmp_path):
     with pytest.raises(ValueError, match=r"3.txt: missing_text \(id 3\)"):
         export_split(release, "random811", out=tmp_path / "strict", strict=True)
     assert main(["data", "export", str(release), "--procedure", "random811", "--strict",
-                 "--out", str(tmp_path / "cli")]) == 2
+                 "--output", str(tmp_path / "cli")]) == 2
 
 
 def test_own_data_defaults_to_one_part_named_all(tmp_path, image_file):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -40,8 +41,8 @@ def lora_run(tmp_path_factory):
     config.model.name, config.model.seed, config.model.dtype = "tiny-llava", 2, "float32"
     config.train.prompt = PROMPT
     save_config(config, run / "config.yaml")
-    (run / "manifest.json").write_text(json.dumps(
-        {"data": {"procedure": "qmf", "path": "mvsa_single", "records": 4511}}))
+    (run / "manifest.json").write_text(json.dumps({"data": {
+        "procedure": "qmf", "source": "/home/someone/data/mvsa_single", "records": 4511}}))
     (run / "eval").mkdir()
     (run / "eval" / "metrics.json").write_text(json.dumps({"part": "test", "method": "score",
         "slots": {"multimodal": {"accuracy": 0.75, "accuracy_ci": [0.7, 0.8],
@@ -90,6 +91,10 @@ def test_export_carries_prompt_calibration_and_a_model_card(lora_run, exported, 
     for expected in ("2502.02938", "procedure: qmf", "0.7500 [0.7000, 0.8000]",
                      "## Intended use", "## Limitations"):
         assert expected in card.text, expected
+    # The machine's own data path stays out of it; a tiny base model is said to be one.
+    source = json.loads((lora_run / "manifest.json").read_text())["data"]["source"]
+    assert source not in card.text and f"- source: {Path(source).name}\n" in card.text
+    assert "**Not a real model.** The base model `tiny-llava`" in card.text
     assert main(["export", str(lora_run), "--output", str(exported)]) == 2  # not over it
     assert "--overwrite" in capsys.readouterr().err
 

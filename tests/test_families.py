@@ -37,7 +37,7 @@ def _png(image: Image.Image) -> bytes:
 @pytest.mark.parametrize("name", NEW_FAMILIES)
 def test_trains_two_steps_then_predicts_exports_and_serves(name, synthetic_release, tmp_path):
     run = train(tiny_train_config(
-        synthetic_release, tmp_path / "run", f"model.name={name}", "train.method=lora",
+        synthetic_release, tmp_path / "run", f"model.name={name}", "train.tuning=lora",
         "train.gradient_checkpointing=true", "train.max_steps=2", "train.logging_steps=1"))
     steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     losses = [step["loss"] for step in steps if "loss" in step]

@@ -145,7 +145,7 @@ def trained_run(llama_llava, synthetic_release, tmp_path_factory) -> Path:
                                        "multimodal_label": "positive"}) + "\n" for r in pairs))
     return train(tiny_train_config(
         own, tmp_path_factory.mktemp("run") / "run", "data.procedure=none",
-        f"model.name={llama_llava}", "train.method=full", "train.prompt=multimodal-only",
+        f"model.name={llama_llava}", "train.tuning=full", "train.prompt=multimodal-only",
         "train.lr=2e-2", "train.warmup_ratio=0", "train.max_steps=8",
         "train.global_batch_size=4", "train.logging_steps=1"))
 

@@ -140,7 +140,7 @@ def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_
 def test_one_epoch_on_the_real_qmf_train_split(shared_data, tmp_path):
     start = time.perf_counter()
     run = train(tiny_train_config(shared_data / "mvsa_single", tmp_path / "run",
-                                  "data.procedure=qmf", "train.epochs=1", "train.method=lora"))
+                                  "data.procedure=qmf", "train.epochs=1", "train.tuning=lora"))
     manifest = json.loads((run / "manifest.json").read_text())
     print(f"one epoch on {manifest['train_records']} real pairs: "
           f"{time.perf_counter() - start:.0f} s")
@@ -286,7 +286,7 @@ def test_paper_presets_evaluate_the_papers_way_first_then_score(preset):
     config = load_config(ExperimentConfig, preset)
     assert config.experiment.methods == ["generate", "score"]
     # The training recipe is the paper's: nothing switched off.
-    assert (config.train.bf16, config.train.gradient_checkpointing, config.train.method,
+    assert (config.train.bf16, config.train.gradient_checkpointing, config.train.tuning,
             config.lora.projector_lr) == (True, True, "lora", 2e-5)
 
 

@@ -390,7 +390,7 @@ def test_predict_cli_file_and_single_pair(synthetic_run, all_records, tmp_path, 
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "pred.jsonl"
     assert main(["predict", "--adapter", str(synthetic_run), "--input", str(tmp_path / "in.jsonl"),
-                 "--method", "generate", "--batch-size", "2", "--out", str(out)]) == 0
+                 "--method", "generate", "--batch-size", "2", "--output", str(out)]) == 0
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["id"] for p in written] == [r.id for r in records]
     said = [line for line in capsys.readouterr().err.splitlines() if "records:" in line]

@@ -57,7 +57,7 @@ def mvsa_corpus(data: Path, path: Path, n: int) -> list[str]:
 
 def config(input: Path, out: Path | None, **predict) -> PredictConfig:
     return PredictConfig(ClassifierArgs(name="tiny-llava", device="cpu"),
-                         PredictArgs(input=str(input), out=str(out) if out else None,
+                         PredictArgs(input=str(input), output=str(out) if out else None,
                                      progress=False, num_workers=0, **predict))
 
 
@@ -90,7 +90,7 @@ def test_sigkill_then_resume_gives_every_id_once(shared_data, tmp_path, classifi
 
     out = tmp_path / "out.jsonl"
     args = ["predict", "--model", "tiny-llava", "--device", "cpu", "--input",
-            str(tmp_path / "in.jsonl"), "--out", str(out), "--batch-size", "8",
+            str(tmp_path / "in.jsonl"), "--output", str(out), "--batch-size", "8",
             "--num-workers", "0"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     job = subprocess.Popen([sys.executable, "-m", "llavac.cli", *args], env=env,
@@ -275,7 +275,7 @@ def test_the_local_engine_never_imports_ray(tmp_path, image_file):
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     script = ("import sys\nfrom llavac.cli import main\n"
               f"code = main(['predict', '--model', 'tiny-llava', '--device', 'cpu', '--input', "
-              f"{str(tmp_path / 'in.jsonl')!r}, '--out', {str(tmp_path / 'out.jsonl')!r}, "
+              f"{str(tmp_path / 'in.jsonl')!r}, '--output', {str(tmp_path / 'out.jsonl')!r}, "
               "'--num-workers', '0', '-q'])\n"
               "assert code == 0 and 'ray' not in sys.modules, sorted(sys.modules)[:5]\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -49,7 +49,7 @@ class Job:
 
     def args(self, out: Path, *more: str) -> list[str]:
         return ["predict", "--model", "tiny-llava", "--device", "cpu", "--input", str(self.input),
-                "--out", str(out), "--engine", "ray", *BLOCK, "--min-confidence",
+                "--output", str(out), "--engine", "ray", *BLOCK, "--min-confidence",
                 str(MIN_CONFIDENCE), *more]
 
 

@@ -213,7 +213,7 @@ def test_the_paper_path_learns_trains_the_right_parameters_and_predicts(
     and it loads and predicts without a deprecation warning."""
     config = yaml_config(reference)
     assert (config["train"]["bf16"], config["train"]["gradient_checkpointing"],
-            config["train"]["method"]) == (True, True, "lora")
+            config["train"]["tuning"]) == (True, True, "lora")
     losses = [json.loads(line)["loss"] for line in
               (reference / "log.jsonl").read_text().splitlines()]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses

@@ -115,12 +115,19 @@ def test_robustness_on_a_run_trained_on_the_real_qmf_split(shared_data, tmp_path
     assert result["records"] == evaluated["records"]
     for name in ("robustness.md", "robustness.png", "config.yaml", "manifest.json"):
         assert (tmp_path / "rob" / name).stat().st_size > 0
-    assert "| slot-order |" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "| slot-order |" in shown.out
+    assert f"records: {result['records']} used from the test part" in shown.err
+    assert f"wrote {tmp_path / 'rob'}: robustness.json" in shown.err
+    before = (tmp_path / "rob" / "robustness.json").read_bytes()
+    assert main(["robustness", str(run), "--output", str(tmp_path / "rob"), *common]) == 2
+    assert "--overwrite" in capsys.readouterr().err  # refused, the result left as it was
+    assert (tmp_path / "rob" / "robustness.json").read_bytes() == before
 
 
 def test_robustness_cli_errors(tmp_path, capsys):
     assert main(["robustness", "a", "b", "--data", "x"]) == 2
-    assert "one training run folder" in capsys.readouterr().err
+    assert "unexpected argument 'b' (expected RUN" in capsys.readouterr().err
     assert main(["robustness", str(tmp_path / "nope"), "--data", "x"]) == 2
 
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from llavac.args import ServeArgs, ServeConfig
+from llavac.args import ServeArgs
 from llavac.serve import create_app
 from llavac.serve.auth import api_keys, check_exposure, key_matches
 
@@ -250,14 +250,13 @@ def test_ready_waits_for_the_model_while_health_answers(classifier):
 
 
 def test_serve_command_reads_config_flags_and_overrides(tmp_path):
-    from llavac.cli import SERVE_FLAGS, build_parser
-    from llavac.config import config_from_args
+    from llavac.cli import build_parser, command_config
 
     preset = tmp_path / "serve.yaml"
     preset.write_text("model:\n  name: tiny-llava\nserve:\n  port: 9000\n  max_queue: 64\n")
     args = build_parser().parse_args(["serve", "--config", str(preset), "--rate-limit", "5",
                                       "--insecure-no-auth", "serve.shutdown_timeout=3"])
-    config = config_from_args(ServeConfig, args, SERVE_FLAGS)
+    config = command_config(args.command_row, args)
     assert (config.model.name, config.serve.port, config.serve.max_queue) == ("tiny-llava",
                                                                              9000, 64)
     assert config.serve.rate_limit == 5 and config.serve.insecure_no_auth is True

@@ -41,7 +41,7 @@ def test_sweep_continues_its_study_and_best_yaml_retrains(small_release, tmp_pat
                "--output", str(out), "train.max_steps=4", "train.progress=false",
                "train.report_to=tensorboard"]
     assert main([*command, "--trials", "2"]) == 0
-    assert main([*command, "--trials", "3"]) == 0
+    assert main([*command, "--trials", "3", "--resume"]) == 0
     study = optuna.load_study(study_name="llavac", storage=f"sqlite:///{out / 'study.db'}")
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert [t.number for t in complete] == [0, 1, 2]
@@ -97,3 +97,30 @@ def test_median_pruning_on_the_training_loss_stops_a_worse_trial():
     PruneOnLoss(worse).on_log(None, step, None, logs={"learning_rate": 1e-3})  # no loss: no-op
     with pytest.raises(optuna.TrialPruned, match="training loss 0.9000 at step 5"):
         PruneOnLoss(worse).on_log(None, step, None, logs={"loss": 0.9})
+
+
+def test_a_study_continues_only_with_its_own_settings(tmp_path):
+    """What a rerun may do with the study in its folder: its config.yaml is compared with
+    the rerun's settings, defaults filled in, before anything is written."""
+
+    from llavac.args import SweepConfig
+    from llavac.config import load_config, save_config
+    from llavac.sweep import claim_study
+
+    config = load_config(SweepConfig, "tiny_synthetic", [f"sweep.output={tmp_path}"])
+    assert claim_study(config) is False  # no study yet
+    save_config(config, tmp_path / "config.yaml")
+
+    def rerun(*overrides: str) -> bool:
+        return claim_study(load_config(SweepConfig, "tiny_synthetic",
+                                       [f"sweep.output={tmp_path}", *overrides]))
+
+    with pytest.raises(ValueError, match="give --resume to continue it"):
+        rerun()
+    assert rerun("sweep.resume=true", "sweep.trials=50") is False  # more trials: the same study
+    assert rerun("sweep.resume=true", "train.num_workers=2") is False  # not a result setting
+    with pytest.raises(ValueError, match=r"data.procedure is 'qmf' here but 'random811'"):
+        rerun("sweep.resume=true", "data.procedure=qmf")  # another validation set
+    assert rerun("train.lr=1e-3", "sweep.overwrite=true") is True  # replaced once it holds
+    saved = tmp_path / "config.yaml"
+    assert "overwrite" not in saved.read_text() and "resume" not in saved.read_text()

@@ -26,7 +26,7 @@ from llavac.serve import create_app
 
 # LoRA on a random-init model needs more steps than the full fine-tune of the demo (its
 # embeddings stay random); at lr >= 5e-3 it sticks at the text-only shortcut (stack notes).
-LEARNING = ("train.method=lora", "train.lr=1e-3", "train.max_steps=1000",
+LEARNING = ("train.tuning=lora", "train.lr=1e-3", "train.max_steps=1000",
             "train.save_steps=100000", "train.logging_steps=10")
 
 
@@ -64,7 +64,7 @@ def head_run(tmp_path_factory, synthetic_release):
     run = root / "head-run"
     with FileLock(f"{run}.lock"):
         if not (run / "manifest.json").is_file():
-            trained(run, synthetic_release, "train.objective=head", "train.method=lora",
+            trained(run, synthetic_release, "train.objective=head", "train.tuning=lora",
                     "train.max_steps=30", "train.save_steps=100000", "train.logging_steps=1")
     return run
 

@@ -124,15 +124,13 @@ def test_paper_lora_trains_exactly_the_lora_matrices_and_the_projector():
 
 def test_seed_and_split_seed_are_separate_flags(synthetic_release, tmp_path):
     """``--seed`` is the training seed only; ``--split-seed`` the random811 shuffle."""
-    from llavac.cli import TRAIN_FLAGS, build_parser
-    from llavac.config import config_from_args
-    from llavac.train import TrainConfig
+    from llavac.cli import build_parser, command_config
 
     args = build_parser().parse_args(["train", "--seed", "3", "--split-seed", "5"])
-    config = config_from_args(TrainConfig, args, TRAIN_FLAGS)
+    config = command_config(args.command_row, args)
     assert (config.train.seed, config.data.split_seed) == (3, 5)
     args = build_parser().parse_args(["train", "--seed", "3"])
-    assert config_from_args(TrainConfig, args, TRAIN_FLAGS).data.split_seed == 0
+    assert command_config(args.command_row, args).data.split_seed == 0
 
 
 def test_example_too_long_is_an_error_naming_its_id(records):
@@ -157,7 +155,7 @@ GOLDEN_INPUT_LOSSES = {
 
 
 def _golden_run(release, output, *overrides) -> tuple[Path, list[dict]]:
-    config = tiny_train_config(release, output, "train.method=lora", "lora.projector_lr=2e-5",
+    config = tiny_train_config(release, output, "train.tuning=lora", "lora.projector_lr=2e-5",
                                "train.lr=2e-3", "train.max_steps=4", "train.logging_steps=1",
                                "train.global_batch_size=4", *overrides)
     output = train(config)
@@ -301,7 +299,7 @@ SAVE_RANK_WEIGHTS = textwrap.dedent("""
     train(tiny_train_config(sys.argv[1], sys.argv[2], *{overrides!r}), callbacks=[SaveRank()])
 """)
 # Global batch 8 cut into micro batches of 2: 4 accumulation steps on one process, 2 on two.
-GLOBAL_8 = ("train.method=lora", "train.max_steps=3", "train.logging_steps=1",
+GLOBAL_8 = ("train.tuning=lora", "train.max_steps=3", "train.logging_steps=1",
             "train.global_batch_size=8", "train.micro_batch_size=2")
 
 

@@ -15,6 +15,7 @@ key, before any model is loaded, from the command line and from Python alike.
     train.py    lora, train; the train, experiment and sweep configs
     predict.py  eval, predict, calibrate, prompt, robustness, explain and their configs
     serve.py    serve and its config
+    tools.py    data check / export, compare, report, export and demo and their configs
 """
 
 from llavac.args.common import (
@@ -22,7 +23,7 @@ from llavac.args.common import (
     METHODS,
     REPORT_TO,
     SWEEP_METRICS,
-    TRAIN_METHODS,
+    TUNINGS,
     ClassifierArgs,
     DataArgs,
     ModelArgs,
@@ -46,6 +47,14 @@ from llavac.args.serve import (
     ServeArgs,
     ServeConfig,
 )
+from llavac.args.tools import (
+    CheckConfig,
+    CompareConfig,
+    DemoConfig,
+    ExportConfig,
+    ReportConfig,
+    SplitExportConfig,
+)
 from llavac.args.train import (
     ExperimentArgs,
     ExperimentConfig,
@@ -59,14 +68,18 @@ from llavac.args.train import (
 __all__ = [
     "CalibrateArgs",
     "CalibrateConfig",
+    "CheckConfig",
     "ClassifierArgs",
+    "CompareConfig",
     "DataArgs",
+    "DemoConfig",
     "EvalArgs",
     "EvalConfig",
     "ExperimentArgs",
     "ExperimentConfig",
     "ExplainArgs",
     "ExplainConfig",
+    "ExportConfig",
     "IMAGE_MODES",
     "LoraArgs",
     "METHODS",
@@ -76,15 +89,17 @@ __all__ = [
     "PromptArgs",
     "PromptConfig",
     "REPORT_TO",
+    "ReportConfig",
     "RobustnessArgs",
     "RobustnessConfig",
     "SWEEP_METRICS",
     "Section",
     "ServeArgs",
     "ServeConfig",
+    "SplitExportConfig",
     "SweepArgs",
     "SweepConfig",
-    "TRAIN_METHODS",
+    "TUNINGS",
     "TrainArgs",
     "TrainConfig",
 ]

@@ -10,7 +10,7 @@ from typing import ClassVar
 from llavac.config import ConfigKeyError
 
 METHODS = ("score", "generate")
-TRAIN_METHODS = ("lora", "full")
+TUNINGS = ("lora", "full")  # train.tuning: what training updates
 IMAGE_MODES = ("pad", "crop", "processor")  # llavac.models.inputs says what each does
 SWEEP_METRICS = ("accuracy", "weighted_f1")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")

@@ -18,6 +18,7 @@ class EvalArgs(Section):
 
     section: ClassVar[str] = "eval"
     output: str = "runs/eval"
+    overwrite: bool = False  # replace a finished evaluation in `output`
     part: str | None = None  # train | validation | test | all; None: test (all for "none")
     method: str = "score"  # score the label candidates | generate and parse (the paper)
     batch_size: int = 16
@@ -50,7 +51,7 @@ class PredictArgs(Section):
     image: str | None = None  # one image ...
     text: str | None = None  # ... and its text
     input: str | None = None  # or a JSONL / CSV / Parquet file or an exported split folder
-    out: str | None = None  # JSONL predictions (engine ray: a folder); None: stdout
+    output: str | None = None  # JSONL predictions (engine ray: a folder); None: stdout
     method: str = "score"
     batch_size: int = 16
     progress: bool = True
@@ -58,8 +59,8 @@ class PredictArgs(Section):
     # (probabilities kept); None: always answer. Needs method score.
     min_confidence: float | None = None
     # Corpus jobs (--input); see llavac.predict.corpus.
-    resume: bool = False  # continue the job in `out`: skip what it finished (ids, or blocks)
-    overwrite: bool = False  # replace an existing `out` (without either, it is an error)
+    resume: bool = False  # continue the job in `output`: skip what it finished (ids, blocks)
+    overwrite: bool = False  # replace an existing `output` (without either, it is an error)
     strict: bool = False  # the first bad row is fatal instead of skipped and reported
     num_workers: int | None = None  # DataLoader workers; None: the cores per process less one, <= 4
     limit: int | None = None  # only the first N input rows (a trial run, a benchmark)
@@ -98,6 +99,7 @@ class CalibrateArgs(Section):
     """``llavac calibrate``: fit one temperature per slot on the validation part."""
 
     section: ClassVar[str] = "calibrate"
+    overwrite: bool = False  # replace the run's calibration.json
     batch_size: int = 16
     progress: bool = True
 
@@ -122,11 +124,13 @@ class RobustnessArgs(Section):
 
     section: ClassVar[str] = "robustness"
     output: str = "runs/robustness"
+    overwrite: bool = False  # replace a finished robustness study in `output`
     variants: str | None = None  # a variants YAML; None: llavac/configs/prompt_variants.yaml
     part: str | None = None  # None: test (all for own data without a split)
     method: str = "score"  # score | generate: the paper generates, so its parser is tested too
     batch_size: int = 16
     progress: bool = True
+    allow_overlap: bool = False  # as eval.allow_overlap: report records the run trained on
 
     def __post_init__(self):
         self._one_of("part", ("train", "validation", "test", "all"), optional=True)
@@ -144,6 +148,7 @@ class ExplainArgs(Section):
     text: str | None = None  # ... and its text
     input: str | None = None  # or a JSONL / CSV / Parquet file or an exported split folder
     output: str = "runs/explain"  # explanations.jsonl and heatmaps/<id>_<slot>.png
+    overwrite: bool = False  # replace finished explanations in `output`
     # Cells per side of the occlusion grid over the image: grid**2 scored variants a pair.
     grid: int = 6
     batch_size: int = 16  # occluded variants per model call

@@ -11,7 +11,7 @@ from llavac.args.common import (
     OPTIMIZERS,
     REPORT_TO,
     SWEEP_METRICS,
-    TRAIN_METHODS,
+    TUNINGS,
     DataArgs,
     ModelArgs,
     Section,
@@ -29,7 +29,7 @@ LORA_VARIANTS = ("lora", "dora", "rslora", "pissa")
 
 @dataclass
 class LoraArgs(Section):
-    """The low-rank adapters (``train.method=lora``) and the projector beside them."""
+    """The low-rank adapters (``train.tuning=lora``) and the projector beside them."""
 
     section: ClassVar[str] = "lora"
     variant: str = "lora"  # lora (the paper) | dora | rslora | pissa
@@ -54,7 +54,11 @@ class TrainArgs(Section):
 
     section: ClassVar[str] = "train"
     output: str = "runs/train"
-    method: str = "lora"  # lora (the paper) | full (language model + projector; vision frozen)
+    resume: bool = False  # continue the interrupted run in `output` from its last checkpoint
+    overwrite: bool = False  # replace the run in `output` (without either, it is refused)
+    # lora (the paper) | full (language model + projector; vision frozen). 0.2's key
+    # train.method still reads, with a warning.
+    tuning: str = "lora"
     prompt: str = "full"  # full | multimodal-only | an order such as "multimodal,text,image"
     objective: str = "answer"  # answer (the paper's structured answer) | head
     # The slots whose heads are trained (objective=head; the others' heads stay as
@@ -105,15 +109,15 @@ class TrainArgs(Section):
     report_to: str = "none"  # tensorboard | wandb | mlflow | none: nothing leaves the machine
 
     def __post_init__(self):
-        self._one_of("method", TRAIN_METHODS)
+        self._one_of("tuning", TUNINGS)
         self._one_of("objective", OBJECTIVES)
         self._check("slots", self.slots is None or (
             self.objective == "head" and bool(self.slots) and set(self.slots) <= set(SLOTS)
             and len(set(self.slots)) == len(self.slots)),
             "null, or with train.objective=head distinct slots from " + ", ".join(SLOTS)
             + " (the answer objective's slots are train.prompt's)")
-        self._check("objective", self.objective == "answer" or self.method == "lora",
-                    "answer with train.method=full (heads are trained beside LoRA adapters)")
+        self._check("objective", self.objective == "answer" or self.tuning == "lora",
+                    "answer with train.tuning=full (heads are trained beside LoRA adapters)")
         self._check("lr", self.lr > 0, "a learning rate > 0")
         self._check("warmup_ratio", 0 <= self.warmup_ratio < 1, "a fraction in [0, 1)")
         self._at_least("weight_decay", 0)
@@ -150,6 +154,7 @@ class ExperimentArgs(Section):
 
     section: ClassVar[str] = "experiment"
     output: str = "runs/experiment"
+    overwrite: bool = False  # replace an experiment with other settings in `output`
     procedures: list[str] = field(default_factory=lambda: ["qmf"])
     folds: list[int] = field(default_factory=lambda: list(range(1, 11)))  # cheema10 only
     seeds: list[int] = field(default_factory=lambda: [0])  # training seed (+ random811 split)
@@ -194,6 +199,10 @@ class SweepArgs(Section):
 
     section: ClassVar[str] = "sweep"
     output: str = "runs/sweep"
+    # A study in `output` made with other settings is refused: resume continues one with the
+    # same settings (so does a rerun without it), overwrite replaces it.
+    resume: bool = False
+    overwrite: bool = False
     trials: int = 20  # in the study in all: a second call with more continues it
     space: str | None = None  # a search-space YAML; None: llavac/configs/sweep_space.yaml
     storage: str | None = None  # an Optuna storage URL; None: sqlite in output/study.db

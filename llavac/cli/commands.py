@@ -1,71 +1,86 @@
-"""The commands: each builds its config, calls one library function and prints the result."""
+"""The commands: each takes its config, calls one library function and prints the result.
+
+Every function here is named in the command table (``llavac.cli.table``), which builds its
+config from ``--config``, flags and ``key=value`` before calling it. Tables go to stdout
+through :func:`show` (``-q`` silences them); progress and the ``records:`` / ``wrote`` lines
+go to the log.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from llavac.args import (
     CalibrateConfig,
+    CheckConfig,
+    CompareConfig,
+    DemoConfig,
     EvalConfig,
     ExperimentConfig,
     ExplainConfig,
+    ExportConfig,
     PredictConfig,
     PromptConfig,
+    ReportConfig,
     RobustnessConfig,
     ServeConfig,
+    SplitExportConfig,
     SweepConfig,
     TrainConfig,
 )
-from llavac.cli.flags import (
-    CALIBRATE_FLAGS,
-    EVAL_FLAGS,
-    EXPLAIN_FLAGS,
-    PREDICT_FLAGS,
-    PROMPT_FLAGS,
-    ROBUSTNESS_FLAGS,
-    SERVE_FLAGS,
-    SWEEP_FLAGS,
-    TRAIN_FLAGS,
-)
-from llavac.config import config_from_args
 from llavac.console import is_main_process, log
+from llavac.runs.folder import (
+    CALIBRATION_FILE,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    PEFT_CONFIG_FILE,
+    RunFolder,
+)
 
 
-def data_check_command(args: argparse.Namespace) -> int:
+def show(text: str) -> None:
+    """A table or summary on stdout, unless ``-q`` asked for warnings and errors only."""
+    if log.isEnabledFor(20):  # logging.INFO
+        print(text)
+
+
+def data_check(config: CheckConfig) -> int:
     from llavac.data.check import check_path
 
-    report = check_path(args.path)
-    print(report.to_json() if args.json else report.format_text())
+    report = check_path(config.check.path)
+    print(report.to_json() if config.check.json else report.format_text())
     return report.exit_code
 
 
-def data_export_command(args: argparse.Namespace) -> int:
-    from llavac.data.export import export_split
+def data_export(config: SplitExportConfig) -> int:
+    from llavac.data.export import export_split, format_summary
 
-    export_split(args.path, procedure=args.procedure.lower(), fold=args.fold,
-                 seed=args.split_seed, splits_dir=args.splits, out=args.out, strict=args.strict)
+    data = config.data
+    _require_data(data.path)
+    split = export_split(data.path, procedure=data.procedure, fold=data.fold,
+                         seed=data.split_seed, splits_dir=data.splits_dir,
+                         out=config.split.output, strict=data.strict)
+    show(format_summary(split.manifest, Path(config.split.output)))
     return 0
 
 
-def train_command(args: argparse.Namespace) -> int:
+def train(config: TrainConfig) -> int:
     from llavac.hub import DEFAULT_MODEL_SIZES, require_reachable
 
-    config = config_from_args(TrainConfig, args, TRAIN_FLAGS)
     _require_data(config.data.path)
     if config.model.name in DEFAULT_MODEL_SIZES:
         size = DEFAULT_MODEL_SIZES[config.model.name]
         log.info(f"model: {config.model.name} (the paper's base model; {size} to download "
                  "unless cached; --model names another)")
     require_reachable(config.model.name)
-    from llavac.train import train  # torch and transformers: only once the arguments hold
+    from llavac.train import train as train_run  # torch, transformers: once the arguments hold
 
     # train() claims the output folder first: an interrupted or finished run there is
     # refused unless --resume or --overwrite says what to do with it.
-    output = train(config, resume=args.resume, overwrite=args.overwrite)
-    _report_records(output / "manifest.json", "train")
-    _wrote(output, "adapter/ or model/, processor/, config.yaml, manifest.json, log.jsonl, "
+    output = train_run(config, resume=config.train.resume, overwrite=config.train.overwrite)
+    _report_records(output / MANIFEST_FILE, "train")
+    _wrote(output, f"adapter/ or model/, processor/, {CONFIG_FILE}, {MANIFEST_FILE}, log.jsonl, "
                    "loss.png, checkpoints/")
     return 0
 
@@ -94,45 +109,43 @@ def _wrote(folder: Path, what: str) -> None:
     log.info(f"wrote {folder}: {what}")
 
 
-def evaluate_command(args: argparse.Namespace) -> int:
-    from llavac.evaluation import evaluate
+def evaluate(config: EvalConfig) -> int:
+    from llavac.evaluation import evaluate as evaluate_run
     from llavac.evaluation.metrics import hints
     from llavac.runinfo import claim_output
 
-    config = config_from_args(EvalConfig, args, EVAL_FLAGS)
     _require_data(config.data.path)
-    claim_output(config.eval.output, "metrics.json", args.overwrite)
-    metrics = evaluate(config)
+    claim_output(config.eval.output, "metrics.json", config.eval.overwrite)
+    metrics = evaluate_run(config)
     output = Path(config.eval.output)
-    print((output / "summary.md").read_text(encoding="utf-8"))
+    show((output / "summary.md").read_text(encoding="utf-8"))
     for hint in hints(metrics):
         log.info(hint)
-    _report_records(output / "manifest.json", metrics["part"], metrics["records"])
+    _report_records(output / MANIFEST_FILE, metrics["part"], metrics["records"])
     _wrote(output, "metrics.json, predictions.jsonl, summary.md, report.html, "
-                   "confusion_*.png, config.yaml")
+                   f"confusion_*.png, {CONFIG_FILE}")
     return 0
 
 
-def report_command(args: argparse.Namespace) -> int:
+def report(config: ReportConfig) -> int:
     from llavac.evaluation.html_report import rebuild_reports
 
-    for path in rebuild_reports(args.folder):
+    for path in rebuild_reports(config.report.folder):
         log.info(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
-def explain_command(args: argparse.Namespace) -> int:
+def explain(config: ExplainConfig) -> int:
     from llavac.explain.job import EXPLANATIONS, format_explanation, run_explain
     from llavac.runinfo import claim_output
 
-    config = config_from_args(ExplainConfig, args, EXPLAIN_FLAGS)
     job = config.explain
     if job.input is not None and not Path(job.input).exists():
         raise FileNotFoundError(f"--input {job.input}: no such file or folder")
-    claim_output(job.output, EXPLANATIONS, args.overwrite)
+    claim_output(job.output, EXPLANATIONS, job.overwrite)
     summary = run_explain(config)
     for pair in summary.explained:
-        print(format_explanation(pair, job.top_words))
+        show(format_explanation(pair, job.top_words))
     skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.skipped.items()))
     log.info(f"explained {len(summary.explained)}, skipped "
              f"{sum(summary.skipped.values())}" + (f" ({skipped})" if skipped else ""))
@@ -140,13 +153,12 @@ def explain_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_command(args: argparse.Namespace) -> int:
+def predict(config: PredictConfig) -> int:
     from llavac.data import open_rgb
     from llavac.models import image_limits
     from llavac.predict import Classifier, write_predictions
     from llavac.predict.corpus import predict_corpus
 
-    config = config_from_args(PredictConfig, args, PREDICT_FLAGS)
     job = config.predict
     if (job.input is None) == (job.image is None or job.text is None):
         raise ValueError("give either --image and --text, or --input FILE")
@@ -163,8 +175,8 @@ def predict_command(args: argparse.Namespace) -> int:
     prediction = classifier.classify([(open_rgb(job.image, limits), job.text)], job.method,
                                      min_confidence=job.min_confidence)[0]
     prediction.id = Path(job.image).name
-    if job.out is not None:
-        write_predictions([prediction], job.out)
+    if job.output is not None:
+        write_predictions([prediction], job.output)
     else:
         print(prediction.to_json())
     if prediction.unparseable:
@@ -172,42 +184,33 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibrate_command(args: argparse.Namespace) -> int:
-    from llavac.evaluation.calibrate import calibrate
-    from llavac.runs.folder import CALIBRATION_FILE
+def calibrate(config: CalibrateConfig) -> int:
+    from llavac.evaluation.calibrate import calibrate as fit_temperatures
 
-    # RUN shares the positionals with the key=value overrides, so that it may stand before
-    # or after the options (argparse cannot split two positionals around options).
-    runs = [item for item in args.overrides if "=" not in item]
-    if len(runs) != 1:
-        raise ValueError(f"calibrate: name one training run folder (RUN), got {runs}")
-    args.overrides = [item for item in args.overrides if "=" in item]
-    config = config_from_args(CalibrateConfig, args, CALIBRATE_FLAGS)
-    config.model.adapter = runs[0]
-    result = calibrate(config)
+    _require_data(config.data.path)
+    result = fit_temperatures(config)
     fitted = result["fitted_on"]
-    print(f"wrote {Path(runs[0]) / CALIBRATION_FILE} (fitted on {fitted['n']} "
-          f"{fitted['part']} pairs)")
-    for slot, temperature in result["temperatures"].items():
-        print(f"  {slot}: T = {temperature:.4f}, validation NLL "
-              f"{result['nll_before'][slot]:.4f} -> {result['nll_after'][slot]:.4f}")
+    _wrote(Path(config.model.adapter) / CALIBRATION_FILE,
+           f"fitted on {fitted['n']} {fitted['part']} pairs")
+    show("\n".join(f"  {slot}: T = {temperature:.4f}, validation NLL "
+                    f"{result['nll_before'][slot]:.4f} -> {result['nll_after'][slot]:.4f}"
+                    for slot, temperature in result["temperatures"].items()))
     return 0
 
 
-def compare_command(args: argparse.Namespace) -> int:
+def compare(config: CompareConfig) -> int:
     import json
 
     from llavac.evaluation.compare import compare_evaluations, format_comparison
 
-    result = compare_evaluations(args.eval_a, args.eval_b)
-    print(json.dumps(result, indent=2) if args.json else format_comparison(result))
+    result = compare_evaluations(config.compare.eval_a, config.compare.eval_b)
+    print(json.dumps(result, indent=2) if config.compare.json else format_comparison(result))
     return 0
 
 
-def prompt_command(args: argparse.Namespace) -> int:
+def prompt(config: PromptConfig) -> int:
     from llavac.predict.view import collapsed_ids, view_prompt
 
-    config = config_from_args(PromptConfig, args, PROMPT_FLAGS)
     view = view_prompt(config)
     print(f"model:   {view.model} ({view.family}), prompt {view.prompt}")
     print(f"inputs:  image_mode={view.image_mode}, system={view.system}, "
@@ -240,74 +243,84 @@ def _image_line(facts: dict) -> str:
     return f"{line} -> {pixels} pixels ({facts['image_mode']})"
 
 
-def experiment_command(args: argparse.Namespace) -> int:
+def experiment(config: ExperimentConfig) -> int:
     from llavac.experiment import claim_experiment, run_experiment
 
-    config = config_from_args(ExperimentConfig, args, [])
+    _require_data(config.data.path)  # before the experiment's folder and config.yaml exist
     if is_main_process():  # under torchrun: one rank checks the folder and reports
-        claim_experiment(config, args.overwrite)
+        claim_experiment(config, config.experiment.overwrite)
     output = run_experiment(config)
     if is_main_process():
-        print((output / "results.md").read_text(encoding="utf-8"))
+        show((output / "results.md").read_text(encoding="utf-8"))
         _wrote(output, "results.csv, results.md, runs/<run>/train and eval")
     return 0
 
 
-def robustness_command(args: argparse.Namespace) -> int:
-    from llavac.robustness import robustness
+def robustness(config: RobustnessConfig) -> int:
+    from llavac.robustness import robustness as run_robustness
 
-    # RUN is the one positional without "=" (argparse cannot put a positional before the
-    # key=value overrides once flags come between them).
-    runs = [item for item in args.overrides if "=" not in item]
-    if len(runs) > 1 or (runs and args.adapter):
-        raise ValueError(f"give one training run folder (RUN or --adapter), got {runs}")
-    args.adapter = runs[0] if runs else args.adapter
-    args.overrides = [item for item in args.overrides if "=" in item]
-    config = config_from_args(RobustnessConfig, args, ROBUSTNESS_FLAGS)
-    robustness(config)
-    print((Path(config.robustness.output) / "robustness.md").read_text(encoding="utf-8"))
+    _require_data(config.data.path)
+    result = run_robustness(config)
+    output = Path(config.robustness.output)
+    show((output / "robustness.md").read_text(encoding="utf-8"))
+    _report_records(output / MANIFEST_FILE, result["part"], result["records"])
+    _wrote(output, f"robustness.json, robustness.md, robustness.png, {CONFIG_FILE}")
     return 0
 
 
-def sweep_command(args: argparse.Namespace) -> int:
+def sweep(config: SweepConfig) -> int:
     from llavac.sweep import run_sweep
 
-    config = config_from_args(SweepConfig, args, SWEEP_FLAGS)
+    _require_data(config.data.path)
     study = run_sweep(config)
-    print(f"{len(study.trials)} trials in {config.sweep.output}; best value "
-          f"{study.best_value:.4f} (trial {study.best_trial.number}): "
-          f"{Path(config.sweep.output) / 'best.yaml'}")
+    output = Path(config.sweep.output)
+    show(f"{len(study.trials)} trials in {output}; best value {study.best_value:.4f} "
+         f"(trial {study.best_trial.number}): {output / 'best.yaml'}")
+    _wrote(output, f"study.db, trials/, trials.csv, best.yaml, history.png, {CONFIG_FILE}")
     return 0
 
 
-def demo_command(args: argparse.Namespace) -> int:
-    from llavac.demo import run_demo
+def demo(config: DemoConfig) -> int:
+    from llavac.demo import check_procedure, run_demo
     from llavac.runinfo import claim_output
 
-    claim_output(args.output, "eval/metrics.json", args.overwrite)
-    run_demo(args.output, args.data, args.model, args.procedure, args.overrides)
+    if config.demo.data is not None:
+        _require_data(config.demo.data)
+    check_procedure(config)
+    claim_output(config.demo.output, "eval/metrics.json", config.demo.overwrite)
+    show(run_demo(config))
     return 0
 
 
-def serve_command(args: argparse.Namespace) -> int:
+def serve(config: ServeConfig) -> int:
     import logging
 
-    from llavac.serve import serve
+    from llavac.serve import serve as run_server
 
-    config = config_from_args(ServeConfig, args, SERVE_FLAGS)
     if not config.model.name and not config.model.adapter:
         raise ValueError("give --model (a model, or a folder llavac export wrote), or --adapter "
                          "with a training run folder")
+    if config.model.adapter is not None:
+        _require_adapter(config.model.adapter)  # before the port opens, not once it has
     logging.basicConfig(level=config.serve.log_level.upper(),
                         format="%(levelname)s %(name)s: %(message)s")
-    serve(config)
+    run_server(config)
     return 0
 
 
-def export_command(args: argparse.Namespace) -> int:
+def _require_adapter(path: str) -> None:
+    folder = RunFolder(path)
+    if not folder.path.is_dir():
+        raise FileNotFoundError(f"--adapter {path}: no such folder")
+    if not (folder.has_config or folder.is_bare_adapter):
+        raise FileNotFoundError(f"--adapter {path}: neither a training run folder "
+                                f"({CONFIG_FILE}) nor a peft adapter ({PEFT_CONFIG_FILE})")
+
+
+def export(config: ExportConfig) -> int:
     from llavac.export import export_run
 
-    print(f"exported: {export_run(args.run_folder, args.output, overwrite=args.overwrite)}")
+    job = config.export
+    _wrote(export_run(job.run, job.output, overwrite=job.overwrite),
+           "merged model, processor, model card")
     return 0
-
-

@@ -44,10 +44,10 @@ class Report:
         return json.dumps({**asdict(self), "exit_code": self.exit_code}, ensure_ascii=False)
 
     def format_text(self) -> str:
-        if self.error:
-            return f"unusable: {self.error}"
-        lines = [f"{KIND_NAMES[self.kind]} {self.path}: {self.rows} rows, {self.kept} kept"]
         dropped = ", ".join(f"{reason} {n}" for reason, n in self.dropped.items())
+        if self.error:  # the reasons too: they say why nothing was usable (missing_image ...)
+            return f"unusable: {self.error}" + (f"; dropped: {dropped}" if dropped else "")
+        lines = [f"{KIND_NAMES[self.kind]} {self.path}: {self.rows} rows, {self.kept} kept"]
         lines.append(f"dropped: {dropped or 'none'}")
         lines.append("labels of kept pairs:" + "".join(f" {label:>9}" for label in LABELS))
         for modality, counts in self.labels.items():

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from llavac.data.load import MANIFEST, PART_NAMES, load_split
-from llavac.data.records import Split
+from llavac.data.records import Split, empty_part
 from llavac.durable import write_atomic
 from llavac.jsonl import write_jsonl
 
@@ -24,10 +24,14 @@ def export_split(
     out: str | Path = "split",
     strict: bool = False,
 ) -> Split:
-    """Load ``path`` by ``procedure`` (see ``load_split``), write it under ``out``, print a
-    summary, and return the split. Part files the procedure does not make are removed, so an
-    older export in the same folder cannot be mixed in."""
+    """Load ``path`` by ``procedure`` (see ``load_split``), write it under ``out`` and return
+    the split (``format_summary`` says what it holds). Part files the procedure does not
+    make are removed, so an older export in the same folder cannot be mixed in. A part left
+    empty is an error naming why its records were skipped, and nothing is written."""
     split = load_split(path, procedure, fold, seed, splits_dir, strict)
+    for name in split.manifest["parts"]:  # an empty part is refused before anything is written
+        if not getattr(split, name):
+            raise empty_part(path, name, split.manifest)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts = split.manifest["parts"]
@@ -38,7 +42,6 @@ def export_split(
             (out / f"{name}.jsonl").unlink(missing_ok=True)
     manifest = json.dumps(split.manifest, indent=2, ensure_ascii=False)
     write_atomic(out / MANIFEST, manifest + "\n")  # whole or absent, like every manifest
-    print(format_summary(split.manifest, out))
     return split
 
 

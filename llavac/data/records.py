@@ -115,6 +115,12 @@ def usage_line(manifest: dict, used: int, part: str, shown: int = 5) -> str:
     return line
 
 
+def empty_part(path, part: str, manifest: dict) -> ValueError:
+    """The error for a part with no usable record, with the reasons its records were skipped
+    (image paths read from the wrong folder show up as ``missing_image``)."""
+    return ValueError(f"{path}: the {part} part is empty ({usage_line(manifest, 0, part)})")
+
+
 def count_by_reason(problems: list[Problem]) -> dict[str, int]:
     return dict(sorted(Counter(p.reason for p in problems).items()))
 

@@ -40,7 +40,8 @@ from llavac.predict.temperature import apply_temperature as apply_temperature
 
 # Temperature search interval: T in [1/100, 100] covers any realistic miscalibration while
 # keeping the search finite when the data push T towards 0 (every answer right) or infinity.
-_LOG_T_BOUNDS = (float(np.log(1e-2)), float(np.log(1e2)))
+TEMPERATURE_RANGE = (1e-2, 1e2)  # where fit_temperature searches T
+_LOG_T_BOUNDS = tuple(float(np.log(t)) for t in TEMPERATURE_RANGE)
 
 
 def _probs_gold(probs: ArrayLike, gold: ArrayLike, name: str = "probs"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from llavac.args import DataArgs, EvalConfig
 from llavac.data import load_data
+from llavac.data.records import empty_part
 from llavac.evaluation.html_report import write_report
 from llavac.evaluation.metrics import HEADLINE, plot_confusion
 from llavac.evaluation.reliance import RELIANCE_FILE, modality_reliance, reliance_lines
@@ -48,7 +49,7 @@ def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
     split = load_data(data)
     part, records = split.part(args.part, default="test")
     if not records:
-        raise ValueError(f"{data.path}: the {part} part is empty")
+        raise empty_part(data.path, part, split.manifest)
     overlap = check_overlap(config.model.adapter, records, part, args.allow_overlap)
     if classifier is None:
         classifier = Classifier.from_args(config.model)

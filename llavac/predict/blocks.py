@@ -72,10 +72,10 @@ class BlockFolder:
         """Make the folder this job's (refusing another job's output unless told how) and
         return the commit records of the blocks an earlier run of it committed."""
         if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"--out {self.root}: a file; --engine ray writes a folder of files")
+            raise ValueError(f"--output {self.root}: a file; --engine ray writes a folder of files")
         held = [path for path in self.root.iterdir()] if self.root.exists() else []
         if held and not self.job.is_file():
-            raise ValueError(f"--out {self.root}: a folder that holds no llavac predict job "
+            raise ValueError(f"--output {self.root}: a folder that holds no llavac predict job "
                              f"({STATE}/job.json); name a new or empty folder")
         if held and not (job.resume or job.overwrite):
             raise ValueError(f"{self.root} holds a job: pass --resume to continue it or "

@@ -4,7 +4,7 @@
 
 Two engines run the same job. ``local`` (this module): the input is read a row at a time
 (``llavac.data.stream``), images are opened and preprocessed in DataLoader workers
-(``loader``), and each finished batch is appended to ``predict.out`` and flushed, in input
+(``loader``), and each finished batch is appended to ``predict.output`` and flushed, in input
 order (``outfile``). Memory stays flat whatever the corpus' length; only the ids seen so far
 are kept, to catch duplicates and skip done rows. ``ray`` (``ray_job``): the same rows,
 batches and outcomes as Ray Data blocks over a cluster, committed block by block into a
@@ -55,7 +55,7 @@ def predict_corpus(config: PredictConfig, classifier: Classifier | None = None) 
         from llavac.predict.ray_job import predict_on_ray
 
         return predict_on_ray(config)
-    out = Path(job.out).resolve() if job.out is not None else None
+    out = Path(job.output).resolve() if job.output is not None else None
     _check_args(job, out)
     # The first row: a CSV header without an image column fails here, before anything is
     # written or loaded, so the fixed rerun finds no output to refuse.
@@ -84,7 +84,7 @@ def _check_args(job: PredictArgs, out: Path | None) -> None:
     if job.resume and job.overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
     if out is None and (job.resume or job.overwrite):
-        raise ValueError("--resume and --overwrite need --out FILE")
+        raise ValueError("--resume and --overwrite need --output FILE")
     if out is not None and not (job.resume or job.overwrite) and out.exists():
         raise ValueError(f"{out} exists: pass --resume to continue that job or --overwrite "
                          "to replace it")

@@ -1,5 +1,5 @@
 """``Prediction``: one pair's predicted labels, as every stage after the model passes them on
-and as ``--out`` files hold them (one JSON object per line)."""
+and as ``--output`` files hold them (one JSON object per line)."""
 
 from __future__ import annotations
 

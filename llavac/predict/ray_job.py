@@ -47,8 +47,8 @@ MODEL_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
 def predict_on_ray(config: PredictConfig) -> CorpusSummary:
     """Run the corpus job of ``config`` on Ray (see the module docstring)."""
     job = config.predict
-    if job.out is None:
-        raise ValueError("--engine ray needs --out FOLDER: the results are written there, "
+    if job.output is None:
+        raise ValueError("--engine ray needs --output FOLDER: the results are written there, "
                          "block by block, never through this process")
     if job.resume and job.overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
@@ -56,7 +56,7 @@ def predict_on_ray(config: PredictConfig) -> CorpusSummary:
     facts = _on_a_worker(_input_facts, job.input, job.limit)
     settings = {**job_settings(config), "engine": "ray", "block_rows": job.batch_size * job.bucket,
                 "limit": job.limit, "out_format": job.out_format, "input_files": facts}
-    folder = BlockFolder(job.out, job.out_format)
+    folder = BlockFolder(job.output, job.out_format)
     earlier = folder.claim(job, settings)
     total = ray.remote(count_rows).options(num_cpus=LIGHT_TASK_CPUS).remote(job.input, job.limit)
     start = time.perf_counter()

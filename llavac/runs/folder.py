@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import yaml
 
-from llavac.config import load_config, save_config
+from llavac.config import load_config, renamed_keys, save_config
 from llavac.durable import write_atomic
 
 C = TypeVar("C")
@@ -94,10 +94,12 @@ class RunFolder:
     # -- the config ----------------------------------------------------------------------
 
     def config(self) -> dict:
-        """The saved config as written; ``{}`` when the folder has none."""
+        """The saved config as written, keys renamed since then under their new names (a 0.2
+        run's ``train.method`` as ``train.tuning``, with a warning); ``{}`` when the folder
+        has none."""
         if not self.has_config:
             return {}
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        return renamed_keys(yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {})
 
     def typed_config(self, cls: type[C]) -> C:
         """The saved config as ``cls``, keys added since it was written at today's defaults."""

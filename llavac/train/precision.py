@@ -8,7 +8,7 @@ bf16 in place (llavac 0.2), only 29 % of the tiny model's projector elements mov
 100 steps, and the projector drifted 0.26 times as far as in fp32.
 
 llavac does what LLaMA-Factory calls upcasting the trainable parameters: every trainable
-parameter (the LoRA matrices, the projector, everything under ``train.method=full``) is held
+parameter (the LoRA matrices, the projector, everything under ``train.tuning=full``) is held
 in fp32 and updated there by the optimizer, while autocast runs the forward and backward in
 the compute dtype; frozen weights stay in ``model.dtype``. Adapters and checkpoints are saved
 from the fp32 parameters, and resume loads into them.

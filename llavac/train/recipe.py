@@ -7,7 +7,7 @@
 
 Supports:
 - LoRA on every linear layer of the language model (the paper), projector trained in full
-  at its own learning rate; or full fine-tuning (``train.method=full``); QLoRA with
+  at its own learning rate; or full fine-tuning (``train.tuning=full``); QLoRA with
   ``model.load_in_4bit=true`` on CUDA.
 - Mixed precision as DeepSpeed's bf16 optimizer does it for LLaVA: every trainable parameter
   is held and updated in fp32 while the forward and backward run in bf16 (``train.bf16``) or
@@ -45,6 +45,7 @@ from transformers.utils import is_torch_tf32_available
 from llavac.args import LoraArgs, TrainArgs, TrainConfig
 from llavac.console import is_main_process, log
 from llavac.data import Record, load_data
+from llavac.data.records import empty_part
 from llavac.labels import slot_labels
 from llavac.leakage import trained_on
 from llavac.models import (
@@ -226,7 +227,7 @@ def setup(config: TrainConfig) -> Setup:
     # data.strict) instead of crashing a data-loader worker.
     part, records = split.part(None, default="train")
     if not records:
-        raise ValueError(f"no trainable records in {config.data.path} (the {part} part is empty)")
+        raise empty_part(config.data.path, part, split.manifest)
     fmt = PromptFormat.from_name(config.train.prompt, config.model.system)
     require_labels(records, fmt, config.data.path)
     # train.prompt_variants: every example asks one variant of the question (robustness),
@@ -252,7 +253,7 @@ def setup(config: TrainConfig) -> Setup:
     else:
         collator = TrainCollator(*collator_args)
     weights_dtype = model.dtype
-    model = make_trainable(model, config.lora, config.train.method)
+    model = make_trainable(model, config.lora, config.train.tuning)
     if config.lora.variant == "pissa" and is_main_process():
         model.save_pretrained(Path(config.train.output) / PISSA_INIT)
     if not engine_keeps_masters(config.train):
@@ -314,10 +315,10 @@ def save(config: TrainConfig, built: Setup, trainer: Trainer) -> None:
     folder = RunFolder(output)
     # Every rank enters save_model: under DeepSpeed ZeRO-3 or FSDP the weights are gathered
     # from all of them; only the main process writes.
-    weights = folder.weight_folder("model" if config.train.method == "full" else "adapter")
+    weights = folder.weight_folder("model" if config.train.tuning == "full" else "adapter")
     trainer.save_model(str(weights))
     if trainer.is_world_process_zero():
-        if config.lora.variant == "pissa" and config.train.method == "lora":
+        if config.lora.variant == "pissa" and config.train.tuning == "lora":
             save_pissa_as_lora(built.model, weights, output / PISSA_INIT)
         built.processor.save_pretrained(folder.processor)
         records = trained_on(built.records)
