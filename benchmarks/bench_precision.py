@@ -87,7 +87,7 @@ def main() -> None:
     steps = 4 if args.smoke else args.steps
     quiet()
     from llavac.console import configure
-    from llavac.synthetic import write_synthetic_release
+    from llavac.data.synthetic import write_synthetic_release
 
     configure(quiet=True)
     banner(f"precision: {steps} steps of the paper's LoRA recipe on tiny-llava; {machine()}")

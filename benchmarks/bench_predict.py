@@ -106,7 +106,7 @@ def held_out(run: Path, scratch: Path):
     import yaml
 
     from llavac.data import load_split
-    from llavac.synthetic import write_synthetic_release
+    from llavac.data.synthetic import write_synthetic_release
 
     data = yaml.safe_load((run / "config.yaml").read_text())["data"]
     path = Path(data["path"])
@@ -255,7 +255,7 @@ def time_heads(model, processor, pairs, batch_sizes, repeats: int) -> dict[int, 
 
 def synthetic_pairs(n: int, seed: int = 1):
     """(image, text) pairs drawn like the synthetic release's (48 px images, 5-word texts)."""
-    from llavac.synthetic import synthetic_image, synthetic_text
+    from llavac.data.synthetic import synthetic_image, synthetic_text
 
     rng = random.Random(seed)
     return [(synthetic_image(rng.choice(LABELS), rng, 48), synthetic_text(rng.choice(LABELS), rng))
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     run = args.run or scratch / "run"
     if not (run / "config.yaml").exists():
-        from llavac.synthetic import write_synthetic_release
+        from llavac.data.synthetic import write_synthetic_release
 
         release = write_synthetic_release(scratch / "synthetic", n=60 if args.smoke else 600,
                                           seed=0)

@@ -194,8 +194,8 @@ def main(argv=None) -> int:
         args.steps, args.skip, args.repeats, args.batch = 3, 1, 1, 2
         args.profile = True
 
+    from llavac.data.synthetic import write_synthetic_release
     from llavac.models import SMALL_SIZES, build_tiny
-    from llavac.synthetic import write_synthetic_release
 
     quiet()
     banner("bench_train")

@@ -95,7 +95,7 @@ class Setup:
 
 def tweet(rng: random.Random, words: int = 24) -> str:
     """A tweet-length text (MVSA-Single tweets run ~15-30 words) with a sentiment keyword."""
-    from llavac.synthetic import synthetic_text
+    from llavac.data.synthetic import synthetic_text
 
     parts = []
     while sum(len(p.split()) for p in parts) < words:
@@ -106,8 +106,8 @@ def tweet(rng: random.Random, words: int = 24) -> str:
 def write_records(folder: Path, n: int, image_size: int, seed: int = 0):
     """``n`` labelled records with synthetic ``image_size`` px JPEGs written under ``folder``."""
     from llavac.data import Record
+    from llavac.data.synthetic import synthetic_image
     from llavac.labels import LABELS, xu_mao_rule
-    from llavac.synthetic import synthetic_image
 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from llavac.args import ClassifierArgs, DataArgs, RobustnessArgs, RobustnessConfig, TrainConfig
 from llavac.config import load_config
-from llavac.prompt_variants import VARIANTS_FILE
-from llavac.robustness import robustness
-from llavac.synthetic import write_synthetic_release
+from llavac.data.synthetic import write_synthetic_release
+from llavac.prompt.variants import VARIANTS_FILE
+from llavac.studies.robustness import robustness
 from llavac.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -63,7 +63,7 @@ def make_release(tmp_path):
 @pytest.fixture(scope="session")
 def synthetic_release(tmp_path_factory) -> Path:
     """The demo's synthetic MVSA-layout release (600 pairs; the multimodal label needs both)."""
-    from llavac.synthetic import write_synthetic_release
+    from llavac.data.synthetic import write_synthetic_release
 
     return write_synthetic_release(tmp_path_factory.mktemp("synthetic"), n=600, seed=0)
 
@@ -87,7 +87,7 @@ def synthetic_run(tmp_path_factory) -> Path:
     Trained once per test run: the pytest-xdist workers share a folder beside their own
     temporary folders, and a file lock lets the first one train while the others wait.
     """
-    from llavac.synthetic import write_synthetic_release
+    from llavac.data.synthetic import write_synthetic_release
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):

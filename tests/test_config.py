@@ -18,7 +18,7 @@ def test_preset_then_overrides(tmp_path):
 
 
 def test_values_are_converted_to_their_field_types(tmp_path):
-    from llavac.experiment import ExperimentConfig
+    from llavac.studies.experiment import ExperimentConfig
 
     preset = tmp_path / "p.yaml"
     preset.write_text("train:\n  lr: 1e-4\n  epochs: 2\nexperiment:\n  seeds: 3\n")

@@ -11,8 +11,8 @@ import yaml
 from llavac.args import DataArgs, ExperimentConfig
 from llavac.config import load_config
 from llavac.data import load_split
-from llavac.experiment import run_experiment
-from llavac.synthetic import write_synthetic_release
+from llavac.data.synthetic import write_synthetic_release
+from llavac.studies.experiment import run_experiment
 
 
 def test_synthetic_multiple_layout_reads_with_majority_labels(tmp_path):
@@ -50,7 +50,7 @@ def test_single_to_multiple_experiment_names_both_sources(tmp_path, capsys):
 
 
 def test_eval_data_without_path_is_the_training_data():
-    from llavac.experiment import eval_data
+    from llavac.studies.experiment import eval_data
 
     config = ExperimentConfig(data=DataArgs(path="a", procedure="qmf"))
     assert eval_data(config, config.data) is config.data

@@ -10,7 +10,7 @@ import pytest
 
 from llavac import durable
 from llavac.durable import fsync_tree, write_atomic
-from llavac.runinfo import write_json
+from llavac.runs.info import write_json
 
 
 def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """``llavac explain`` and modality reliance, on a model that provably reads each modality.
 
 The shared ``synthetic_run`` learnt the synthetic task, where the image label is the image's
-colour and the text label one keyword (``llavac.synthetic``). So a pair whose multimodal
+colour and the text label one keyword (``llavac.data.synthetic``). So a pair whose multimodal
 label comes from the image alone (a polar colour, a text of filler words) must move when the
 image is blanked and not when the text is removed; on a grey image, a keyword carries the
 text label, and it must rank first among the words. The keyword is a negative one: the tiny
@@ -20,11 +20,11 @@ from PIL import Image
 
 from llavac.args import ClassifierArgs, DataArgs, EvalArgs, EvalConfig
 from llavac.cli import main
+from llavac.data.synthetic import COLOURS, synthetic_image
 from llavac.evaluation import evaluate
 from llavac.explain import explain, heatmap_png
 from llavac.explain.occlusion import score_pairs
 from llavac.predict import Classifier
-from llavac.synthetic import COLOURS, synthetic_image
 
 FILLER_ONLY = "today people news time"  # no keyword: the text carries no sentiment
 KEYWORD = "hate"

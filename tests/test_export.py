@@ -133,7 +133,7 @@ def _tree(folder) -> dict[str, bytes]:
 
 def test_overwrite_swaps_a_whole_new_export_in_and_refuses_other_folders(
         lora_run, exported, tmp_path, capsys, monkeypatch):
-    import llavac.export
+    import llavac.runs.export
     from llavac.cli import main
 
     target = tmp_path / "model"
@@ -144,7 +144,7 @@ def test_overwrite_swaps_a_whole_new_export_in_and_refuses_other_folders(
         raise OSError("disk full")  # the card is written last: everything else is there
 
     with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
-        patch.setattr(llavac.export, "model_card", crash)
+        patch.setattr(llavac.runs.export, "model_card", crash)
         main(["export", str(lora_run), "--output", str(target), "--overwrite"])
     assert _tree(target) == before  # the earlier export was never touched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left over

@@ -18,10 +18,10 @@ from conftest import tiny_train_config
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from llavac.export import export_run
 from llavac.labels import LABELS
 from llavac.models import input_defaults, load_model, load_processor, model_type
 from llavac.predict import Classifier
+from llavac.runs.export import export_run
 from llavac.serve import create_app
 from llavac.train import train
 

@@ -278,7 +278,7 @@ def test_a_run_saved_by_02_trains_loads_and_predicts_as_it_did(synthetic_release
     import random
 
     from llavac.config import load_config
-    from llavac.synthetic import synthetic_image
+    from llavac.data.synthetic import synthetic_image
     from llavac.train import TrainConfig, train
 
     saved = yaml.safe_dump(V02_CONFIG).replace("{data}", str(synthetic_release)).replace(

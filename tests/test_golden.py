@@ -18,8 +18,8 @@ import random
 
 import pytest
 
+from llavac.data.synthetic import synthetic_image
 from llavac.predict import Classifier
-from llavac.synthetic import synthetic_image
 
 GOLDEN = {
     "default": {

@@ -18,9 +18,9 @@ from llavac.args import ClassifierArgs, DataArgs, EvalArgs, EvalConfig, Experime
 from llavac.cli import main
 from llavac.config import load_config
 from llavac.data import load_split
+from llavac.data.synthetic import write_synthetic_release
 from llavac.evaluation import evaluate
-from llavac.experiment import run_experiment
-from llavac.synthetic import write_synthetic_release
+from llavac.studies.experiment import run_experiment
 from llavac.train import train
 
 
@@ -165,7 +165,7 @@ def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp
     assert (output / "results.csv").read_text() == first
 
     # Another llavac version may give other numbers: re-evaluated (the adapter is reused).
-    monkeypatch.setattr("llavac.runinfo.__version__", "99.0")
+    monkeypatch.setattr("llavac.runs.info.__version__", "99.0")
     run_experiment(load_config(ExperimentConfig, "tiny_experiment", base))
     out = capsys.readouterr().err
     assert "done before" not in out and ": evaluating" in out and ": training" not in out
@@ -194,7 +194,7 @@ def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp
 def check_both_methods_and_provenance(output):
     """A run evaluated the paper's way (generate) and by scoring: one row each with every
     provenance column; the table has both methods' columns and the unparseable count."""
-    from llavac.results import RESULT_COLUMNS
+    from llavac.studies.results import RESULT_COLUMNS
 
     rows = list(csv.DictReader((output / "results.csv").open()))
     assert [row["method"] for row in rows] == ["generate", "score"]

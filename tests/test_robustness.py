@@ -14,7 +14,7 @@ from llavac.labels import SLOTS
 from llavac.models import load_model
 from llavac.predict import Classifier
 from llavac.prompt import PromptFormat, render
-from llavac.prompt_variants import VARIANTS_FILE, load_variants
+from llavac.prompt.variants import VARIANTS_FILE, load_variants
 from llavac.train import train
 from llavac.train.collator import TrainCollator
 
@@ -51,7 +51,7 @@ def test_a_run_trained_on_variants_scores_as_it_generates_under_a_paraphrase(tmp
     needs no scorer change: on a run trained with train.prompt_variants, score and generate
     agree under a paraphrase wherever generate parses."""
     from llavac.data import load_split
-    from llavac.synthetic import write_synthetic_release
+    from llavac.data.synthetic import write_synthetic_release
 
     data = write_synthetic_release(tmp_path / "data", n=200, seed=4)
     run = train(tiny_train_config(data, tmp_path / "run", "train.max_steps=100",
@@ -132,7 +132,7 @@ def test_robustness_cli_errors(tmp_path, capsys):
 
 
 def test_train_prompt_variants_reach_the_collator(tmp_path):
-    from llavac.synthetic import write_synthetic_release
+    from llavac.data.synthetic import write_synthetic_release
     from llavac.train.recipe import setup, with_input_defaults
 
     def config(*overrides):  # as train() hands it to setup()

@@ -10,8 +10,8 @@ import yaml
 from conftest import tiny_train_config
 
 from llavac.cli import main
-from llavac.sweep import load_space
-from llavac.synthetic import write_synthetic_release
+from llavac.data.synthetic import write_synthetic_release
+from llavac.studies.sweep import load_space
 from llavac.train import train
 
 
@@ -85,7 +85,7 @@ def test_bad_search_space_names_the_key(tmp_path, space, message):
 def test_median_pruning_on_the_training_loss_stops_a_worse_trial():
     from transformers import TrainerState
 
-    from llavac.sweep import PruneOnLoss
+    from llavac.studies.sweep import PruneOnLoss
 
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(
         n_startup_trials=1, n_warmup_steps=0))
@@ -105,7 +105,7 @@ def test_a_study_continues_only_with_its_own_settings(tmp_path):
 
     from llavac.args import SweepConfig
     from llavac.config import load_config, save_config
-    from llavac.sweep import claim_study
+    from llavac.studies.sweep import claim_study
 
     config = load_config(SweepConfig, "tiny_synthetic", [f"sweep.output={tmp_path}"])
     assert claim_study(config) is False  # no study yet

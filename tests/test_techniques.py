@@ -243,7 +243,7 @@ def test_tiny_techniques_study_writes_every_column_and_the_paired_comparison(
 
     from llavac.cli import main
     from llavac.evaluation.metrics import METRICS
-    from llavac.techniques import STUDY_COLUMNS
+    from llavac.studies.techniques import STUDY_COLUMNS
 
     output = tmp_path / "study"
     assert main(["experiment", "--config", "tiny_techniques", f"data.path={synthetic_release}",

@@ -295,7 +295,7 @@ def test_server_returns_calibrated_probabilities_and_abstains(runs, test_records
 
 def test_experiment_table_intervals_and_paired_comparison(evaluations, tmp_path):
     from llavac.evaluation.compare import compare_evaluations
-    from llavac.results import collect_results, comparison_section, write_results
+    from llavac.studies.results import collect_results, comparison_section, write_results
 
     outputs = [tmp_path / "full", tmp_path / "ablation"]
     for output, evaluation in zip(outputs, evaluations, strict=True):

@@ -24,7 +24,7 @@ class EvalArgs(Section):
     batch_size: int = 16
     progress: bool = True
     # Reporting a run on records it trained on measures memory, not generalisation: refused
-    # unless asked for deliberately (llavac.leakage).
+    # unless asked for deliberately (llavac.runs.leakage).
     allow_overlap: bool = False
     # Modality reliance (llavac.evaluation.reliance, score only): each pair scored again with
     # its image blanked and with its text removed, i.e. 2 more scoring passes per pair. On

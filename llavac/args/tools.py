@@ -69,7 +69,7 @@ class DemoArgs(Section):
 
     def __post_init__(self):
         # The procedure is checked against the registry when the demo starts
-        # (llavac.demo.check_procedure), as data.procedure is when a split is loaded.
+        # (llavac.studies.demo.check_procedure), as data.procedure is when a split is loaded.
         if isinstance(self.procedure, str):
             self.procedure = self.procedure.lower()
 

@@ -172,7 +172,7 @@ class ExperimentArgs(Section):
     compare_with: str | None = None
     # Named variants crossed with every run, each "name: key=value ..." (overrides of the
     # training config; "paper" alone: none); the first is the reference the others are
-    # compared with (llavac.techniques). Empty: one variant, the config as it is.
+    # compared with (llavac.studies.techniques). Empty: one variant, the config as it is.
     variants: list[str] = field(default_factory=list)
 
     def __post_init__(self):

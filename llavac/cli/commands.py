@@ -112,7 +112,7 @@ def _wrote(folder: Path, what: str) -> None:
 def evaluate(config: EvalConfig) -> int:
     from llavac.evaluation import evaluate as evaluate_run
     from llavac.evaluation.metrics import hints
-    from llavac.runinfo import claim_output
+    from llavac.runs.info import claim_output
 
     _require_data(config.data.path)
     claim_output(config.eval.output, "metrics.json", config.eval.overwrite)
@@ -137,7 +137,7 @@ def report(config: ReportConfig) -> int:
 
 def explain(config: ExplainConfig) -> int:
     from llavac.explain.job import EXPLANATIONS, format_explanation, run_explain
-    from llavac.runinfo import claim_output
+    from llavac.runs.info import claim_output
 
     job = config.explain
     if job.input is not None and not Path(job.input).exists():
@@ -244,7 +244,7 @@ def _image_line(facts: dict) -> str:
 
 
 def experiment(config: ExperimentConfig) -> int:
-    from llavac.experiment import claim_experiment, run_experiment
+    from llavac.studies.experiment import claim_experiment, run_experiment
 
     _require_data(config.data.path)  # before the experiment's folder and config.yaml exist
     if is_main_process():  # under torchrun: one rank checks the folder and reports
@@ -257,7 +257,7 @@ def experiment(config: ExperimentConfig) -> int:
 
 
 def robustness(config: RobustnessConfig) -> int:
-    from llavac.robustness import robustness as run_robustness
+    from llavac.studies.robustness import robustness as run_robustness
 
     _require_data(config.data.path)
     result = run_robustness(config)
@@ -269,7 +269,7 @@ def robustness(config: RobustnessConfig) -> int:
 
 
 def sweep(config: SweepConfig) -> int:
-    from llavac.sweep import run_sweep
+    from llavac.studies.sweep import run_sweep
 
     _require_data(config.data.path)
     study = run_sweep(config)
@@ -281,8 +281,8 @@ def sweep(config: SweepConfig) -> int:
 
 
 def demo(config: DemoConfig) -> int:
-    from llavac.demo import check_procedure, run_demo
-    from llavac.runinfo import claim_output
+    from llavac.runs.info import claim_output
+    from llavac.studies.demo import check_procedure, run_demo
 
     if config.demo.data is not None:
         _require_data(config.demo.data)
@@ -318,7 +318,7 @@ def _require_adapter(path: str) -> None:
 
 
 def export(config: ExportConfig) -> int:
-    from llavac.export import export_run
+    from llavac.runs.export import export_run
 
     job = config.export
     _wrote(export_run(job.run, job.output, overwrite=job.overwrite),

@@ -30,9 +30,9 @@ from llavac.evaluation.calibration import (
     negative_log_likelihood,
 )
 from llavac.evaluation.report import gold_labels, label_indices, slot_probabilities
-from llavac.leakage import check_overlap
 from llavac.predict import Classifier
 from llavac.runs.folder import CALIBRATION_FILE, MANIFEST_FILE, RunFolder
+from llavac.runs.leakage import check_overlap
 
 
 def fit_slot(probs, gold) -> tuple[float, float, float]:

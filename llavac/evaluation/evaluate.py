@@ -33,10 +33,10 @@ from llavac.evaluation.report import (
     with_gold,
 )
 from llavac.jsonl import write_jsonl
-from llavac.leakage import check_overlap
 from llavac.predict import Classifier, write_predictions
-from llavac.runinfo import provenance_versions, results_hash, write_json, write_run_files
 from llavac.runs.folder import RunFolder
+from llavac.runs.info import provenance_versions, results_hash, write_json, write_run_files
+from llavac.runs.leakage import check_overlap
 
 
 def evaluate(config: EvalConfig, classifier: Classifier | None = None) -> dict:
@@ -107,7 +107,7 @@ def provenance(config: EvalConfig, manifest: dict, classifier: Classifier, part:
                   "prompt": classifier.fmt.name}
     return {
         "train_seed": trained.get("train", {}).get("seed"),
-        # How the run was trained: the objective and the LoRA variant (llavac.techniques).
+        # How the run was trained: the objective and the LoRA variant (llavac.studies.techniques).
         "objective": trained.get("train", {}).get("objective", "answer") if trained else None,
         "lora_variant": trained.get("lora", {}).get("variant", "lora") if trained else None,
         # The optimizer step's batch the run trained with, as its manifest recorded it.

@@ -210,7 +210,7 @@ class Classifier:
         self.model = model.eval()
         self.temperatures = temperatures  # {slot: T} from calibration.json; None: raw
         self.processor = processor
-        # A PromptFormat: a prompt variant of the robustness study (llavac.robustness).
+        # A PromptFormat: a prompt variant of the robustness study (llavac.studies.robustness).
         self.fmt = (prompt if isinstance(prompt, PromptFormat)
                     else PromptFormat.from_name(prompt, system))
         self.scorer = LabelScorer(self.model, processor, self.fmt)

@@ -32,7 +32,7 @@ from transformers import Trainer
 
 from llavac.config import config_hash, to_dict
 from llavac.durable import fsync_tree, write_atomic
-from llavac.runinfo import results_key
+from llavac.runs.info import results_key
 
 COMPLETE = "COMPLETE"  # written last into a checkpoint folder; holds its step as JSON
 _NAME = re.compile(r"^checkpoint-(\d+)$")  # the Trainer's PREFIX_CHECKPOINT_DIR naming

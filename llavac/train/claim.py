@@ -28,8 +28,8 @@ from pathlib import Path
 from llavac.args import TrainConfig
 from llavac.config import to_dict
 from llavac.console import is_main_process, log
-from llavac.runinfo import results_key
 from llavac.runs.folder import CHECKPOINTS_FOLDER, CONFIG_FILE, MANIFEST_FILE, RunFolder
+from llavac.runs.info import results_key
 from llavac.train.checkpoints import (
     checkpoint_folders,
     find_resume_point,

@@ -17,7 +17,7 @@ from llavac.data.images import DEFAULT_LIMITS
 from llavac.labels import slot_labels
 from llavac.models.answer_labels import answer_labelled_batch
 from llavac.prompt import PromptFormat, render
-from llavac.prompt_variants import draw_variant
+from llavac.prompt.variants import draw_variant
 
 
 @dataclass

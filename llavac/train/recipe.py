@@ -47,7 +47,6 @@ from llavac.console import is_main_process, log
 from llavac.data import Record, load_data
 from llavac.data.records import empty_part
 from llavac.labels import slot_labels
-from llavac.leakage import trained_on
 from llavac.models import (
     apply_inputs,
     frozen_vision_parameters,
@@ -63,9 +62,10 @@ from llavac.models import (
 )
 from llavac.models.heads import HEADS_ATTR, attach_heads
 from llavac.prompt import PromptFormat
-from llavac.prompt_variants import load_variants
-from llavac.runinfo import write_run_files
+from llavac.prompt.variants import load_variants
 from llavac.runs.folder import TRAINED_ON_FILE, RunFolder
+from llavac.runs.info import write_run_files
+from llavac.runs.leakage import trained_on
 from llavac.train.batch import GlobalBatch, global_batch, length_grouped_sampler
 from llavac.train.checkpoints import (
     CrashSafeTrainer,

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from llavac.prompt import PromptFormat
+from llavac.config import PRESETS
+from llavac.prompt.format import PromptFormat
 
-VARIANTS_FILE = Path(__file__).parent / "configs" / "prompt_variants.yaml"
+VARIANTS_FILE = PRESETS / "prompt_variants.yaml"
 ORIGINAL = "original"  # the run's own prompt: the reference every other variant is compared with
 _KEYS = {"name", "instruction", "slots"}
 

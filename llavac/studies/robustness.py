@@ -23,11 +23,11 @@ from llavac.data import load_data
 from llavac.data.records import empty_part
 from llavac.evaluation.metrics import HEADLINE, slot_metrics
 from llavac.labels import slot_labels
-from llavac.leakage import check_overlap
 from llavac.predict import Classifier, Prediction
 from llavac.prompt import PromptFormat
-from llavac.prompt_variants import ORIGINAL, load_variants
-from llavac.runinfo import write_json, write_run_files
+from llavac.prompt.variants import ORIGINAL, load_variants
+from llavac.runs.info import write_json, write_run_files
+from llavac.runs.leakage import check_overlap
 
 _SCORES = tuple(metric.name for metric in HEADLINE)  # the figures shown where accuracy is
 

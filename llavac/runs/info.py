@@ -38,7 +38,7 @@ def library_versions() -> dict[str, str]:
 def git_commit() -> str | None:
     """The commit of the checkout llavac runs from (``git rev-parse HEAD`` in the folder
     above the package, when that is a git work tree); None for an installed package."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # llavac/runs/info.py -> the checkout
     if not (root / ".git").exists():  # a folder in a worktree has a .git file
         return None
     try:

@@ -2,7 +2,7 @@
 
 release -> ``data export`` -> ``train`` -> ``evaluate`` -> a metrics table and the artifacts.
 Without ``--data`` it writes a small synthetic release in the MVSA-Single layout whose
-multimodal label needs both the image and the text (see :mod:`llavac.synthetic`) and trains
+multimodal label needs both the image and the text (see :mod:`llavac.data.synthetic`) and trains
 the tiny LLaVA with the ``tiny_synthetic`` preset. With ``--data PATH --model M`` the same
 flow runs on a real release with a real model and the paper's recipe. The published id lists
 (``qmf``, ``cheema10``, ``clmlf``) name MVSA's pairs, so the synthetic release is split by
@@ -20,8 +20,8 @@ from llavac.config import ConfigKeyError
 from llavac.console import log
 from llavac.data.export import export_split, format_summary
 from llavac.data.procedures import get_procedure
+from llavac.data.synthetic import write_synthetic_release
 from llavac.evaluation import evaluate
-from llavac.synthetic import write_synthetic_release
 from llavac.train import train
 
 SYNTHETIC = ("Note: the demo's data is synthetic, built so that the multimodal label needs both "

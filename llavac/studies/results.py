@@ -18,7 +18,7 @@ from pathlib import Path
 from llavac.data.procedures import PROCEDURES
 from llavac.evaluation.compare import compare_evaluations
 from llavac.evaluation.metrics import METRICS
-from llavac.runinfo import RESULT_LIBRARIES
+from llavac.runs.info import RESULT_LIBRARIES
 
 # One row per run and method: the multimodal label's figures (every one of METRICS, with
 # the intervals of those that have one), what sets them in context (training steps, the

@@ -11,7 +11,7 @@ checkpoint; a run folder left by other settings is trained afresh. So the same c
 repeated until everything is done. ``results.csv`` (one row per run and method) and
 ``results.md`` (mean ± std per procedure and method beside the paper's numbers) are
 rebuilt on every invocation from the planned runs that finished with the current settings
-(:mod:`llavac.results`); each row carries the provenance of its ``metrics.json`` (seeds,
+(:mod:`llavac.studies.results`); each row carries the provenance of its ``metrics.json`` (seeds,
 config hash, versions). With an ``eval_data`` section a run is tested on another source
 (cross-dataset), and with ``experiment.compare_with`` (another experiment's output folder,
 e.g. the multimodal-only ablation) ``results.md`` also holds the paired comparison.
@@ -42,10 +42,10 @@ from llavac.console import log
 from llavac.data.procedures import get_procedure
 from llavac.evaluation import evaluate
 from llavac.predict import Classifier
-from llavac.results import collect_results, comparison_section, finished_hash, write_results
-from llavac.runinfo import results_hash, results_key
 from llavac.runs.folder import RunFolder
-from llavac.techniques import (
+from llavac.runs.info import results_hash, results_key
+from llavac.studies.results import collect_results, comparison_section, finished_hash, write_results
+from llavac.studies.techniques import (
     check_study,
     parse_variants,
     techniques_section,
@@ -62,7 +62,7 @@ class PlannedRun:
     procedure: str
     fold: int | None
     seed: int
-    variant: str | None = None  # a name of experiment.variants (llavac.techniques)
+    variant: str | None = None  # a name of experiment.variants (llavac.studies.techniques)
 
     @property
     def name(self) -> str:

@@ -36,6 +36,7 @@ from transformers import TrainerCallback
 
 from llavac.args import ClassifierArgs, EvalArgs, EvalConfig, SweepConfig, TrainConfig
 from llavac.config import (
+    PRESETS,
     apply_overrides,
     config_keys,
     from_dict,
@@ -44,12 +45,12 @@ from llavac.config import (
 )
 from llavac.data import load_data
 from llavac.evaluation import evaluate
-from llavac.leakage import fingerprint
-from llavac.runinfo import results_key
 from llavac.runs.folder import RunFolder
+from llavac.runs.info import results_key
+from llavac.runs.leakage import fingerprint
 from llavac.train import train
 
-SPACE_FILE = Path(__file__).parent / "configs" / "sweep_space.yaml"
+SPACE_FILE = PRESETS / "sweep_space.yaml"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
