@@ -83,20 +83,32 @@ def tiny_train_config(data: Path, output: Path, *overrides: str):
 def synthetic_run(tmp_path_factory) -> Path:
     """The tiny LLaVA fully fine-tuned on the synthetic task (300 steps, ~15-50 s on 2 CPUs;
     >= 90 % multimodal accuracy, so it reads both the image colour and the text keyword).
+    Tests that need a model that learnt the task use it; those that need any finished run
+    use ``finished_run``."""
+    return shared_run(tmp_path_factory, "synthetic-run")
 
-    Trained once per test run: the pytest-xdist workers share a folder beside their own
-    temporary folders, and a file lock lets the first one train while the others wait.
-    """
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished full fine-tune of two steps on the synthetic release (a second or two):
+    a run folder as training leaves it, for tests of what commands do with one."""
+    return shared_run(tmp_path_factory, "finished-run", "train.max_steps=2")
+
+
+def shared_run(tmp_path_factory, name: str, *overrides: str) -> Path:
+    """A run trained once per test session by ``train_full``: the pytest-xdist workers share
+    a folder beside their own temporary folders, and a file lock lets the first one train
+    while the others wait."""
     from llavac.data.synthetic import write_synthetic_release
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the run's folder, above every worker's own
-    folder = root / "synthetic-run"
+    folder = root / name
     with FileLock(f"{folder}.lock"):
         if not (folder / "run" / "manifest.json").is_file():  # written last: a finished run
             release = write_synthetic_release(folder / "release", n=600, seed=0)
-            train_full(release, folder / "run")
+            train_full(release, folder / "run", *overrides)
     return folder / "run"
 
 

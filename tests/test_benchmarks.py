@@ -44,6 +44,7 @@ def result_figures(stdout: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in last.split()[1:])
 
 
+@pytest.mark.slow  # a process per script, each importing torch
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_benchmark_runs_its_smoke_mode_to_a_result_line(script, tmp_path):
     done = run_script(script, "--smoke", tmp_path=tmp_path)
@@ -64,6 +65,7 @@ def test_gpu_check_without_cuda_says_so_in_one_line_and_fails_unless_dry_run(tmp
     assert said == ["gpu_check: no CUDA device here; --dry-run runs the same steps on the CPU"]
 
 
+@pytest.mark.slow  # a process importing torch
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine runs the real check")
 def test_gpu_check_dry_run_plans_the_7b_steps_against_the_card_and_keeps_a_report(tmp_path):
     report = tmp_path / "gpu_check.json"

@@ -43,7 +43,7 @@ def split(tmp_path_factory, synthetic_release) -> Path:
 
 
 @pytest.fixture(scope="module")
-def folders(split, synthetic_run, tmp_path_factory) -> dict[str, Path]:
+def folders(split, finished_run, tmp_path_factory) -> dict[str, Path]:
     """Folders a rerun must leave alone: a finished run with a calibration, an unfinished
     run (interrupted before its manifest), and a study's settings (a sweep's config.yaml)."""
     from llavac.args import SweepConfig
@@ -51,10 +51,10 @@ def folders(split, synthetic_run, tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("folders")
     calibrated = root / "calibrated"
-    shutil.copytree(synthetic_run, calibrated)
+    shutil.copytree(finished_run, calibrated)
     (calibrated / "calibration.json").write_text('{"temperatures": {"multimodal": 1.5}}\n')
     unfinished = root / "unfinished"
-    shutil.copytree(synthetic_run, unfinished)
+    shutil.copytree(finished_run, unfinished)
     (unfinished / "manifest.json").unlink()
     study = root / "study"
     study.mkdir()
@@ -62,7 +62,7 @@ def folders(split, synthetic_run, tmp_path_factory) -> dict[str, Path]:
         f"data.path={split}", f"sweep.output={study}"]), study / "config.yaml")
     (study / "best.yaml").write_text("# the best trial's config\n")
     return {"calibrated": calibrated, "unfinished": unfinished, "study": study,
-            "run": synthetic_run}
+            "run": finished_run}
 
 
 def _bad(split: Path, folders: dict[str, Path]) -> list[list[str]]:
@@ -203,10 +203,10 @@ def test_version(capsys):
 
 
 def test_a_0_2_run_folder_with_train_method_loads_predicts_and_resumes(
-        synthetic_run, split, tmp_path, capsys):
+        finished_run, split, tmp_path, capsys):
     """0.2 saved ``train.method``: its run folders keep working, with a warning."""
     old = tmp_path / "run-0.2"
-    shutil.copytree(synthetic_run, old)
+    shutil.copytree(finished_run, old)
     config = (old / "config.yaml").read_text()
     assert "  tuning: full\n" in config
     (old / "config.yaml").write_text(config.replace("  tuning: full\n", "  method: full\n"))
@@ -228,14 +228,14 @@ def test_text_mode_names_why_nothing_was_usable(split, capsys):
     assert out.startswith("unusable: ") and "dropped: missing_image 3" in out
 
 
-def test_quiet_prints_no_table_and_out_still_reads(synthetic_run, split, tmp_path, capsys):
-    evaluate = ["evaluate", "--adapter", str(synthetic_run), "--data", str(split),
+def test_quiet_prints_no_table_and_out_still_reads(finished_run, split, tmp_path, capsys):
+    evaluate = ["evaluate", "--adapter", str(finished_run), "--data", str(split),
                 "eval.reliance_pairs=0", "eval.progress=false"]
     assert main([*evaluate, "--output", str(tmp_path / "eval"), "-q"]) == 0
     shown = capsys.readouterr()
     assert shown.out == "" and "records:" not in shown.err
     first = json.loads((split / "test.jsonl").read_text().splitlines()[0])
-    assert main(["predict", "--adapter", str(synthetic_run), "--image", first["image"],
+    assert main(["predict", "--adapter", str(finished_run), "--image", first["image"],
                  "--text", first["text"], "--out", str(tmp_path / "one.jsonl")]) == 0
     assert "--out is deprecated: use --output" in capsys.readouterr().err
     assert json.loads((tmp_path / "one.jsonl").read_text())["id"] == Path(first["image"]).name
@@ -276,6 +276,7 @@ def test_an_uncached_hub_model_without_network_fails_fast_in_one_line(split, tmp
     assert offline.returncode == 2 and "HF_HUB_OFFLINE is set" in offline.stderr
 
 
+@pytest.mark.slow  # a CLI subprocess trains
 def test_a_finished_run_is_not_overwritten_and_the_log_file_is_readable(split, tmp_path):
     run = tmp_path / "run"
     args = ("train", "--config", "tiny_synthetic", "--data", str(split), "--output", str(run),

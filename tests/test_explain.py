@@ -26,6 +26,8 @@ from llavac.explain import explain, heatmap_png
 from llavac.explain.occlusion import score_pairs
 from llavac.predict import Classifier
 
+pytestmark = pytest.mark.xdist_group("synthetic_run")  # one worker trains it, none waits
+
 FILLER_ONLY = "today people news time"  # no keyword: the text carries no sentiment
 KEYWORD = "hate"
 KEYWORD_TEXT = f"today {KEYWORD} people news"

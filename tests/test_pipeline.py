@@ -24,6 +24,7 @@ from llavac.studies.experiment import run_experiment
 from llavac.train import train
 
 
+@pytest.mark.slow  # the whole demo, 1,000 pairs
 def test_demo_trains_a_tiny_llava_that_needs_both_modalities(tmp_path, capsys):
     """The synthetic multimodal label needs image and text (either alone: <= 5/7 = 71 %)."""
     start = time.perf_counter()
@@ -99,6 +100,7 @@ def test_tiny_paligemma_learns_the_image_label(demo_sized_release, tmp_path):
     assert metrics["multimodal"]["accuracy"] > majority + 0.1, (metrics["multimodal"], majority)
 
 
+@pytest.mark.slow  # nine real-data trainings and evaluations
 def test_experiment_over_two_cheema_folds_and_qmf_is_resumable(shared_data, tmp_path, capsys):
     config = load_config(ExperimentConfig, "tiny_experiment", [
         f"data.path={shared_data / 'mvsa_single'}", f"experiment.output={tmp_path / 'exp'}",
@@ -218,6 +220,7 @@ def check_both_methods_and_provenance(output):
     assert generate_unparseable == f"{rows[0]['unparseable']} / {rows[0]['records']}"
 
 
+@pytest.mark.slow  # two CLI processes, a kill
 def test_an_experiment_killed_mid_run_finishes_on_rerun_and_reuses_its_finished_runs(
         synthetic_release, tmp_path):
     """The same command after a SIGKILL in the second run's training: the experiment's saved
@@ -259,6 +262,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float) -> None:
         time.sleep(0.02)  # a poll interval, not a wait standing in for the event
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_experiment_under_torchrun_trains_on_both_ranks_and_evaluates_once(
         synthetic_release, tmp_path):
     output = tmp_path / "exp"

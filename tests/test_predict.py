@@ -328,9 +328,11 @@ def all_records(synthetic_release):
 
 
 # PaliGemma learns the task more slowly: 300 steps give ~0.67 (the majority label ~0.44).
+@pytest.mark.xdist_group("synthetic_run")  # the worker that trains it, so none waits
 @pytest.mark.parametrize(("run", "name", "min_accuracy"),
                          [("synthetic_run", "tiny-llava", 0.9),
-                          ("trained_paligemma_run", "tiny-paligemma", 0.6)])
+                          pytest.param("trained_paligemma_run", "tiny-paligemma", 0.6,
+                                       marks=pytest.mark.slow)])  # its own 300-step training
 def test_score_and_generate_agree_wherever_generate_parses(run, name, min_accuracy, request,
                                                            all_records):
     run_folder = request.getfixturevalue(run)

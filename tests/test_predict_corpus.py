@@ -65,6 +65,7 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow  # 2,000 real pairs
 def test_two_thousand_real_pairs_with_three_bad_rows(shared_data, tmp_path, classifier):
     """2,000 real MVSA pairs and 3 bad rows: 2,000 predictions in input order, the bad rows
     in the errors file by id and reason and in the summary, nothing else lost."""
@@ -81,6 +82,7 @@ def test_two_thousand_real_pairs_with_three_bad_rows(shared_data, tmp_path, clas
         " first ids: gone, not-an-image, no-text); 0 already done; ")
 
 
+@pytest.mark.slow  # a CLI subprocess, a kill
 def test_sigkill_then_resume_gives_every_id_once(shared_data, tmp_path, classifier, capsys):
     """A job killed while ``--out`` holds a few hundred lines, with its last line torn, resumes
     to every input id exactly once, in input order, with the labels of an uninterrupted run."""

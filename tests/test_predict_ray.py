@@ -28,7 +28,8 @@ from llavac.predict.blocks import BlockFolder, BlockResult
 from llavac.predict.corpus import predict_corpus
 from llavac.predict.summary import CorpusSummary
 
-pytestmark = pytest.mark.xdist_group("ray")  # one worker, so one Ray cluster (conftest)
+# Slow: a Ray cluster and its workers. One worker, so one Ray cluster (conftest).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("text_label", "image_label", "multimodal_label")

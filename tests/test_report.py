@@ -16,6 +16,8 @@ from llavac.cli import main
 from llavac.evaluation.html_report import sample_gallery
 from llavac.labels import LABELS
 
+pytestmark = pytest.mark.xdist_group("report")  # one worker evaluates QMF for the module
+
 SLOTS = ("text", "image", "multimodal")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CAP_MB = 10.0  # eval.report_max_mb's default
@@ -43,6 +45,7 @@ def _wrong(metrics: dict, slot: str) -> int:
     return sum(map(sum, matrix)) - sum(matrix[i][i] for i in range(len(LABELS)))
 
 
+@pytest.mark.slow  # the real QMF test split, 519 pairs
 def test_real_qmf_test_split(qmf_eval):
     """The published QMF split of MVSA-Single: 519 test pairs, every slot labelled."""
     metrics, predictions = _read(qmf_eval)

@@ -134,6 +134,7 @@ def assert_same_adapter(output: Path, reference: Path) -> None:
         torch.testing.assert_close(actual[key], expected[key], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # a CLI subprocess, a kill
 def test_kill_while_a_checkpoint_is_written(synthetic_release, reference, tmp_path, capsys):
     output = tmp_path / "run"
     kill_run(synthetic_release, output, "save", step=6)
@@ -152,6 +153,7 @@ def test_kill_while_a_checkpoint_is_written(synthetic_release, reference, tmp_pa
     assert [c.name for c in checkpoint_folders(checkpoints)] == ["checkpoint-8"]
 
 
+@pytest.mark.slow  # a CLI subprocess, a kill
 def test_kill_at_the_first_checkpoint_starts_from_the_beginning(synthetic_release, reference,
                                                                 tmp_path, capsys):
     output = tmp_path / "run"
@@ -174,6 +176,7 @@ def test_kill_between_checkpoints(synthetic_release, reference, tmp_path, capsys
     assert log == list(range(1, MAX_STEPS + 1))  # one line per step of the weights' history
 
 
+@pytest.mark.slow  # a CLI subprocess, a kill
 def test_kill_during_the_final_save(synthetic_release, reference, tmp_path, capsys):
     output = tmp_path / "run"
     kill_run(synthetic_release, output, "final")

@@ -91,6 +91,7 @@ def test_collator_draws_variants_deterministically(image_file, tmp_path):
                                               "multimodal": "positive"}))
 
 
+@pytest.mark.slow  # training on the real QMF split
 def test_robustness_on_a_run_trained_on_the_real_qmf_split(shared_data, tmp_path, capsys):
     data = shared_data / "mvsa_single"
     run = train(tiny_train_config(data, tmp_path / "run", "data.procedure=qmf",

@@ -126,6 +126,7 @@ def test_page_classifies_an_upload_like_the_api(server, page, tmp_path):
     assert screenshot.stat().st_size > 5_000
 
 
+@pytest.mark.slow  # a keyed server of its own
 def test_page_asks_for_the_key_once_per_tab(browser, tmp_path):
     image_path = _sunset(tmp_path)
     text = "rainy commute again"

@@ -16,6 +16,7 @@ import threading
 import time
 
 import httpx
+import pytest
 from PIL import Image
 from serve_process import running_server
 
@@ -47,6 +48,7 @@ def refuses_connections(port: int) -> bool:
     return False
 
 
+@pytest.mark.slow  # a server process, SIGTERM
 def test_sigterm_drains_accepted_batches_and_exits_zero():
     answers: dict[int, httpx.Response] = {}
     with running_server("tiny-llava", ["--max-batch-size", "1", "--shutdown-timeout", "60"],

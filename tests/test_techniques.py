@@ -235,6 +235,7 @@ def test_pissa_is_saved_as_a_lora_adapter_of_the_unchanged_base_model(tiny_llava
         assert torch.allclose(merged(**inputs).logits, expected, atol=1e-4)
 
 
+@pytest.mark.slow  # a study of five trainings
 def test_tiny_techniques_study_writes_every_column_and_the_paired_comparison(
         synthetic_release, tmp_path):
     import csv

@@ -398,6 +398,7 @@ def test_length_grouping_arranges_each_step_without_changing_it(global_8_run,
     assert _losses(plain) == pytest.approx(_losses(global_8_run[0]), abs=1e-5)
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_two_process_data_parallel_keeps_ranks_identical(global_8_run, synthetic_release,
                                                          tmp_path):
     """The global batch, not the hardware, decides the optimisation: two processes with 2

@@ -24,6 +24,9 @@ from llavac.predict import Classifier
 from llavac.train import train
 
 SLOTS = ("text", "image", "multimodal")
+# Slow: two trainings and two evaluations on the real QMF split. One worker trains the
+# module's runs (module fixtures are per worker).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("uncertainty")]
 
 
 def _train_qmf(data, tmp_path_factory, seed: int):
@@ -188,6 +191,7 @@ def test_compare_refuses_other_ids_or_other_gold(evaluations, tmp_path, capsys):
     assert f"disagree on the gold labels of id {row['id']!r}" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a calibration and an evaluation on real data
 def test_calibrate_then_evaluate_validation(runs, qmf, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(runs[0], run)
