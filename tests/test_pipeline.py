@@ -151,6 +151,7 @@ def test_one_epoch_on_the_real_qmf_train_split(shared_data, tmp_path):
     assert log[-1]["step"] == 195 or log[-1]["epoch"] >= 0.95
 
 
+@pytest.mark.slow  # six trainings and evaluations
 def test_experiment_reuses_only_runs_of_the_same_settings(synthetic_release, tmp_path, capsys,
                                                           monkeypatch):
     output = tmp_path / "exp"

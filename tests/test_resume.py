@@ -164,6 +164,7 @@ def test_kill_at_the_first_checkpoint_starts_from_the_beginning(synthetic_releas
     assert_same_adapter(output, reference)
 
 
+@pytest.mark.slow  # a CLI subprocess, a kill
 def test_kill_between_checkpoints(synthetic_release, reference, tmp_path, capsys):
     output = tmp_path / "run"
     kill_run(synthetic_release, output, "step", step=7)

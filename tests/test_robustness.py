@@ -46,6 +46,7 @@ def test_bad_variants_file_names_the_entry(tmp_path, entries, message):
         load_variants(path, PromptFormat())
 
 
+@pytest.mark.slow  # a training, then scoring and generating
 def test_a_run_trained_on_variants_scores_as_it_generates_under_a_paraphrase(tmp_path):
     """The scorer finds the answer lead and prompt tail by rendering, so a new instruction
     needs no scorer change: on a run trained with train.prompt_variants, score and generate

@@ -35,6 +35,7 @@ def test_report_to_is_checked():
         tiny_train_config("x", "y", "train.report_to=comet")
 
 
+@pytest.mark.slow  # an Optuna study of trainings, then a retraining
 def test_sweep_continues_its_study_and_best_yaml_retrains(small_release, tmp_path, capsys):
     out = tmp_path / "sweep"
     command = ["sweep", "--config", "tiny_synthetic", "--data", str(small_release),
