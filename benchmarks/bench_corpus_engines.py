@@ -49,26 +49,15 @@ from _common import (  # noqa: E402
     side_by_side,
     spread,
 )
+from bench_predict_corpus import write_corpus  # noqa: E402  (the same corpus)
 
 from llavac.args import ClassifierArgs, PredictArgs, PredictConfig  # noqa: E402
-from llavac.data import read_text  # noqa: E402
 from llavac.models import SMALL_SIZES, build_tiny  # noqa: E402
 from llavac.predict.blocks import BlockFolder  # noqa: E402
 from llavac.predict.corpus import predict_corpus  # noqa: E402
 
 LLAVA_336 = {**SMALL_SIZES, "image_size": 336, "patch_size": 14, "vision_layers": 1,
              "text_layers": 1}  # as bench_predict_corpus.py's model
-
-
-def write_corpus(path: Path, pairs: int, rows: int) -> None:
-    folder = SHARED_DATA / "mvsa_single" / "data"
-    numbers = sorted(int(p.stem) for p in folder.glob("*.jpg"))[:pairs]
-    real = [(str(folder / f"{k}.jpg"), read_text(folder / f"{k}.txt").text.strip())
-            for k in numbers]
-    with path.open("w", encoding="utf-8") as f:
-        for i in range(rows):
-            image, text = real[i % len(real)]
-            f.write(json.dumps({"id": f"row-{i}", "image": image, "text": text}) + "\n")
 
 
 def model_name(size: int, tmp: Path) -> str:
@@ -163,7 +152,7 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        write_corpus(tmp / "in.jsonl", args.pairs, args.rows)
+        write_corpus(tmp / "in.jsonl", rows=args.rows, pairs=args.pairs)
         model = model_name(args.size, tmp)
         banner(f"{args.rows} rows of {args.pairs} pairs, "
                f"{model if args.size == 32 else 'tiny LLaVA at 336 px'}")
