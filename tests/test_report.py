@@ -14,6 +14,7 @@ import yaml
 
 from llavac.cli import main
 from llavac.evaluation.html_report import sample_gallery
+from llavac.evaluation.metrics import HEADLINE
 from llavac.labels import LABELS
 
 pytestmark = pytest.mark.xdist_group("report")  # one worker evaluates QMF for the module
@@ -112,6 +113,13 @@ def test_the_page_opens_from_disk_filters_and_sends_no_request(qmf_eval, chromiu
         return page.locator(".item:visible").evaluate_all("items => items.map(i => i.dataset.id)")
 
     assert sorted(shown()) == sorted(p["id"] for p in predictions)  # all 519, none sampled
+    # The headline columns are METRICS' headline scores, each beside its interval.
+    assert page.locator("#headline th").all_inner_texts()[:5] == [
+        "label", "n", *(f"{metric.title} (95 % CI)" for metric in HEADLINE)]
+    multimodal = metrics["slots"]["multimodal"]
+    low, high = multimodal["macro_f1_ci"]
+    assert page.locator("#headline tr", has_text="multimodal").locator("td").nth(4) \
+        .inner_text() == f"{multimodal['macro_f1']:.4f} [{low:.4f}, {high:.4f}]"
     page.select_option("#f-correct", "wrong")
     wrong = shown()
     assert len(wrong) == _wrong(metrics, "multimodal") > 0

@@ -71,6 +71,19 @@ def test_sweep_needs_a_validation_part(tmp_path, capsys):
     assert "validation part" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("metric", ["ece", "train_seconds", "nope"])
+def test_the_swept_metric_is_a_resampled_score_of_the_metrics_table(metric, small_release,
+                                                                     tmp_path, capsys):
+    """ECE is lower-is-better, training time no score of the validation part: refused, with
+    the choices METRICS gives, before the study folder exists."""
+    out = tmp_path / "s"
+    assert main(["sweep", "--data", str(small_release), "--procedure", "random811",
+                 "--model", "tiny-llava", "--output", str(out), "--metric", metric]) == 2
+    assert ("sweep.metric: expected one of accuracy, weighted_f1, macro_f1, got "
+            f"'{metric}'") in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("space, message", [
     ({"train.nope": {"type": "float", "low": 0, "high": 1}}, "not a training config key"),
     ({"train.lr": {"type": "float", "low": 1.0e-5}}, "expected"),

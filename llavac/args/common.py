@@ -12,7 +12,6 @@ from llavac.config import ConfigKeyError
 METHODS = ("score", "generate")
 TUNINGS = ("lora", "full")  # train.tuning: what training updates
 IMAGE_MODES = ("pad", "crop", "processor")  # llavac.models.inputs says what each does
-SWEEP_METRICS = ("accuracy", "weighted_f1")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")  # the Trainer's two torch AdamW kernels
 
@@ -39,39 +38,44 @@ class Section:
 
 
 @dataclass
-class ModelArgs(Section):
-    """Which vision-language model to fine-tune, and how to load it."""
+class InputArgs(Section):
+    """How images and the conversation reach the model (llavac.models.inputs), the same
+    keys for training (``ModelArgs``) and prediction (``ClassifierArgs``). None: for training,
+    the family's default, filled in when training starts so the run records it (for
+    LLaVA-1.5 the paper's inputs: images padded to a square, LLaVA's v1 conversation; for
+    other families their processor's images and their own chat template); for prediction,
+    what the training run recorded (a run from before these existed: processor, none)."""
 
     section: ClassVar[str] = "model"
-    name: str = "llava-hf/llava-1.5-7b-hf"  # a hub id, a local path, or a built-in tiny-* name
-    dtype: str | None = None  # None: the checkpoint's own; "bfloat16", "float32", ...
-    attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
-    load_in_4bit: bool = False  # QLoRA through bitsandbytes; needs CUDA
-    seed: int = 0  # the weights of a built-in tiny-* model; ignored for real checkpoints
-    # How images and the conversation reach the model (llavac.models.inputs). None: the
-    # family's default, filled in when training starts so the run records it: for LLaVA-1.5
-    # the paper's inputs (images padded to a square, LLaVA's v1 conversation), for other
-    # families their processor's images and their own chat template.
     image_mode: str | None = None  # pad | crop | processor
     # vicuna_v1 (LLaVA's --version v1) | llava_v1 (0.2's default) | none | a sentence of your own
     system: str | None = None
 
     def __post_init__(self):
-        self._check("name", bool(self.name), "a model name or path")
-        _check_inputs(self)
-
-
-def _check_inputs(section: Section) -> None:
-    section._one_of("image_mode", IMAGE_MODES, optional=True)
-    section._check("system", section.system is None or bool(section.system.strip()),
-                   "vicuna_v1, llava_v1, none, a system sentence or null")
+        self._one_of("image_mode", IMAGE_MODES, optional=True)
+        self._check("system", self.system is None or bool(self.system.strip()),
+                    "vicuna_v1, llava_v1, none, a system sentence or null")
 
 
 @dataclass
-class ClassifierArgs(Section):
+class ModelArgs(InputArgs):
+    """Which vision-language model to fine-tune, and how to load it."""
+
+    name: str = "llava-hf/llava-1.5-7b-hf"  # a hub id, a local path, or a built-in tiny-* name
+    dtype: str | None = None  # None: the checkpoint's own; "bfloat16", "float32", ...
+    attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
+    load_in_4bit: bool = False  # QLoRA through bitsandbytes; needs CUDA
+    seed: int = 0  # the weights of a built-in tiny-* model; ignored for real checkpoints
+
+    def __post_init__(self):
+        self._check("name", bool(self.name), "a model name or path")
+        super().__post_init__()
+
+
+@dataclass
+class ClassifierArgs(InputArgs):
     """A trained classifier to load for prediction (evaluate, predict, serve, ...)."""
 
-    section: ClassVar[str] = "model"
     name: str | None = None  # the base model; None: the one the adapter's training run names
     adapter: str | None = None  # a training run folder or a peft adapter; None: zero-shot
     prompt: str | None = None  # None: the training run's prompt, else "full"
@@ -80,13 +84,6 @@ class ClassifierArgs(Section):
     # Apply the run folder's calibration.json (llavac calibrate) when it has one: the
     # probabilities then mean what they say. false: the model's raw probabilities.
     calibrated: bool = True
-    # None: what the training run recorded (a run from before these existed: processor,
-    # none), else the family's default; see ModelArgs. Training and prediction then agree.
-    image_mode: str | None = None  # pad | crop | processor
-    system: str | None = None  # vicuna_v1 | llava_v1 | none | a system sentence of your own
-
-    def __post_init__(self):
-        _check_inputs(self)
 
 
 @dataclass

@@ -150,7 +150,7 @@ SWEEP_FLAGS = [
     Flag("--trials", "sweep.trials", "finished trials the study should hold in all"),
     Flag("--storage", "sweep.storage", "Optuna storage URL shared by several machines"),
     Flag("--space", "sweep.space", "search-space YAML (default: the shipped one)"),
-    Flag("--metric", "sweep.metric", "validation multimodal accuracy | weighted_f1"),
+    Flag("--metric", "sweep.metric", "validation multimodal accuracy | weighted_f1 | macro_f1"),
 ]
 
 EXPLAIN_FLAGS = [

@@ -6,7 +6,7 @@ On 450-519 test pairs one accuracy point is about five pairs, well inside sampli
 two systems are compared *paired*, on the same examples (Dror et al. 2018, "The
 Hitchhiker's Guide to Testing Statistical Significance in NLP"). Per slot:
 
-- accuracy and weighted F1 of A and of B;
+- accuracy, weighted and macro F1 (every metric of ``metrics.RESAMPLED``) of A and of B;
 - the difference B - A of each with a paired-bootstrap 95 % interval and p-value
   (Berg-Kirkpatrick et al. 2012; 1,000 resamples, seed 0);
 - ``mcnemar_p``: the exact two-sided McNemar test on the pairs exactly one system gets
@@ -23,16 +23,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llavac.evaluation.metrics import RESAMPLED
 from llavac.evaluation.report import BOOTSTRAP, label_indices
-from llavac.evaluation.significance import (
-    accuracy,
-    mcnemar_exact,
-    paired_bootstrap_diff,
-    weighted_f1,
-)
+from llavac.evaluation.significance import mcnemar_exact, paired_bootstrap_diff
 from llavac.labels import SLOT_FIELDS, SLOTS
-
-METRICS = {"accuracy": accuracy, "weighted_f1": weighted_f1}
 
 
 def read_evaluation(folder: str | Path) -> tuple[dict[str, dict], list[str]]:
@@ -74,9 +68,10 @@ def compare_slot(gold: list, pred_a: list, pred_b: list) -> dict:
     """The figures of one slot: each system's scores, the paired differences, McNemar."""
     y_true, a, b = label_indices(gold), label_indices(pred_a), label_indices(pred_b)
     result: dict = {"n": len(gold)}
-    for name, metric in METRICS.items():
-        diff = paired_bootstrap_diff(metric, y_true, a, b, **BOOTSTRAP)
-        result |= {f"{name}_a": metric(y_true, a), f"{name}_b": metric(y_true, b),
+    for metric in RESAMPLED:
+        name, per_example = metric.name, metric.per_example
+        diff = paired_bootstrap_diff(per_example, y_true, a, b, **BOOTSTRAP)
+        result |= {f"{name}_a": per_example(y_true, a), f"{name}_b": per_example(y_true, b),
                    f"{name}_diff": diff["diff"], f"{name}_diff_ci": list(diff["ci"]),
                    f"{name}_diff_p": diff["p_value"]}
     mcnemar = mcnemar_exact(a == y_true, b == y_true)
@@ -120,11 +115,12 @@ def format_comparison(result: dict) -> str:
         if figures is None:
             lines.append(f"| {slot} | not scored by both | | | | | | |")
             continue
-        for name in METRICS:
+        for metric in RESAMPLED:
+            name = metric.name
             low, high = figures[f"{name}_diff_ci"]
             mcnemar = f"{figures['mcnemar_p']:.4g}" if name == "accuracy" else ""
             lines.append(
-                f"| {slot} | {name.replace('_', ' ')} | {_pct(figures[f'{name}_a'])} | "
+                f"| {slot} | {metric.title} | {_pct(figures[f'{name}_a'])} | "
                 f"{_pct(figures[f'{name}_b'])} | {100 * figures[f'{name}_diff']:+.2f} | "
                 f"[{100 * low:+.2f}, {100 * high:+.2f}] | {figures[f'{name}_diff_p']:.3f} | "
                 f"{mcnemar} |")

@@ -30,6 +30,7 @@ from string import Template
 from llavac.args import EvalConfig
 from llavac.data import UnreadableImage, load_data, open_rgb
 from llavac.evaluation.calibration import reliability_bins
+from llavac.evaluation.metrics import HEADLINE
 from llavac.evaluation.reliance import RELIANCE_FILE
 from llavac.evaluation.report import label_indices
 from llavac.labels import LABELS
@@ -146,7 +147,11 @@ def write_report(folder: str | Path, records: Sequence, max_mb: float) -> Path:
     reliance = {row["id"]: row for row in _read_jsonl(folder / RELIANCE_FILE)}
     by_id = {record.id: record for record in records}
     slots = PromptFormat.from_name(metrics["prompt"]).slots
-    data = {"metrics": metrics, "slots": slots, "reliability": reliability(predictions, slots),
+    # The headline table's columns are METRICS' headline slot scores, with their intervals.
+    columns = [{"name": m.name, "title": m.title, "ci": m.ci} for m in HEADLINE
+               if m.source == "slot"]
+    data = {"metrics": metrics, "slots": slots, "columns": columns,
+            "reliability": reliability(predictions, slots),
             "labels": list(LABELS), "thumbnail_side": THUMBNAIL_SIDE, "max_mb": max_mb,
             "missing_records": sum(p["id"] not in by_id for p in predictions),
             "total": len(predictions), "gallery": [], "note": None}

@@ -20,7 +20,7 @@ it is shown, which way is better), which every results table reads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from llavac.config import ConfigKeyError
+from llavac.evaluation import significance
 from llavac.labels import LABELS
 
 UNPARSEABLE = "unparseable"
@@ -130,9 +132,17 @@ class Metric:
     source: str
     style: str  # "percent" | "decimal" | "count" | "seconds" | "rate": see ``show``
     higher_is_better: bool | None  # None: a cost or a size, not a score
-    ci: str | None = None  # the key of its 95 % bootstrap interval beside it, if any
-    headline: bool = False  # shown wherever accuracy is (summaries, model card)
+    # Its value over label indices, for slot figures a resample can recompute
+    # (llavac.evaluation.significance): such a figure gets a 95 % bootstrap interval beside
+    # it (``<name>_ci``), a row in paired comparisons, and can be what a sweep maximises.
+    per_example: Callable[[object, object], float] | None = None
+    headline: bool = False  # shown wherever accuracy is (summaries, model card, report.html)
     path: tuple[str, ...] = ()  # for "training": the keys inside manifest.json
+
+    @property
+    def ci(self) -> str | None:
+        """The key of its 95 % bootstrap interval beside it, if it has one."""
+        return f"{self.name}_ci" if self.per_example else None
 
     def read(self, metrics: dict, manifest: dict | None = None, slot: str = "multimodal"):
         """Its value for ``slot`` of an evaluation's ``metrics.json`` (and the training
@@ -156,10 +166,12 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
-    Metric("accuracy", "accuracy", "slot", "percent", True, "accuracy_ci", headline=True),
-    Metric("weighted_f1", "weighted F1", "slot", "percent", True, "weighted_f1_ci",
+    Metric("accuracy", "accuracy", "slot", "percent", True, significance.accuracy,
            headline=True),
-    Metric("macro_f1", "macro F1", "slot", "percent", True, headline=True),
+    Metric("weighted_f1", "weighted F1", "slot", "percent", True, significance.weighted_f1,
+           headline=True),
+    Metric("macro_f1", "macro F1", "slot", "percent", True, significance.macro_f1,
+           headline=True),
     # Calibration of the probabilities (score only): lower is better.
     Metric("ece", "ECE", "slot", "decimal", False),
     Metric("pairs_per_second", "pairs/s", "evaluation", "rate", True),
@@ -169,3 +181,13 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
            path=("train_seconds",)),
 )}
 HEADLINE = tuple(metric for metric in METRICS.values() if metric.headline)
+RESAMPLED = tuple(metric for metric in METRICS.values() if metric.per_example)
+
+
+def sweep_metric(name: str) -> Metric:
+    """The metric ``sweep.metric`` names: one a resample recomputes, higher being better."""
+    metric = METRICS.get(name)
+    if metric not in RESAMPLED or not metric.higher_is_better:
+        raise ConfigKeyError("sweep.metric", "sweep.metric: expected one of " + ", ".join(
+            m.name for m in RESAMPLED if m.higher_is_better) + f", got {name!r}")
+    return metric

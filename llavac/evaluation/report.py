@@ -3,10 +3,11 @@ far the probabilities behind them can be trusted.
 
 Per slot, ``slot_report`` adds to :func:`llavac.evaluation.metrics.slot_metrics`:
 
-- ``accuracy_ci`` / ``weighted_f1_ci``: 95 % percentile bootstrap intervals over the
-  examples (``BOOTSTRAP``: 1,000 resamples, seed 0, so the same predictions always give the
-  same interval). For ``score`` and ``generate`` alike; an unparseable or ``"uncertain"``
-  label is a wrong answer here, as in accuracy.
+- ``accuracy_ci``, ``weighted_f1_ci``, ``macro_f1_ci`` (every metric of ``RESAMPLED``):
+  95 % percentile bootstrap intervals over the examples (``BOOTSTRAP``: 1,000 resamples,
+  seed 0, so the same predictions always give the same interval). For ``score`` and
+  ``generate`` alike; an unparseable or ``"uncertain"`` label is a wrong answer here, as in
+  accuracy.
 - with probabilities (``score``): ``ece``, ``nll``, ``brier``, ``aurc`` of the probabilities
   the predictions carry (calibrated when the run has ``calibration.json``), ``raw`` (the
   same four before temperature scaling) when a temperature was applied, and ``selective``:
@@ -30,8 +31,8 @@ from llavac.evaluation.calibration import (
     risk_coverage_plot,
     selective_table,
 )
-from llavac.evaluation.metrics import slot_metrics
-from llavac.evaluation.significance import accuracy, bootstrap_ci, weighted_f1
+from llavac.evaluation.metrics import RESAMPLED, slot_metrics
+from llavac.evaluation.significance import bootstrap_ci
 from llavac.labels import LABELS, slot_labels
 
 BOOTSTRAP = {"n_resamples": 1000, "confidence": 0.95, "seed": 0}
@@ -75,8 +76,8 @@ def slot_report(gold: Sequence[str | None], predictions: Sequence, slot: str,
     keep = [i for i, label in enumerate(gold) if label is not None]
     y_true = label_indices([gold[i] for i in keep])
     y_pred = label_indices([predictions[i].label(slot) for i in keep])
-    values["accuracy_ci"] = list(bootstrap_ci(accuracy, y_true, y_pred, **BOOTSTRAP))
-    values["weighted_f1_ci"] = list(bootstrap_ci(weighted_f1, y_true, y_pred, **BOOTSTRAP))
+    for metric in RESAMPLED:
+        values[metric.ci] = list(bootstrap_ci(metric.per_example, y_true, y_pred, **BOOTSTRAP))
     probs = slot_probabilities(predictions, slot, keep)
     if probs is not None:
         values.update(calibration_metrics(probs, y_true))
@@ -132,8 +133,9 @@ def uncertainty_lines(metrics: dict) -> list[str]:
     slots = {slot: v for slot, v in metrics["slots"].items() if v["n"]}
     lines = ["", "95 % bootstrap intervals "
              f"({BOOTSTRAP['n_resamples']} resamples, seed {BOOTSTRAP['seed']}):", "",
-             "| label | accuracy 95 % CI | weighted F1 95 % CI |", "|---|---|---|"]
-    lines += [f"| {slot} | {_interval(v['accuracy_ci'])} | {_interval(v['weighted_f1_ci'])} |"
+             "| label | " + " | ".join(f"{m.title} 95 % CI" for m in RESAMPLED) + " |",
+             "|---|" + "---|" * len(RESAMPLED)]
+    lines += [f"| {slot} | " + " | ".join(_interval(v[m.ci]) for m in RESAMPLED) + " |"
               for slot, v in slots.items()]
     scored = {slot: v for slot, v in slots.items() if "ece" in v}
     if not scored:

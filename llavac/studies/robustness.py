@@ -5,13 +5,14 @@
 
 LLaVAC (arXiv 2502.02938) names prompt sensitivity as a limit of the method. This command
 asks the same test pairs with each variant of ``llavac/configs/prompt_variants.yaml`` (or
-``--variants FILE``) and reports, per variant and slot, accuracy and weighted F1 and the
-share of predictions that differ from the ``original`` prompt's (the run's own). The
-``original`` row is exactly what ``llavac evaluate`` reports for the same run, data and
-method. As ``evaluate``, it refuses to report a run on records it trained on
-(``--allow-overlap`` to do so deliberately) and an existing result without ``--overwrite``.
-The output folder holds ``robustness.json`` (a ``variants`` list and the spread
-between variants per slot), ``robustness.md``, ``robustness.png`` and the run files.
+``--variants FILE``) and reports, per variant and slot, the headline scores (accuracy,
+weighted and macro F1: ``metrics.HEADLINE``) and the share of predictions that differ from
+the ``original`` prompt's (the run's own). The ``original`` row is exactly what ``llavac
+evaluate`` reports for the same run, data and method. As ``evaluate``, it refuses to report
+a run on records it trained on (``--allow-overlap`` to do so deliberately) and an existing
+result without ``--overwrite``.
+The output folder holds ``robustness.json`` (a ``variants`` list and the spread between
+variants per slot), ``robustness.md``, ``robustness.png`` and the run files.
 """
 
 from __future__ import annotations
@@ -89,17 +90,18 @@ def spread(rows: list[dict]) -> dict:
     """Per slot and score, the best minus the worst variant: how much the wording matters."""
     result = {}
     for slot in dict.fromkeys(slot for row in rows for slot in row["slots"]):
-        scores = [row["slots"][slot] for row in rows if "accuracy" in row["slots"].get(slot, {})]
+        scores = [row["slots"][slot] for row in rows
+                  if all(key in row["slots"].get(slot, {}) for key in _SCORES)]
         if scores:
             result[slot] = {key: max(s[key] for s in scores) - min(s[key] for s in scores)
-                            for key in ("accuracy", "weighted_f1")}
+                            for key in _SCORES}
     return result
 
 
 def markdown(result: dict) -> str:
-    """A table: one row per variant, accuracy / weighted F1 per slot, share changed."""
+    """A table: one row per variant, the headline scores per slot, share changed."""
     slots = list(result["spread"])
-    head = " | ".join(f"{slot} acc | {slot} wF1" for slot in slots)
+    head = " | ".join(f"{slot} {metric.title}" for slot in slots for metric in HEADLINE)
     lines = [
         f"# Prompt robustness of {result['model'].get('adapter') or result['model']['model']}",
         "",
@@ -107,15 +109,15 @@ def markdown(result: dict) -> str:
         "- changed: share of pairs with a label that differs from the `original` prompt's",
         "",
         f"| variant | {head} | changed | unparseable |",
-        "|---|" + "---:|" * (2 * len(slots) + 2),
+        "|---|" + "---:|" * (len(_SCORES) * len(slots) + 2),
     ]
     for row in result["variants"]:
         cells = " | ".join(_cell(row["slots"].get(slot, {}), key) for slot in slots
-                           for key in ("accuracy", "weighted_f1"))
+                           for key in _SCORES)
         lines.append(f"| {row['name']} | {cells} | {row['changed_any']:.4f} | "
                      f"{row['unparseable']} |")
     cells = " | ".join(f"{result['spread'][slot][key]:.4f}" for slot in slots
-                       for key in ("accuracy", "weighted_f1"))
+                       for key in _SCORES)
     lines.append(f"| **spread** (max − min) | {cells} | | |")
     return "\n".join(lines) + "\n"
 

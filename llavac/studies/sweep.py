@@ -7,7 +7,8 @@ LLaVAC (arXiv 2502.02938) leaves its hyperparameters untuned. Each trial samples
 space (``llavac/configs/sweep_space.yaml`` or ``sweep.space=FILE``) on top of the training
 config the flags and overrides give, trains it into ``<output>/trials/trial-<n>/train`` and
 predicts the validation part into ``.../eval``; its value is the multimodal label's
-validation accuracy (or weighted F1, ``sweep.metric``). The test part is never read.
+validation accuracy (``sweep.metric``: any score of ``metrics.METRICS`` a resample
+recomputes, such as weighted_f1 or macro_f1). The test part is never read.
 
 TPE samples the settings; a median pruner stops a trial whose training loss is worse than
 the median of earlier trials at the same step (reported as ``-loss``, since the study
@@ -45,6 +46,7 @@ from llavac.config import (
 )
 from llavac.data import load_data
 from llavac.evaluation import evaluate
+from llavac.evaluation.metrics import sweep_metric
 from llavac.runs.folder import RunFolder
 from llavac.runs.info import results_key
 from llavac.runs.leakage import fingerprint
@@ -59,6 +61,7 @@ def run_sweep(config: SweepConfig) -> optuna.Study:
     args = config.sweep
     output = Path(args.output)
     space = load_space(args.space)
+    sweep_metric(args.metric)
     _require_validation(config)
     if claim_study(config):  # --overwrite: the study is replaced, once the above held
         shutil.rmtree(output)
@@ -184,7 +187,7 @@ def objective(trial: optuna.Trial, config: SweepConfig, space: dict) -> float:
                       progress=config.train.progress,
                       reliance_pairs=0),  # 2 more scoring passes a pair, read by no trial
     ))
-    return metrics["slots"]["multimodal"][config.sweep.metric]
+    return sweep_metric(config.sweep.metric).read(metrics)
 
 
 class PruneOnLoss(TrainerCallback):

@@ -39,14 +39,15 @@
   function headline() {
     const table = document.getElementById("headline");
     const scored = Object.values(metrics.slots).some((v) => "ece" in v);
-    const names = ["label", "n", "accuracy (95 % CI)", "weighted F1 (95 % CI)", "macro F1"];
+    // data.columns: the headline scores of llavac's METRICS table, each with its interval.
+    const names = ["label", "n"].concat(data.columns.map((c) => c.title + (c.ci ? " (95 % CI)" : "")));
     table.append(row(scored ? names.concat(["ECE", "NLL", "Brier", "AURC"]) : names, "th"));
     for (const [slot, v] of Object.entries(metrics.slots)) {
       if (!v.n) continue;
       const withCi = (value, ci) => el("span", {}, num(value, 4) + " ",
         el("span", { class: "ci" }, "[" + num(ci[0], 4) + ", " + num(ci[1], 4) + "]"));
-      const cells = [slot, String(v.n), withCi(v.accuracy, v.accuracy_ci),
-        withCi(v.weighted_f1, v.weighted_f1_ci), num(v.macro_f1, 4)];
+      const cells = [slot, String(v.n)].concat(data.columns.map((c) =>
+        c.ci && v[c.ci] ? withCi(v[c.name], v[c.ci]) : num(v[c.name], 4)));
       if (scored) for (const key of ["ece", "nll", "brier", "aurc"]) cells.push(num(v[key], 4));
       table.append(row(cells));
     }
