@@ -134,6 +134,25 @@ def test_evaluating_a_run_on_its_training_records_is_refused(trained_run, tmp_pa
     assert metrics["trained_on_overlap"] == n_train
 
 
+def test_overwrite_keeps_the_earlier_result_until_the_new_one_is_made(trained_run, tmp_path,
+                                                                      capsys):
+    from llavac.cli import main
+
+    run, split = trained_run
+    output = tmp_path / "eval"
+    args = ["evaluate", "--adapter", str(run), "--data", str(split), "--output", str(output),
+            "eval.progress=false", "eval.reliance_pairs=0"]
+    assert main(args) == 0
+    earlier = (output / "metrics.json").read_bytes()
+    # Refused once the model is loaded and the data read: the earlier result is back.
+    assert main([*args, "--part", "train", "--overwrite"]) == 2
+    assert "were trained on" in capsys.readouterr().err
+    assert (output / "metrics.json").read_bytes() == earlier
+    assert main([*args, "--part", "validation", "--overwrite"]) == 0
+    assert json.loads((output / "metrics.json").read_text())["part"] == "validation"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval"]  # nothing left aside
+
+
 def test_evaluation_on_test_carries_its_provenance(trained_run, tmp_path):
     import warnings
 

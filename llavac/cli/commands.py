@@ -112,11 +112,11 @@ def _wrote(folder: Path, what: str) -> None:
 def evaluate(config: EvalConfig) -> int:
     from llavac.evaluation import evaluate as evaluate_run
     from llavac.evaluation.metrics import hints
-    from llavac.runs.info import claim_output
+    from llavac.runs.info import claimed_output
 
     _require_data(config.data.path)
-    claim_output(config.eval.output, "metrics.json", config.eval.overwrite)
-    metrics = evaluate_run(config)
+    with claimed_output(config.eval.output, "metrics.json", config.eval.overwrite):
+        metrics = evaluate_run(config)
     output = Path(config.eval.output)
     show((output / "summary.md").read_text(encoding="utf-8"))
     for hint in hints(metrics):
@@ -137,13 +137,13 @@ def report(config: ReportConfig) -> int:
 
 def explain(config: ExplainConfig) -> int:
     from llavac.explain.job import EXPLANATIONS, format_explanation, run_explain
-    from llavac.runs.info import claim_output
+    from llavac.runs.info import claimed_output
 
     job = config.explain
     if job.input is not None and not Path(job.input).exists():
         raise FileNotFoundError(f"--input {job.input}: no such file or folder")
-    claim_output(job.output, EXPLANATIONS, job.overwrite)
-    summary = run_explain(config)
+    with claimed_output(job.output, EXPLANATIONS, job.overwrite):
+        summary = run_explain(config)
     for pair in summary.explained:
         show(format_explanation(pair, job.top_words))
     skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.skipped.items()))
@@ -281,14 +281,15 @@ def sweep(config: SweepConfig) -> int:
 
 
 def demo(config: DemoConfig) -> int:
-    from llavac.runs.info import claim_output
+    from llavac.runs.info import claimed_output
     from llavac.studies.demo import check_procedure, run_demo
 
     if config.demo.data is not None:
         _require_data(config.demo.data)
     check_procedure(config)
-    claim_output(config.demo.output, "eval/metrics.json", config.demo.overwrite)
-    show(run_demo(config))
+    with claimed_output(config.demo.output, "eval/metrics.json", config.demo.overwrite):
+        summary = run_demo(config)
+    show(summary)
     return 0
 
 

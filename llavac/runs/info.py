@@ -8,6 +8,8 @@ import functools
 import platform
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -77,19 +79,33 @@ def provenance_versions() -> dict[str, str | None]:
             **{f"{name}_version": versions[name] for name in RESULT_LIBRARIES}}
 
 
-def claim_output(folder: str | Path, done_marker: str, overwrite: bool,
-                 resume: bool | None = None) -> None:
-    """Refuse a folder that holds finished work (``done_marker`` exists) unless ``overwrite``
-    (which empties it) or ``resume`` (``None``: the command cannot resume); never replace a
-    result silently."""
+@contextmanager
+def claimed_output(folder: str | Path, done_marker: str, overwrite: bool) -> Iterator[None]:
+    """Make a result in ``folder`` inside the block, refusing one that holds finished work
+    (``done_marker`` exists) unless ``overwrite``; never replace a result silently.
+
+    With ``overwrite`` the earlier result is moved aside (``.<name>.replaced``) while the new
+    one is made, deleted once the block succeeds and put back when it fails: a command
+    refused for its input, or interrupted, leaves the earlier result as it was (a kill leaves
+    it in the side folder).
+    """
     folder = Path(folder)
-    if resume or not (folder / done_marker).exists():
+    if not (folder / done_marker).exists():
+        yield
         return
     if not overwrite:
-        options = "--overwrite to replace it" + (", or --resume" if resume is not None else "")
         raise ValueError(f"{folder} already holds a finished result ({done_marker}): choose "
-                         f"another output folder, or give {options}")
-    shutil.rmtree(folder)
+                         "another output folder, or give --overwrite to replace it")
+    aside = folder.with_name(f".{folder.name}.replaced")
+    shutil.rmtree(aside, ignore_errors=True)  # one a kill left: older than the result here
+    folder.rename(aside)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        aside.rename(folder)
+        raise
+    shutil.rmtree(aside)
 
 
 def write_run_files(output: Path, config, manifest: dict) -> None:
