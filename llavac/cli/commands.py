@@ -49,6 +49,8 @@ def data_check(config: CheckConfig) -> int:
     from llavac.data.check import check_path
 
     report = check_path(config.check.path)
+    if report.error and not config.check.json:
+        raise ValueError(report.format_text())  # one error line and exit 2, as any bad input
     print(report.to_json() if config.check.json else report.format_text())
     return report.exit_code
 
