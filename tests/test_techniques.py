@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,6 +140,30 @@ def test_a_head_run_evaluates_serves_and_exports_like_an_answer_run(head_run, tm
             assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
             for label, p in probs.items():
                 assert from_export["probabilities"][slot][label] == pytest.approx(p, abs=1e-5)
+
+
+def test_a_head_run_labels_a_corpus_as_it_predicts_in_memory(head_run, synthetic_release,
+                                                            tmp_path):
+    """``llavac predict --input``: the streaming corpus path (batches, checkpoints, the
+    skipped-rows file) gives a head run's probabilities as ``Classifier.predict`` does."""
+    from llavac.cli import main
+
+    records, predictions = held_out(head_run, synthetic_release)
+    rows = [{"id": r.id, "image": r.image, "text": r.text} for r in records[:12]]
+    rows.insert(5, {"id": "gone", "image": str(tmp_path / "missing.jpg"), "text": "t"})
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--adapter", str(head_run), "--input", str(corpus),
+                 "--output", str(out), "--batch-size", "4", "predict.progress=false"]) == 0
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["id"] for row in written] == [r.id for r in records[:12]]
+    for row, expected in zip(written, predictions[:12], strict=True):
+        assert row["multimodal_label"] == expected.multimodal_label
+        for slot, probs in expected.probabilities.items():
+            assert row["probabilities"][slot] == pytest.approx(probs, abs=1e-5)
+    skipped = [json.loads(line) for line in Path(f"{out}.errors.jsonl").read_text().splitlines()]
+    assert [(row["id"], row["reason"]) for row in skipped] == [("gone", "missing_image")]
 
 
 def test_a_head_run_calibrates_and_its_temperatures_reach_the_heads(head_run, tmp_path,
