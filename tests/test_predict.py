@@ -386,6 +386,7 @@ def test_lora_run_folder_restores_seed_and_prompt(tmp_path, all_records):
     assert bare.source["adapter"] == str(tmp_path / "adapter") and bare.fmt.name == "full"
 
 
+@pytest.mark.xdist_group("synthetic_run")
 def test_predict_cli_file_and_single_pair(synthetic_run, all_records, tmp_path, capsys):
     records = all_records[:3]
     lines = [json.dumps({"id": r.id, "image": r.image, "text": r.text}) for r in records]
