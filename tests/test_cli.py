@@ -224,8 +224,9 @@ def test_a_0_2_run_folder_with_train_method_loads_predicts_and_resumes(
 
 def test_text_mode_names_why_nothing_was_usable(split, capsys):
     assert main(["data", "check", str(split.parent / "elsewhere.jsonl")]) == 2
-    out = capsys.readouterr().out
-    assert out.startswith("unusable: ") and "dropped: missing_image 3" in out
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("llavac: error: unusable: ")
+    assert "dropped: missing_image 3" in err and len(err.splitlines()) == 1
 
 
 def test_quiet_prints_no_table_and_out_still_reads(finished_run, split, tmp_path, capsys):

@@ -79,11 +79,6 @@ def test_unusable_inputs_exit_2_naming_the_file(make_release, tmp_path, capsys):
     report = check_path(nothing)
     assert report.exit_code == 2 and "nothing usable" in report.error
     assert "unusable" in report.format_text()
-    capsys.readouterr()
-    assert main(["data", "check", str(nothing)]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and err.startswith("llavac: error: unusable: ") and "nothing usable" in err
-    assert len(err.splitlines()) == 1
 
 
 def test_release_without_data_folder_reports_label_statistics(make_release):

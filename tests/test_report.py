@@ -24,9 +24,11 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CAP_MB = 10.0  # eval.report_max_mb's default
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def qmf_eval(shared_data, tmp_path_factory) -> Path:
-    """One evaluation of the untrained tiny LLaVA on the QMF test part, reliance on 100."""
+    """One evaluation of the untrained tiny LLaVA on the QMF test part, reliance on 100.
+    Session-scoped: a worker may run the module's tests between other modules' tests, and a
+    module-scoped fixture would then be evaluated again each time."""
     output = tmp_path_factory.mktemp("qmf") / "eval"
     assert main(["evaluate", "--model", "tiny-llava", "--dtype", "float32",
                  "--data", str(shared_data / "mvsa_single"), "--procedure", "qmf",
