@@ -37,6 +37,8 @@ class Setup:
 
 
 def collator(processor):
+    """The project's ``TrainCollator`` as a default training run builds it: the full prompt,
+    no prefix-LM, ``train.max_length``'s default (the 7B plan measures its sample length)."""
     from llavac.args import TrainArgs
     from llavac.prompt import PromptFormat
     from llavac.train.collator import TrainCollator
