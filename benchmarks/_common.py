@@ -156,6 +156,40 @@ def add_smoke_flag(parser) -> None:
                         "ends with its RESULT line; the figures mean nothing")
 
 
+def add_threads_flag(parser) -> None:
+    """The ``--threads`` flag of the scripts that time a model on the CPU (``set_threads``)."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (0: torch's default); on a machine other jobs "
+                        "load, two threads spin-wait for each other and a step takes many "
+                        "times longer, with a noise that swamps the ratio; 1 is how 0.1's "
+                        "figures were measured")
+
+
+def set_threads(threads: int) -> None:
+    """``torch.set_num_threads(threads)``; 0 keeps torch's default."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def synthetic_release(folder: Path, smoke: bool) -> Path:
+    """The synthetic release written to ``folder/synthetic``: 600 pairs, 60 in smoke mode."""
+    from llavac.data.synthetic import write_synthetic_release
+
+    return write_synthetic_release(folder / "synthetic", n=60 if smoke else 600, seed=0)
+
+
+def random_llava(smoke: bool):
+    """A random LLaVA of ``SMALL_SIZES`` (~13.8M parameters; the tiny defaults in smoke mode),
+    its processor, and the words that name it (``SMALL_SIZES, 13.8M parameters``)."""
+    from llavac.models import SMALL_SIZES, build_tiny
+
+    model, processor = build_tiny("llava", seed=0, **({} if smoke else SMALL_SIZES))
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    return model, processor, f"{'tiny' if smoke else 'SMALL_SIZES'}, {millions:.1f}M parameters"
+
+
 def skipped(reason: str) -> int:
     """Print why the benchmark cannot run here and its ``RESULT status=skipped`` line."""
     print(f"skipped: {reason}")

@@ -48,14 +48,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     add_smoke_flag,
+    add_threads_flag,
     banner,
     machine,
     median,
     paired_ratio,
     quiet,
+    random_llava,
     result_line,
+    set_threads,
     side_by_side,
     spread,
+    synthetic_release,
     target,
 )
 
@@ -262,66 +266,31 @@ def synthetic_pairs(n: int, seed: int = 1):
             for _ in range(n)]
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, default=None,
                         help="a finished tiny_synthetic run folder to reuse "
                         "(trained into if absent)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (0: torch's default); 1 is far steadier on a "
-                        "machine other jobs load, and is how 0.1's figures were measured")
+    add_threads_flag(parser)
     add_smoke_flag(parser)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    # smoke: 60 synthetic pairs, 2 training steps, one repeat, the tiny model in both roles
-    repeats = 1 if args.smoke else args.repeats
+    return parser.parse_args(argv)
 
-    from llavac.models import SMALL_SIZES, build_tiny
 
-    quiet()
-    banner("bench_predict")
-    print(machine())
-    scratch = Path(tempfile.mkdtemp(prefix="bench_predict_"))
-    run = args.run or scratch / "run"
-    if not (run / "config.yaml").exists():
-        from llavac.data.synthetic import write_synthetic_release
-
-        release = write_synthetic_release(scratch / "synthetic", n=60 if args.smoke else 600,
-                                          seed=0)
-        print(f"training the tiny model on the synthetic task into {run} ...", flush=True)
-        seconds = train_tiny(run, release, args.smoke)
-        print(f"trained in {seconds:.1f} s")
-    else:
+def trained_run(run: Path, scratch: Path, smoke: bool) -> Path:
+    """``run``, trained on the synthetic task first unless it is a finished run folder."""
+    if (run / "config.yaml").exists():
         print(f"reusing the trained run {run}")
+        return run
+    release = synthetic_release(scratch, smoke)
+    print(f"training the tiny model on the synthetic task into {run} ...", flush=True)
+    seconds = train_tiny(run, release, smoke)
+    print(f"trained in {seconds:.1f} s")
+    return run
 
-    # -- agreement on the trained tiny model ------------------------------------------------
-    tiny = Classifier.from_pretrained(adapter=run, device="cpu")
-    records = held_out(run, scratch)
-    stats = agreement(tiny, records)
-    print(f"trained tiny model, full prompt, {stats['pairs']} held-out pairs: score accuracy "
-          f"{stats['score_accuracy']:.3f}; generate parsed {stats['parsed']}, unparseable "
-          f"{stats['unparseable']}; agreement where parsed {stats['agree']}/{stats['parsed']} "
-          f"= {stats['agreement']:.3f}; invalid score labels {stats['invalid_labels']}", flush=True)
 
-    # -- timing ------------------------------------------------------------------------------
-    pairs = synthetic_pairs(16)
-    print(f"\ntimes per batch: median (min-max) of {repeats} side-by-side repeats after a warm-up")
-    timings = {}
-    timings["tiny-trained"] = time_model("tiny-trained", tiny.model, tiny.processor, pairs,
-                                         (1, 16), repeats, force_budget=False)
-    small, small_processor = build_tiny("llava", seed=0, **({} if args.smoke else SMALL_SIZES))
-    n_params = sum(p.numel() for p in small.parameters())
-    print(f"(larger random model: {'tiny' if args.smoke else 'SMALL_SIZES'}, "
-          f"{n_params / 1e6:.1f}M parameters; its generation is forced to the full answer budget)")
-    timings["small-random"] = time_model("small-random", small, small_processor, pairs, (1, 16),
-                                         repeats, force_budget=True)
-
-    explained = time_explain(Classifier(small, small_processor, "full"), pairs[0], repeats)
-
-    big = timings["small-random"]
-    heads = time_heads(small, small_processor, pairs, (1, 16), repeats)
+def report(big: dict, heads: dict, explained: dict, stats: dict, repeats: int) -> None:
+    """The headline ratios (larger random model), the targets and the RESULT line."""
     figures = {
         "generate_over_score_bs1": big[("full", 1)]["gen_over_score"],
         "generate_over_score_bs16": big[("full", 16)]["gen_over_score"],
@@ -345,6 +314,38 @@ def main(argv=None) -> int:
                       unparseable=stats["unparseable"],
                       invalid_labels=stats["invalid_labels"],
                       score_accuracy=stats["score_accuracy"], repeats=repeats))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    # smoke: 60 synthetic pairs, 2 training steps, one repeat, the tiny model in both roles
+    repeats = 1 if args.smoke else args.repeats
+    quiet()
+    banner("bench_predict")
+    print(machine())
+    scratch = Path(tempfile.mkdtemp(prefix="bench_predict_"))
+    run = trained_run(args.run or scratch / "run", scratch, args.smoke)
+
+    tiny = Classifier.from_pretrained(adapter=run, device="cpu")
+    stats = agreement(tiny, held_out(run, scratch))
+    print(f"trained tiny model, full prompt, {stats['pairs']} held-out pairs: score accuracy "
+          f"{stats['score_accuracy']:.3f}; generate parsed {stats['parsed']}, unparseable "
+          f"{stats['unparseable']}; agreement where parsed {stats['agree']}/{stats['parsed']} "
+          f"= {stats['agreement']:.3f}; invalid score labels {stats['invalid_labels']}", flush=True)
+
+    pairs = synthetic_pairs(16)
+    print(f"\ntimes per batch: median (min-max) of {repeats} side-by-side repeats after a warm-up")
+    time_model("tiny-trained", tiny.model, tiny.processor, pairs, (1, 16), repeats,
+               force_budget=False)
+    small, small_processor, described = random_llava(args.smoke)
+    print(f"(larger random model: {described}; its generation is forced to the full answer "
+          "budget)")
+    big = time_model("small-random", small, small_processor, pairs, (1, 16), repeats,
+                     force_budget=True)
+    explained = time_explain(Classifier(small, small_processor, "full"), pairs[0], repeats)
+    heads = time_heads(small, small_processor, pairs, (1, 16), repeats)
+    report(big, heads, explained, stats, repeats)
     return 0
 
 

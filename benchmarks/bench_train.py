@@ -49,14 +49,18 @@ from transformers import TrainerCallback
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     add_smoke_flag,
+    add_threads_flag,
     banner,
     machine,
     median,
     peak_rss_mb,
     quiet,
+    random_llava,
     reset_peak_rss,
     result_line,
     rss_mb,
+    set_threads,
+    synthetic_release,
     target,
 )
 
@@ -174,48 +178,40 @@ def print_profile(profiler: cProfile.Profile, top: int = 25) -> None:
         print("\n".join(lines[start:start + top + 1]))
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run")
     parser.add_argument("--skip", type=int, default=2, help="warm-up steps left out per run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (0: torch's default); on a machine other jobs "
-                        "load, two threads spin-wait for each other and a step takes many "
-                        "times longer, with a noise that swamps the ratio")
+    add_threads_flag(parser)
     parser.add_argument("--profile", action="store_true",
                         help="profile one project run even when the overhead is on target")
     add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.smoke:  # the tiny default sizes, 3 steps of batch 2, one repeat, the profile too
         args.steps, args.skip, args.repeats, args.batch = 3, 1, 1, 2
         args.profile = True
+    return args
 
-    from llavac.data.synthetic import write_synthetic_release
-    from llavac.models import SMALL_SIZES, build_tiny
 
-    quiet()
-    banner("bench_train")
-    print(machine())
-    scratch = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    release = write_synthetic_release(scratch / "synthetic", n=60 if args.smoke else 600, seed=0)
-    sizes = {} if args.smoke else SMALL_SIZES
-    model, processor = build_tiny("llava", seed=0, **sizes)
+def save_model(scratch: Path, args) -> Path:
+    """The random LLaVA saved once, so the project side loads it by path as a hub checkpoint."""
+    model, processor, described = random_llava(args.smoke)
     model_dir = scratch / "small-llava"
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
-    n_params = sum(p.numel() for p in model.parameters())
-    del model
-    print(f"model: random LLaVA, {'tiny' if args.smoke else 'SMALL_SIZES'}, "
-          f"{n_params / 1e6:.1f}M parameters, paper LoRA preset "
+    print(f"model: random LLaVA, {described}, paper LoRA preset "
           f"(r128/alpha256/dropout0.05, projector trained), batch {args.batch}, float32; "
           f"{args.steps} steps per run, first {args.skip} left out, {args.repeats} repeats")
+    return model_dir
 
+
+def run_repeats(model_dir: Path, release: Path, scratch: Path, args) -> tuple[list, list]:
+    """Each repeat runs both sides, in alternating order; the first pair is a warm-up, left
+    out. (project runs, bare runs)."""
     project, bare = [], []
-    for repeat in range(args.repeats + 1):  # the first pair is a warm-up
+    for repeat in range(args.repeats + 1):
         order = ("project", "bare") if repeat % 2 else ("bare", "project")
         for side in order:
             if side == "project":
@@ -234,7 +230,11 @@ def main(argv=None) -> int:
                   f"{1e3 * b['span']:7.1f} ms (x{p['span'] / b['span']:.3f}); loop wall/step "
                   f"project {1e3 * p['wall']:7.1f} ms, bare {1e3 * b['wall']:7.1f} ms "
                   f"(x{p['wall'] / b['wall']:.3f}); train() call {p['total']:.1f} s", flush=True)
+    return project, bare
 
+
+def summarise(project: list, bare: list, args) -> dict:
+    """The medians over repeats, printed side by side, and the target; the RESULT figures."""
     overhead = median(p["span"] / b["span"] for p, b in zip(project, bare, strict=True))
     wall_overhead = median(p["wall"] / b["wall"] for p, b in zip(project, bare, strict=True))
     step_p, step_b = median(p["span"] for p in project), median(b["span"] for b in bare)
@@ -253,19 +253,31 @@ def main(argv=None) -> int:
     print(f"whole train() call:      {total:.1f} s for {args.steps} steps "
           f"(setup: split + image check, model load, Trainer; save: adapter, plot)")
     target("trainer_overhead", overhead, "<=", TARGET)
+    return {"trainer_overhead": overhead, "wall_overhead": wall_overhead,
+            "project_step_ms": 1e3 * step_p, "bare_step_ms": 1e3 * step_b,
+            "project_wall_ms": 1e3 * wall_p, "bare_wall_ms": 1e3 * wall_b,
+            "project_samples_per_s": args.batch / wall_p,
+            "bare_samples_per_s": args.batch / wall_b,
+            "project_peak_rss_mb": rss_p, "bare_peak_rss_mb": rss_b}
 
-    if args.profile or overhead > TARGET or wall_overhead > TARGET:
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    quiet()
+    banner("bench_train")
+    print(machine())
+    scratch = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    release = synthetic_release(scratch, args.smoke)
+    model_dir = save_model(scratch, args)
+    project, bare = run_repeats(model_dir, release, scratch, args)
+    figures = summarise(project, bare, args)
+    if args.profile or figures["trainer_overhead"] > TARGET or figures["wall_overhead"] > TARGET:
         print()
         config = config_for(model_dir, release, scratch / "profiled", args.steps, args.batch)
         profiled = run_project(config, args.steps, args.skip, profile=True)
         print_profile(profiled["profiler"])
-    print(result_line(trainer_overhead=overhead, wall_overhead=wall_overhead,
-                      project_step_ms=1e3 * step_p, bare_step_ms=1e3 * step_b,
-                      project_wall_ms=1e3 * wall_p, bare_wall_ms=1e3 * wall_b,
-                      project_samples_per_s=args.batch / wall_p,
-                      bare_samples_per_s=args.batch / wall_b,
-                      project_peak_rss_mb=rss_p, bare_peak_rss_mb=rss_b,
-                      repeats=args.repeats))
+    print(result_line(**figures, repeats=args.repeats))
     return 0
 
 

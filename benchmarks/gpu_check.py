@@ -23,8 +23,8 @@ downloaded. The steps, each printed as it finishes:
    batch 16 and 32, and ``generate`` at batch 16 (forced to the classifier's full answer
    budget: a random model may stop at once). Samples/s, peak memory, MFU of the prefill.
 
-FLOP count used for MFU, and the cards' peaks: see ``_flops.py``. Targets: training >= 40%
-MFU; score >= 45% MFU of its prefill FLOPs.
+Steps 2 and 3 are timed by ``_gpu_steps.py``. FLOP count used for MFU, and the cards' peaks:
+see ``_flops.py``. Targets: training >= 40% MFU; score >= 45% MFU of its prefill FLOPs.
 
 ``--dry-run`` runs all of it on the CPU, except the CUDA kernels and the timings: step 1 as
 is (against 80 GB and 141 GB cards, or ``--card-gb``), steps 2 and 3 through the same code on
@@ -40,57 +40,20 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _memory as memory  # noqa: E402
-from _common import (  # noqa: E402
-    Clock,
-    Report,
-    add_smoke_flag,
-    banner,
-    machine,
-    peak_rss_mb,
-    result_line,
-    target,
-)
-from _flops import (  # noqa: E402
-    LLAVA_7B_COUNTS,
-    fmt_mfu,
-    parameter_counts,
-    peak_tflops,
-    prefill_flops,
-    train_flops,
-)
+from _common import Report, add_smoke_flag, banner, machine, result_line, target  # noqa: E402
+from _flops import LLAVA_7B_COUNTS, fmt_mfu, parameter_counts, peak_tflops  # noqa: E402
+from _gpu_steps import Setup, collator, predict_phase, train_phase  # noqa: E402
 
 DRY_RUN_CARDS_GB = (80.0, 141.0)  # H100 / H200
-
-
-@dataclass
-class Setup:
-    """What differs between the GPU run and the dry run; everything else is shared."""
-
-    device: torch.device
-    sizes: dict  # LLAVA_7B_SIZES on the GPU; {} (the tiny defaults) in the dry run
-    batch: int
-    score_batches: tuple[int, int]
-    generate_batch: int
-    name: str
-    peak: float | None  # the card's dense bf16 TFLOPS, for MFU
-
-    @property
-    def dry(self) -> bool:
-        return self.device.type != "cuda"
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
 def tweet(rng: random.Random, words: int = 24) -> str:
@@ -122,14 +85,6 @@ def write_records(folder: Path, n: int, image_size: int, seed: int = 0):
         records.append(Record(str(len(records)), tweet(rng), str(path), text_label, image_label,
                               label))
     return records
-
-
-def collator(processor):
-    from llavac.args import TrainArgs
-    from llavac.prompt import PromptFormat
-    from llavac.train.collator import TrainCollator
-
-    return TrainCollator(processor, PromptFormat.from_name("full"), False, TrainArgs().max_length)
 
 
 # -- 1. the 7B shape on the meta device, and its memory plan ---------------------------------
@@ -189,145 +144,7 @@ def plan_7b(records, batch: int, cards_gb: list[float], report: Report) -> dict:
     return {"counts": counts, "totals": totals, "fallback_batch": fallback}
 
 
-# -- 2. LoRA training -----------------------------------------------------------------------
-
-def reset_peak(device):
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_gb(device) -> float:
-    """Peak device memory (a GPU) or peak RSS (the dry run's CPU) in GB of 1e9."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / memory.GB
-    return peak_rss_mb() * 2**20 / memory.GB
-
-
-def is_oom(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error)
-
-
-def train_steps(model, batches, setup: Setup, steps: int, warmup: int,
-                checkpointing: bool) -> tuple[list[float], list[int], float]:
-    """Warm-up + timed LoRA steps on pre-collated ``batches`` (cycled), as the Trainer runs
-    them: (seconds per timed step, tokens per timed step, the last loss)."""
-    from llavac.args import LoraArgs, TrainArgs
-    from llavac.train.recipe import split_projector_groups
-
-    args, lora = TrainArgs(), LoraArgs()
-    if checkpointing:  # as the Trainer applies train.gradient_checkpointing (the recipe's kwargs)
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.activation_checkpointing_disable()
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = split_projector_groups(
-        torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay), model,
-        lora.projector_lr)
-    clock = Clock(setup.device)
-
-    def step(inputs):
-        with setup.autocast():
-            loss = model(**inputs).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # the Trainer's max_grad_norm
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
-
-    times, tokens = [], []
-    try:
-        for i in range(warmup + steps):
-            inputs = {k: v.to(setup.device) if torch.is_tensor(v) else v
-                      for k, v in batches[i % len(batches)].items()}
-            seconds, loss = clock(lambda inputs=inputs: step(inputs))
-            if i >= warmup:
-                times.append(seconds)
-                tokens.append(int(inputs["attention_mask"].sum()))
-        return times, tokens, float(loss.detach())
-    finally:
-        optimizer.zero_grad(set_to_none=True)
-        model.activation_checkpointing_disable()
-
-
-
-def collated_batches(processor, records, batch: int) -> list[dict]:
-    collate = collator(processor)
-    return [collate(records[i:i + batch]) for i in range(0, 2 * batch, batch)]
-
-
-def train_phase(model, processor, records, setup: Setup, args, counts, batch: int,
-                checkpointing: bool) -> dict | None:
-    """Training with checkpointing on or off from ``batch``, halving it until it fits."""
-    setting = "on" if checkpointing else "off"
-    while batch >= 1:
-        batches = collated_batches(processor, records, batch)
-        reset_peak(setup.device)
-        try:
-            times, tokens, loss = train_steps(model, batches, setup, args.steps, args.warmup,
-                                              checkpointing)
-            break
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-            if not is_oom(error):
-                raise
-        # out of the except block: the traceback no longer holds the activations
-        print(f"train, gradient checkpointing {setting}: batch {batch} does not fit; halving",
-              flush=True)
-        model.zero_grad(set_to_none=True)
-        batch //= 2
-    else:
-        print(f"train, gradient checkpointing {setting}: no batch fits", flush=True)
-        return None
-    step_s, mean_tokens = statistics.median(times), sum(tokens) / len(tokens)
-    flops = train_flops(counts, mean_tokens / batch, model.config.image_seq_length) * batch
-    return {"batch": batch, "step_s": step_s, "tokens_per_s": mean_tokens / step_s,
-            "samples_per_s": batch / step_s, "tflops": flops / step_s / 1e12,
-            "mfu": flops / step_s / (setup.peak * 1e12) if setup.peak else None,
-            "peak_gb": peak_gb(setup.device), "tokens_per_sample": mean_tokens / batch,
-            "loss": loss}
-
-
-# -- 3. score and generate through the project's classifier ----------------------------------
-
-def predict_phase(classifier, records, setup: Setup, args, counts, method: str,
-                  batch: int) -> dict | None:
-    """``score`` or ``generate`` (the whole answer budget) on ``batch`` prompts; its figures."""
-    from llavac.data import open_rgb
-    from llavac.predict.batching import encode_prompts
-    from llavac.predict.generation import generate_answers
-
-    model, processor = classifier.model, classifier.processor
-    images = [open_rgb(record.image) for record in (records * 4)[:batch]]
-    texts = [record.text for record in (records * 4)[:batch]]
-    encoded = encode_prompts(processor, classifier.fmt, images, texts, model)
-    if method == "score":
-        def call():
-            return classifier.scorer.score(encoded)
-    else:
-        def call():
-            answers = generate_answers(model, processor.tokenizer, encoded,
-                                       classifier.max_new_tokens)
-            return [classifier.fmt.parse(answer) for answer in answers]
-    clock = Clock(setup.device)
-    reset_peak(setup.device)
-    try:
-        clock(call)  # warm-up
-        times = [clock(call)[0] for _ in range(args.repeats)]
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-        if not is_oom(error):
-            raise
-        print(f"{method} batch {batch}: out of memory", flush=True)
-        return None
-    seconds = statistics.median(times)
-    tokens = float(encoded.attention_mask.sum()) / batch
-    flops = prefill_flops(counts, tokens, model.config.image_seq_length) * batch
-    return {"batch": batch, "seconds": seconds, "samples_per_s": batch / seconds,
-            "prompt_tokens": tokens, "tflops": flops / seconds / 1e12,
-            "peak_gb": peak_gb(setup.device),
-            "mfu": flops / seconds / (setup.peak * 1e12) if setup.peak else None}
-
+# -- 2. and 3. (timed in ``_gpu_steps.py``): one line per step beside its plan ---------------
 
 WOULD_MEASURE = {
     "train": "step time, tokens/s, samples/s, TFLOPS, MFU, peak memory",
@@ -457,7 +274,6 @@ def finish(setup: Setup, results: dict, planned: dict, report: Report) -> int:
     report.put("result", figures)
     print(result_line(**figures))
     return 0
-
 
 
 def main(argv=None) -> int:

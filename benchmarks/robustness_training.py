@@ -20,13 +20,12 @@ from pathlib import Path
 
 from llavac.args import ClassifierArgs, DataArgs, RobustnessArgs, RobustnessConfig, TrainConfig
 from llavac.config import load_config
-from llavac.data.synthetic import write_synthetic_release
 from llavac.prompt.variants import VARIANTS_FILE
 from llavac.studies.robustness import robustness
 from llavac.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_smoke_flag, banner  # noqa: E402
+from _common import add_smoke_flag, banner, synthetic_release  # noqa: E402
 
 
 def measure(data: Path, output: Path, seed: int, variants: bool, smoke: bool) -> dict:
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
     banner("robustness_training")
     if args.smoke:
         args.output = Path(tempfile.mkdtemp(prefix="robustness_training_"))
-    data = write_synthetic_release(args.output / "synthetic", n=60 if args.smoke else 600, seed=0)
+    data = synthetic_release(args.output, args.smoke)
     for seed in args.seeds:
         line = [f"seed={seed}"]
         for variants in (False, True):

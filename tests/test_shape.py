@@ -1,8 +1,11 @@
-"""The package's shape: no function in ``llavac/`` over 60 lines, no module over 400.
+"""The code's shape: no function in ``llavac/`` or ``benchmarks/`` over 60 lines, no module
+over 400.
 
 Short functions and modules are what makes the package readable in one sitting; this test
-keeps them so. Lines are counted as Python reports them (a function from its ``def`` line to
-its last line, docstring and comments included; a module's every line).
+keeps them so. The benchmarks are held to the same limits: they are how the speed and memory
+targets are shown, and are read as closely as the package. Lines are counted as Python
+reports them (a function from its ``def`` line to its last line, docstring and comments
+included; a module's every line).
 """
 
 from __future__ import annotations
@@ -10,17 +13,22 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "llavac"
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "llavac"
+FOLDERS = (PACKAGE, REPO / "benchmarks")
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 
 
-def shape_violations(package: Path = PACKAGE) -> list[str]:
-    """Every function and module over its limit, as ``path:line name: N lines``."""
+def shape_violations(folder: Path = PACKAGE) -> list[str]:
+    """Every function and module under ``folder`` over its limit, as ``path:line name: N
+    lines``."""
     violations = []
-    for path in sorted(package.rglob("*.py")):
+    for path in sorted(folder.rglob("*.py")):
         source = path.read_text(encoding="utf-8")
-        name = path.relative_to(package.parent)
+        name = path.relative_to(folder.parent)
         lines = len(source.splitlines())
         if lines > MAX_MODULE_LINES:
             violations.append(f"{name}: module of {lines} lines (at most {MAX_MODULE_LINES})")
@@ -33,8 +41,9 @@ def shape_violations(package: Path = PACKAGE) -> list[str]:
     return violations
 
 
-def test_no_function_over_60_lines_and_no_module_over_400():
-    violations = shape_violations()
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda folder: folder.name)
+def test_no_function_over_60_lines_and_no_module_over_400(folder):
+    violations = shape_violations(folder)
     assert not violations, "\n".join(["too long:", *violations])
 
 
