@@ -17,6 +17,17 @@ from PIL import Image
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_runtest_setup(item):
+    """Fail a grouped test when ``--dist loadgroup`` lost its ``xdist_group`` mark (the group
+    is then missing from its node id): the tests that share a run or a cluster would each
+    pay for it on both workers, silently."""
+    if (getattr(item.config.option, "loadgroup", False)  # pytest-xdist's workers set it
+            and item.get_closest_marker("xdist_group") and "@" not in item.nodeid):
+        pytest.fail("--dist loadgroup ignored this test's xdist_group mark: this pytest and "
+                    "pytest-xdist do not work together (pytest-dev/pytest-xdist#1386); "
+                    "install the test extra with -c constraints.txt", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` next to the repository (real MVSA data; CI provides it)."""

@@ -70,6 +70,10 @@ def head_run(tmp_path_factory, synthetic_release):
     return run
 
 
+# The tests of the head run share the worker that trains it, so the other never waits.
+ON_HEAD_RUNS_WORKER = pytest.mark.xdist_group("head_run")
+
+
 # Measured at 1,000 steps (held-out multimodal accuracy, 46 pairs): DoRA 0.83, PiSSA 0.80,
 # rsLoRA 0.76 at LoRA's rate, 0.87 at a quarter of it. Each needs more steps or a rate of
 # its own on the tiny model; strict, so the run that first learns fails until unmarked.
@@ -94,6 +98,7 @@ def test_each_technique_learns_the_synthetic_task(variant, synthetic_release, tm
     assert multimodal_accuracy(*held_out(run, synthetic_release)) >= 0.9
 
 
+@ON_HEAD_RUNS_WORKER
 def test_head_probabilities_sum_to_one_per_slot_and_generate_is_refused(head_run,
                                                                         synthetic_release):
     records, predictions = held_out(head_run, synthetic_release)
@@ -108,6 +113,7 @@ def test_head_probabilities_sum_to_one_per_slot_and_generate_is_refused(head_run
         classifier.predict(records[:2], method="generate", progress=False)
 
 
+@ON_HEAD_RUNS_WORKER
 def test_a_head_run_evaluates_serves_and_exports_like_an_answer_run(head_run, tmp_path):
     from llavac.cli import main
 
@@ -142,6 +148,7 @@ def test_a_head_run_evaluates_serves_and_exports_like_an_answer_run(head_run, tm
                 assert from_export["probabilities"][slot][label] == pytest.approx(p, abs=1e-5)
 
 
+@ON_HEAD_RUNS_WORKER
 def test_a_head_run_labels_a_corpus_as_it_predicts_in_memory(head_run, synthetic_release,
                                                             tmp_path):
     """``llavac predict --input``: the streaming corpus path (batches, checkpoints, the
@@ -166,6 +173,7 @@ def test_a_head_run_labels_a_corpus_as_it_predicts_in_memory(head_run, synthetic
     assert [(row["id"], row["reason"]) for row in skipped] == [("gone", "missing_image")]
 
 
+@ON_HEAD_RUNS_WORKER
 def test_a_head_run_calibrates_and_its_temperatures_reach_the_heads(head_run, tmp_path,
                                                                     synthetic_release):
     import shutil
