@@ -98,19 +98,21 @@ PROVENANCE = ("train_seed", "split_seed", "config_hash", "procedure", "fold", "p
 
 
 @pytest.fixture(scope="module")
-def trained_run(synthetic_release, tmp_path_factory):
-    """A short training run on random811 (split seed 2, training seed 7) and the same split
-    exported as a folder."""
+def trained_run(tmp_path_factory):
+    """A short training run on random811 of a small synthetic release (split seed 2, training
+    seed 7) and the same split exported as a folder. Small: its train part is evaluated."""
     from conftest import tiny_train_config
 
     from llavac.data.export import export_split
+    from llavac.data.synthetic import write_synthetic_release
     from llavac.train import train
 
     root = tmp_path_factory.mktemp("leak")
-    run = train(tiny_train_config(synthetic_release, root / "run", "train.max_steps=2",
+    release = write_synthetic_release(root / "release", n=120, seed=0)
+    run = train(tiny_train_config(release, root / "run", "train.max_steps=2",
                                   "data.split_seed=2", "train.seed=7"))
     split = root / "split"
-    export_split(synthetic_release, "random811", seed=2, out=split)
+    export_split(release, "random811", seed=2, out=split)
     return run, split
 
 

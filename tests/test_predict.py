@@ -316,9 +316,10 @@ def test_jsonl_has_labels_and_what_the_method_gave(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_paligemma_run(synthetic_release, tmp_path_factory):
-    """The tiny PaliGemma fully fine-tuned like ``synthetic_run`` (~10-25 s on 2 CPUs)."""
+    """The tiny PaliGemma fully fine-tuned like ``synthetic_run``, for twice the steps."""
     output = tmp_path_factory.mktemp("tiny-paligemma") / "run"
-    return train_full(synthetic_release, output, "model.name=tiny-paligemma")
+    return train_full(synthetic_release, output, "model.name=tiny-paligemma",
+                      "train.max_steps=300")
 
 
 @pytest.fixture(scope="module")

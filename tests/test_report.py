@@ -26,13 +26,13 @@ CAP_MB = 10.0  # eval.report_max_mb's default
 
 @pytest.fixture(scope="session")
 def qmf_eval(shared_data, tmp_path_factory) -> Path:
-    """One evaluation of the untrained tiny LLaVA on the QMF test part, reliance on 100.
+    """One evaluation of the untrained tiny LLaVA on the QMF test part, reliance on 30.
     Session-scoped: a worker may run the module's tests between other modules' tests, and a
     module-scoped fixture would then be evaluated again each time."""
     output = tmp_path_factory.mktemp("qmf") / "eval"
     assert main(["evaluate", "--model", "tiny-llava", "--dtype", "float32",
                  "--data", str(shared_data / "mvsa_single"), "--procedure", "qmf",
-                 "--batch-size", "32", "--output", str(output), "--reliance-pairs", "100",
+                 "--batch-size", "32", "--output", str(output), "--reliance-pairs", "30",
                  "eval.progress=false"]) == 0
     return output
 
@@ -59,7 +59,7 @@ def test_real_qmf_test_split(qmf_eval):
     for prediction in predictions:
         assert all(prediction[f"{slot}_label"] in LABELS for slot in SLOTS)
     reliance = metrics["modality_reliance"]
-    assert (reliance["pairs"], reliance["of"], reliance["sample_seed"]) == (100, 519, 0)
+    assert (reliance["pairs"], reliance["of"], reliance["sample_seed"]) == (30, 519, 0)
     assert set(reliance["slots"]) == set(SLOTS)
     size_mb = (qmf_eval / "report.html").stat().st_size / 1e6
     print(f"report.html: {size_mb:.2f} MB for 519 pairs (cap {CAP_MB} MB)")
