@@ -117,6 +117,15 @@ def finished_run(tmp_path_factory) -> Path:
     return shared_run(tmp_path_factory, "finished-run", "train.max_steps=2")
 
 
+@pytest.fixture(scope="session")
+def head_run(tmp_path_factory) -> Path:
+    """The tiny LLaVA with LoRA and classification heads (``train.objective=head``), 30
+    steps: what a head run does in predict / evaluate / serve / export does not depend on
+    how well it learnt."""
+    return shared_run(tmp_path_factory, "head-run", "train.objective=head",
+                      "train.tuning=lora", "train.max_steps=30")
+
+
 def shared_run(tmp_path_factory, name: str, *overrides: str) -> Path:
     """A run trained once per test session by ``train_full``: the pytest-xdist workers share
     a folder beside their own temporary folders, and a file lock lets the first one train

@@ -117,6 +117,23 @@ def test_ray_gives_the_local_engines_answers_bad_rows_and_lines(job, tmp_path, r
     check_same_lines(capsys.readouterr().err.splitlines(), job, tmp_path / "ray")
 
 
+def test_ray_labels_a_corpus_with_a_head_run_as_the_local_engine(head_run, shared_data,
+                                                                 tmp_path, ray_cluster):
+    """A head run's actors read their heads: the local engine's labels and probabilities."""
+    good = mvsa_corpus(shared_data, tmp_path / "in.jsonl", 24)
+    base = ["predict", "--adapter", str(head_run), "--device", "cpu", "--input",
+            str(tmp_path / "in.jsonl"), *BLOCK, "predict.progress=false"]
+    assert main([*base, "--output", str(tmp_path / "local.jsonl")]) == 0
+    assert main([*base, "--output", str(tmp_path / "ray"), "--engine", "ray"]) == 0
+    got, want = folder_rows(tmp_path / "ray", "part-*.jsonl"), lines(tmp_path / "local.jsonl")
+    assert [row["id"] for row in got] == good
+    for a, b in zip(got, want, strict=True):
+        assert [a[k] for k in LABELS] == [b[k] for k in LABELS]
+        assert set(b["probabilities"]) == {"text", "image", "multimodal"}
+        for slot, probs in b["probabilities"].items():
+            assert a["probabilities"][slot] == pytest.approx(probs, abs=1e-5)
+
+
 @pytest.mark.slow  # test_ray_gives_the_local_engines_answers_bad_rows_and_lines, on 300
 def test_two_thousand_real_pairs_as_the_local_engine(shared_data, tmp_path, classifier,
                                                      ray_cluster, capsys):

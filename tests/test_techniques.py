@@ -12,14 +12,12 @@ check what each variant changes in peft, and PiSSA's conversion, without trainin
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_train_config
 from fastapi.testclient import TestClient
-from filelock import FileLock
 
 from llavac.data import load_data
 from llavac.labels import LABELS
@@ -54,21 +52,6 @@ def losses(run) -> list[float]:
 def multimodal_accuracy(records, predictions) -> float:
     return sum(p.multimodal_label == r.multimodal_label
                for p, r in zip(predictions, records, strict=True)) / len(records)
-
-
-@pytest.fixture(scope="session")
-def head_run(tmp_path_factory, synthetic_release):
-    """The tiny LLaVA with LoRA and classification heads, 30 steps, trained once per test
-    run (the xdist workers share it through a file lock, as ``synthetic_run``)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    run = root / "head-run"
-    with FileLock(f"{run}.lock"):
-        if not (run / "manifest.json").is_file():
-            trained(run, synthetic_release, "train.objective=head", "train.tuning=lora",
-                    "train.max_steps=30", "train.save_steps=100000", "train.logging_steps=1")
-    return run
 
 
 # The tests of the head run share the worker that trains it, so the other never waits.
