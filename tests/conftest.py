@@ -19,11 +19,12 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Each module's tests share a worker (``--dist loadgroup``), unless marked with a group
-    of their own: a module-scoped fixture (a run, a server, a split) is then built once, not
-    once on each worker."""
+    """Each module's every-change tests share a worker (``--dist loadgroup``), unless marked
+    with a group of their own: a module-scoped fixture (a run, a server, a split) is then
+    built once, not once on each worker. Slow tests stay spread: each costs more than the
+    fixtures it could share."""
     for item in items:
-        if not item.get_closest_marker("xdist_group"):
+        if not item.get_closest_marker("xdist_group") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
