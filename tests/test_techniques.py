@@ -19,9 +19,11 @@ import torch
 from conftest import tiny_train_config
 from fastapi.testclient import TestClient
 
+from llavac.args import DataArgs, TrainConfig
 from llavac.data import load_data
 from llavac.labels import LABELS
 from llavac.predict import Classifier
+from llavac.runs.folder import RunFolder
 from llavac.serve import create_app
 
 # LoRA on a random-init model needs more steps than the full fine-tune of the demo (its
@@ -36,10 +38,14 @@ def trained(folder, release, *overrides):
     return train(tiny_train_config(release, folder, *overrides))
 
 
-def held_out(run, release):
-    """``(records, predictions)`` of the run on the synthetic release's test part."""
-    config = tiny_train_config(release, run)
-    _, records = load_data(config.data).part(None, default="test")
+def run_data(run) -> DataArgs:
+    """The data a run was trained on, as its ``config.yaml`` says."""
+    return RunFolder(run).typed_config(TrainConfig).data
+
+
+def held_out(run):
+    """``(records, predictions)`` of the run on the test part of the data it trained on."""
+    _, records = load_data(run_data(run)).part(None, default="test")
     return records, Classifier.from_pretrained(adapter=run, device="cpu").predict(
         records, progress=False)
 
@@ -87,13 +93,12 @@ def test_each_technique_learns_the_synthetic_task(variant, synthetic_release, tm
                   f"lora.variant={variant}", *LEARNING, *SCHEDULES[variant])
     loss = losses(run)
     assert sum(loss[-5:]) / 5 < sum(loss[:5]) / 5, loss
-    assert multimodal_accuracy(*held_out(run, synthetic_release)) >= 0.9
+    assert multimodal_accuracy(*held_out(run)) >= 0.9
 
 
 @ON_HEAD_RUNS_WORKER
-def test_head_probabilities_sum_to_one_per_slot_and_generate_is_refused(head_run,
-                                                                        synthetic_release):
-    records, predictions = held_out(head_run, synthetic_release)
+def test_head_probabilities_sum_to_one_per_slot_and_generate_is_refused(head_run):
+    records, predictions = held_out(head_run)
     for prediction in predictions:
         assert set(prediction.probabilities) == {"text", "image", "multimodal"}
         for slot, probs in prediction.probabilities.items():
@@ -111,7 +116,7 @@ def test_a_head_run_evaluates_serves_and_exports_like_an_answer_run(head_run, tm
 
     evaluation = tmp_path / "eval"
     assert main(["evaluate", "--adapter", str(head_run), "--output", str(evaluation),
-                 "--data", _release_of(head_run), "--procedure", "random811"]) == 0
+                 "--data", run_data(head_run).path, "--procedure", "random811"]) == 0
     metrics = json.loads((evaluation / "metrics.json").read_text())
     assert set(metrics["slots"]) == {"text", "image", "multimodal"}
     assert metrics["slots"]["multimodal"]["ece"] is not None  # probabilities: calibration
@@ -141,13 +146,12 @@ def test_a_head_run_evaluates_serves_and_exports_like_an_answer_run(head_run, tm
 
 
 @ON_HEAD_RUNS_WORKER
-def test_a_head_run_labels_a_corpus_as_it_predicts_in_memory(head_run, synthetic_release,
-                                                            tmp_path):
+def test_a_head_run_labels_a_corpus_as_it_predicts_in_memory(head_run, tmp_path):
     """``llavac predict --input``: the streaming corpus path (batches, checkpoints, the
     skipped-rows file) gives a head run's probabilities as ``Classifier.predict`` does."""
     from llavac.cli import main
 
-    records, predictions = held_out(head_run, synthetic_release)
+    records, predictions = held_out(head_run)
     rows = [{"id": r.id, "image": r.image, "text": r.text} for r in records[:12]]
     rows.insert(5, {"id": "gone", "image": str(tmp_path / "missing.jpg"), "text": "t"})
     corpus = tmp_path / "in.jsonl"
@@ -166,30 +170,23 @@ def test_a_head_run_labels_a_corpus_as_it_predicts_in_memory(head_run, synthetic
 
 
 @ON_HEAD_RUNS_WORKER
-def test_a_head_run_calibrates_and_its_temperatures_reach_the_heads(head_run, tmp_path,
-                                                                    synthetic_release):
+def test_a_head_run_calibrates_and_its_temperatures_reach_the_heads(head_run, tmp_path):
     import shutil
 
     from llavac.cli import main
 
     run = shutil.copytree(head_run, tmp_path / "run")  # calibrate writes into the run
-    assert main(["calibrate", str(run), "--data", str(synthetic_release), "--procedure",
+    assert main(["calibrate", str(run), "--data", run_data(head_run).path, "--procedure",
                  "random811", "calibrate.progress=false"]) == 0
     temperatures = json.loads((run / "calibration.json").read_text())["temperatures"]
     assert set(temperatures) == {"text", "image", "multimodal"}
-    _, raw = held_out(head_run, synthetic_release)
-    _, calibrated = held_out(run, synthetic_release)
+    _, raw = held_out(head_run)
+    _, calibrated = held_out(run)
     for before, after in zip(raw[:5], calibrated[:5], strict=True):
         assert before.multimodal_label == after.multimodal_label  # scaling keeps the argmax
         assert sum(after.probabilities["multimodal"].values()) == pytest.approx(1.0, abs=1e-6)
     assert abs(temperatures["multimodal"] - 1) > 1e-3  # a real temperature, applied:
     assert [p.probabilities for p in calibrated] != [p.probabilities for p in raw]
-
-
-def _release_of(run):
-    import yaml
-
-    return yaml.safe_load((run / "config.yaml").read_text())["data"]["path"]
 
 
 def _b64(seed: int) -> str:
